@@ -1,0 +1,46 @@
+"""Nautobot configuration for the local streamsync stack (development, demo and tests).
+
+Every setting that differs between machines comes from the environment, so the same file
+serves the local stack (`deploy/stack.sh`), the containers (`deploy/docker-compose.yml`) and
+existing services (set NAUTOBOT_DB_*, NAUTOBOT_REDIS_*, STREAMSYNC_KAFKA_BOOTSTRAP).
+"""
+
+import os
+
+# Nautobot reads the Redis location while its settings import: default it to the local stack first.
+os.environ.setdefault("NAUTOBOT_REDIS_HOST", "127.0.0.1")
+os.environ.setdefault("NAUTOBOT_REDIS_PORT", "16379")
+
+from nautobot.core.settings import *  # noqa: F403
+from nautobot.core.settings import DATABASES
+from nautobot.core.settings_funcs import is_truthy
+
+DEBUG = is_truthy(os.getenv("NAUTOBOT_DEBUG", "false"))
+ALLOWED_HOSTS = os.getenv("NAUTOBOT_ALLOWED_HOSTS", "*").split(" ")
+SECRET_KEY = os.getenv("NAUTOBOT_SECRET_KEY", "streamsync-local-development-key-not-for-production-use-0123456789")
+
+DATABASES["default"].update(
+    {
+        "HOST": os.getenv("NAUTOBOT_DB_HOST", "127.0.0.1"),
+        "PORT": os.getenv("NAUTOBOT_DB_PORT", "15432"),
+        "USER": os.getenv("NAUTOBOT_DB_USER", "nautobot"),
+        "PASSWORD": os.getenv("NAUTOBOT_DB_PASSWORD", "nautobot"),
+        "NAME": os.getenv("NAUTOBOT_DB_NAME", "nautobot"),
+        # A worker outlives database restarts: check a pooled connection before each use.
+        "CONN_HEALTH_CHECKS": True,
+    }
+)
+
+PLUGINS = ["nautobot_ssot", "streamsync"]
+
+PLUGINS_CONFIG = {
+    "nautobot_ssot": {"hide_example_jobs": True},
+    "streamsync": {
+        "kafka_bootstrap": os.getenv("STREAMSYNC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "topic_prefix": os.getenv("STREAMSYNC_TOPIC_PREFIX", "streamsync"),
+        "sources": {
+            # source name -> the DiffSync models its events may write
+            "ipam": {"models": ["vlan"]},
+        },
+    },
+}
