@@ -1,0 +1,55 @@
+"""Partial DiffSync adapters: a batch's events on one side, only the batch's keys of Nautobot on the other.
+
+A full SSoT run loads everything on both sides. Streaming loads just the objects a batch names,
+so the diff of the two adapters is exactly the batch's work: an object the events name and
+Nautobot lacks is created, one both have is updated, one named by a delete is deleted.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable, Mapping
+from functools import reduce
+from typing import Any, ClassVar
+
+from diffsync import Adapter, DiffSyncModel
+from django.db.models import Q
+from nautobot_ssot.contrib import NautobotAdapter
+
+
+class PartialNautobotAdapter(NautobotAdapter):
+    """Loads from Nautobot only the objects whose identifiers are in `keys`: one query per model."""
+
+    top_level: ClassVar[list[str]] = []
+
+    def __init__(self, *args: Any, keys: Mapping[str, list[dict[str, Any]]], **kwargs: Any) -> None:
+        self._keys = keys
+        super().__init__(*args, job=None, **kwargs)
+
+    def _load_objects(self, diffsync_model: Any) -> None:
+        keys = self._keys.get(diffsync_model.get_type(), [])
+        if not keys:
+            return
+        # `vlan_group__name=None` filters as IS NULL, which is what a null identifier means.
+        match = reduce(operator.or_, (Q(**key) for key in keys))
+        parameter_names = diffsync_model.get_synced_attributes()
+        for database_object in diffsync_model._get_queryset().filter(match):
+            self._load_single_object(database_object, diffsync_model, parameter_names)
+
+    def _handle_children(self, database_object: Any, diffsync_model: Any) -> None:
+        """Streaming diffs are per object: an event about a parent never touches children it does not name."""
+
+
+class EventAdapter(Adapter):
+    """The remote side of one batch, built from its events rather than loaded from a system."""
+
+    top_level: ClassVar[list[str]] = []
+
+
+def adapter_classes(models: Iterable[type[DiffSyncModel]]) -> tuple[type[PartialNautobotAdapter], type[EventAdapter]]:
+    """A matching pair of adapter classes for these models (diffsync wants models as class attributes)."""
+    attrs: dict[str, Any] = {model.get_type(): model for model in models}
+    top_level = list(attrs)
+    nautobot = type("BatchNautobotAdapter", (PartialNautobotAdapter,), {**attrs, "top_level": top_level})
+    remote = type("BatchEventAdapter", (EventAdapter,), {**attrs, "top_level": top_level})
+    return nautobot, remote

@@ -1,0 +1,1 @@
+"""Faust agents: read streamsync's topics, hand batches to the engine, commit after the database does."""

@@ -1,0 +1,45 @@
+"""The Faust application a `streamsync worker` runs."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import faust
+
+from streamsync.settings import StreamsyncSettings
+
+
+class StreamsyncApp(faust.App):
+    """A faust.App without fixups.
+
+    Nautobot is set up before the app exists; faust's Django fixup would run `django.setup()`
+    and every system check a second time, and duplicate Nautobot's log handlers.
+    """
+
+    def _init_fixups(self) -> Any:
+        return []
+
+
+def default_data_dir() -> str:
+    """Where faust keeps its small local state (it would otherwise write into the working directory)."""
+    base = os.getenv("STREAMSYNC_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "streamsync")
+    return os.path.join(base, "faust")
+
+
+def create_app(settings: StreamsyncSettings) -> StreamsyncApp:
+    """A Faust app whose id is the consumer group: every worker with the same settings shares the work."""
+    return StreamsyncApp(
+        settings.group_id,
+        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        autodiscover=False,
+        web_enabled=False,
+        datadir=settings.data_dir or default_data_dir(),
+        store="memory://",
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        broker_commit_every=settings.batch_size,
+        broker_commit_interval=1.0,
+    )

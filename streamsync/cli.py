@@ -1,0 +1,144 @@
+"""The `streamsync` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import IO
+
+import click
+
+from streamsync.envelope import EnvelopeError, Event, decode
+from streamsync.topics import DEFAULT_PREFIX, events_topic
+
+BOOTSTRAP_DEFAULT = "127.0.0.1:9092"
+
+
+def setup_nautobot(config: str | None) -> None:
+    """Load Nautobot's configuration exactly as `nautobot-server` does, then Django."""
+    import nautobot
+
+    if config:
+        os.environ["NAUTOBOT_CONFIG"] = config
+    try:
+        nautobot.setup()
+    except Exception as error:
+        raise click.ClickException(
+            f"cannot set up Nautobot (NAUTOBOT_CONFIG={os.getenv('NAUTOBOT_CONFIG')}): {error}"
+        ) from error
+
+
+@click.group()
+@click.option(
+    "--config",
+    envvar="NAUTOBOT_CONFIG",
+    type=click.Path(exists=True, dir_okay=False),
+    help="nautobot_config.py to use (default: $NAUTOBOT_CONFIG, as for nautobot-server).",
+)
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """Stream change events between Kafka and Nautobot."""
+    ctx.obj = {"config": config}
+
+
+@main.command()
+@click.option("--source", "sources", multiple=True, help="Source(s) to consume (default: every configured source).")
+@click.option("--batch-size", type=int, help="Events per batch (PLUGINS_CONFIG batch_size).")
+@click.option("--batch-timeout", type=float, help="Seconds to wait for a batch to fill (batch_timeout).")
+@click.option("--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_context
+def worker(
+    ctx: click.Context, sources: tuple[str, ...], batch_size: int | None, batch_timeout: float | None, loglevel: str
+) -> None:
+    """Run sync workers; processes with the same settings form one consumer group."""
+    setup_nautobot(ctx.obj["config"])
+    import faust
+
+    from streamsync import logging as streamsync_logging
+    from streamsync.agents.app import create_app
+    from streamsync.agents.sync import DatabaseThread, register_sync_agent
+    from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics
+    from streamsync.settings import ConfigError, StreamsyncSettings
+
+    log_config = streamsync_logging.configure(loglevel.upper())
+    try:
+        settings = StreamsyncSettings.load({"batch_size": batch_size, "batch_timeout": batch_timeout})
+        chosen = list(sources) or list(settings.sources)
+        if not chosen:
+            raise ConfigError('no sources configured: add PLUGINS_CONFIG["streamsync"]["sources"]')
+        for source in chosen:
+            settings.source(source).registry()  # unknown source or model: fail now, not mid-stream
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    topics = [
+        TopicSpec(events_topic(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication)
+        for s in chosen
+    ]
+    try:
+        loop.run_until_complete(ensure_topics(settings.kafka_bootstrap, topics))
+    except BrokerUnavailable as error:
+        raise click.ClickException(str(error)) from error
+
+    app = create_app(settings)
+    db = DatabaseThread()
+    for source in chosen:
+        register_sync_agent(app, settings, source, db)
+    click.echo(
+        f"streamsync worker: group {settings.group_id}, sources {chosen}, kafka {settings.kafka_bootstrap}", err=True
+    )
+    faust.Worker(
+        app, loop=loop, loglevel=loglevel, logging_config=log_config, redirect_stdouts=False, quiet=True
+    ).execute_from_commandline()
+
+
+@main.command()
+@click.argument("source")
+@click.argument("file", type=click.File("rb"))
+@click.option("--bootstrap", envvar="STREAMSYNC_KAFKA_BOOTSTRAP", default=BOOTSTRAP_DEFAULT, show_default=True)
+@click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
+@click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
+def publish(source: str, file: IO[bytes], bootstrap: str, topic_prefix: str, partitions: int) -> None:
+    """Produce the events in FILE (JSON lines, envelope v1) to SOURCE's events topic.
+
+    Every line is checked first; if any is invalid nothing is sent.
+    """
+    from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics, produce
+
+    name = getattr(file, "name", "-")
+    events: list[Event] = []
+    errors: list[str] = []
+    for lineno, line in enumerate(file, 1):
+        if not line.strip():
+            continue
+        try:
+            event = decode(line)
+        except EnvelopeError as error:
+            errors.append(f"{name}:{lineno}: {error.reason}")
+            continue
+        if event.source != source:
+            errors.append(f"{name}:{lineno}: event source {event.source!r} does not match {source!r}")
+            continue
+        events.append(event)
+    if errors:
+        for problem in errors:
+            click.echo(problem, err=True)
+        raise click.ClickException(f"{len(errors)} invalid line(s) in {name}; nothing published")
+
+    topic = events_topic(source, topic_prefix)
+
+    async def run() -> int:
+        await ensure_topics(bootstrap, [TopicSpec(topic, partitions)])
+        return await produce(bootstrap, topic, events)
+
+    try:
+        count = asyncio.run(run())
+    except BrokerUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"published {count} event(s) to {topic}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The event envelope, schema `streamsync.event/v1`, and the canonical object key.
+
+This is the contract producers depend on (DESIGN.md). Decoding checks the envelope's own
+shape; whether `model`, `key` and `attrs` fit a registered DiffSync model is the registry's job.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SCHEMA_V1: Literal["streamsync.event/v1"] = "streamsync.event/v1"
+
+# Identifier values are JSON scalars: they become part of the canonical key.
+KeyValue = str | int | bool | None
+
+
+class Op(StrEnum):
+    """What happened to the object at the source."""
+
+    UPSERT = "upsert"
+    DELETE = "delete"
+
+
+class EnvelopeError(ValueError):
+    """Bytes that are not a valid v1 envelope; `reason` is what a user reads in the dead-letter headers."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Event(BaseModel):
+    """One change of one object at a source."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_version: Literal["streamsync.event/v1"] = Field(default=SCHEMA_V1, alias="schema")
+    id: str = Field(default_factory=lambda: str(uuid.uuid4()), min_length=1, max_length=200)
+    source: str = Field(min_length=1, max_length=100)
+    model: str = Field(min_length=1, max_length=100)
+    op: Op
+    key: dict[str, KeyValue]
+    attrs: dict[str, Any] = Field(default_factory=dict)
+    ts: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def canonical_key(self) -> str:
+        """The Kafka message key for this event."""
+        return canonical_key(self.model, self.key)
+
+    def to_bytes(self) -> bytes:
+        """Serialise as the wire format (JSON, UTF-8)."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+def canonical_key(model: str, key: dict[str, Any]) -> str:
+    """`<modelname>:<json of the identifiers, keys sorted, no spaces>`: same object, same partition."""
+    return f"{model}:{json.dumps(key, sort_keys=True, separators=(',', ':'), ensure_ascii=False)}"
+
+
+def decode(raw: bytes | str) -> Event:
+    """Parse and validate one envelope, or raise EnvelopeError with a readable reason."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EnvelopeError(f"not JSON: {error}") from error
+    if not isinstance(data, dict):
+        raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+    try:
+        return Event.model_validate(data)
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'envelope'}: {e['msg']}" for e in error.errors())
+        raise EnvelopeError(f"invalid envelope: {problems}") from error

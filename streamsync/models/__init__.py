@@ -1,0 +1,28 @@
+"""DiffSync models bound to Nautobot models, in nautobot_ssot.contrib's `NautobotModel` style.
+
+Any contrib model works with streamsync unchanged; the ones in this package ship ready to use.
+
+Django imports this package while it populates its app registry (`streamsync` is a Nautobot
+app), before models are ready, and `nautobot_ssot.contrib` cannot be imported that early: so
+the model modules are imported on demand, never from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from diffsync import DiffSyncModel
+
+# `_modelname` -> "module:Class", in dependency order (parents before children).
+BUILTIN_MODELS = {
+    "vlan": "streamsync.models.ipam:VLANModel",
+}
+
+
+def builtin_model(name: str) -> type[DiffSyncModel]:
+    """Import and return the built-in model registered as `name`."""
+    module, _, attr = BUILTIN_MODELS[name].partition(":")
+    model: type[DiffSyncModel] = getattr(importlib.import_module(module), attr)
+    return model

@@ -1,0 +1,70 @@
+"""Which DiffSync models an event may address, and turning an event into model fields.
+
+An event can write nothing outside the registered models and their declared identifiers and
+attributes: this is the gate between untrusted bytes on a topic and Nautobot's ORM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from diffsync import DiffSyncModel
+
+from streamsync.envelope import Event
+
+
+class RejectedEvent(ValueError):
+    """An event that is a valid envelope but does not fit the model it names."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ModelRegistry:
+    """DiffSync model classes by `_modelname`."""
+
+    def __init__(self, models: Iterable[type[DiffSyncModel]]) -> None:
+        self._models: dict[str, type[DiffSyncModel]] = {}
+        for model in models:
+            name = model.get_type()
+            if name in self._models and self._models[name] is not model:
+                raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
+            self._models[name] = model
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def __iter__(self) -> Iterator[type[DiffSyncModel]]:
+        return iter(self._models.values())
+
+    def names(self) -> list[str]:
+        """Registered model names."""
+        return sorted(self._models)
+
+    def get(self, name: str) -> type[DiffSyncModel]:
+        """The model class for `name`, or RejectedEvent naming the known ones."""
+        try:
+            return self._models[name]
+        except KeyError:
+            raise RejectedEvent(f"unknown model {name!r}; this source accepts {self.names()}") from None
+
+    def split(self, event: Event) -> tuple[type[DiffSyncModel], dict[str, Any], dict[str, Any]]:
+        """Check an event against its model: (model class, identifiers, attributes it sets)."""
+        model = self.get(event.model)
+        identifiers = set(model._identifiers)
+        missing = identifiers - event.key.keys()
+        extra = event.key.keys() - identifiers
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing identifier(s) {sorted(missing)}")
+            if extra:
+                parts.append(f"unknown identifier(s) {sorted(extra)}")
+            raise RejectedEvent(f"{event.model}: {', '.join(parts)}; identifiers are {sorted(identifiers)}")
+        undeclared = event.attrs.keys() - set(model._attributes)
+        if undeclared:
+            declared = sorted(model._attributes)
+            raise RejectedEvent(f"{event.model}: undeclared attribute(s) {sorted(undeclared)}; declared: {declared}")
+        return model, dict(event.key), dict(event.attrs)

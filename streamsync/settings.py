@@ -1,0 +1,108 @@
+"""streamsync's configuration: `PLUGINS_CONFIG["streamsync"]` in nautobot_config.py, validated.
+
+Environment variables override the file for what differs per deployment
+(see ENV_OVERRIDES), and command-line flags override both.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any
+
+from diffsync import DiffSyncModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from streamsync.models import BUILTIN_MODELS, builtin_model
+from streamsync.registry import ModelRegistry
+
+# What differs per deployment can come from the environment and wins over nautobot_config.py.
+ENV_OVERRIDES = {
+    "kafka_bootstrap": "STREAMSYNC_KAFKA_BOOTSTRAP",
+    "topic_prefix": "STREAMSYNC_TOPIC_PREFIX",
+    "group_id": "STREAMSYNC_GROUP_ID",
+}
+
+
+class ConfigError(ValueError):
+    """Configuration that cannot work; raised at start-up, never mid-stream."""
+
+
+class SourceSettings(BaseModel):
+    """One remote system whose events streamsync applies to Nautobot."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Built-in model names ("vlan") or dotted paths to a user's own contrib models.
+    models: list[str] = Field(min_length=1)
+
+    def registry(self) -> ModelRegistry:
+        """The models this source's events may write."""
+        return ModelRegistry(resolve_model(name) for name in self.models)
+
+
+class StreamsyncSettings(BaseModel):
+    """Validated PLUGINS_CONFIG["streamsync"]."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    topic_prefix: str = "streamsync"
+    group_id: str = "streamsync"
+    user: str = "streamsync"
+    batch_size: int = Field(default=100, ge=1, le=10_000)
+    batch_timeout: float = Field(default=1.0, gt=0, le=60)
+    topic_partitions: int = Field(default=3, ge=1)
+    topic_replication: int = Field(default=1, ge=1)
+    data_dir: str | None = None
+    sources: dict[str, SourceSettings] = Field(default_factory=dict)
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, sources: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
+        for name in sources:
+            if not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise ValueError(
+                    f"source name {name!r} must be letters, digits, '-' or '_' (it is part of a topic name)"
+                )
+            if name == "nautobot":
+                raise ValueError("'nautobot' is reserved for Nautobot's own change events")
+        return sources
+
+    @classmethod
+    def load(cls, overrides: dict[str, Any] | None = None) -> StreamsyncSettings:
+        """Read Django's PLUGINS_CONFIG (Nautobot must be set up), apply env and explicit overrides."""
+        from django.conf import settings
+
+        data = dict(getattr(settings, "PLUGINS_CONFIG", {}).get("streamsync", {}))
+        for key, env in ENV_OVERRIDES.items():
+            if os.getenv(env):
+                data[key] = os.environ[env]
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        try:
+            return cls.model_validate(data)
+        except ValueError as error:
+            raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {error}') from error
+
+    def source(self, name: str) -> SourceSettings:
+        """A configured source, or a ConfigError listing the configured ones."""
+        try:
+            return self.sources[name]
+        except KeyError:
+            raise ConfigError(f"unknown source {name!r}; configured sources: {sorted(self.sources)}") from None
+
+
+def resolve_model(name: str) -> type[DiffSyncModel]:
+    """A built-in model by `_modelname`, or a user's model by dotted path."""
+    if name in BUILTIN_MODELS:
+        return builtin_model(name)
+    module_name, _, attr = name.rpartition(".")
+    if not module_name:
+        raise ConfigError(f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, or give a dotted path")
+    try:
+        model = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"cannot import model {name!r}: {error}") from error
+    if not (isinstance(model, type) and issubclass(model, DiffSyncModel)):
+        raise ConfigError(f"{name!r} is not a DiffSync model class")
+    return model
