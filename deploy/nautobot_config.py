@@ -7,13 +7,14 @@ existing services (set NAUTOBOT_DB_*, NAUTOBOT_REDIS_*, STREAMSYNC_KAFKA_BOOTSTR
 
 import os
 
-# Nautobot reads the Redis location while its settings import: default it to the local stack first.
+# Redis of the local stack unless told otherwise. Nautobot's settings module may have been imported
+# (and its Redis URLs computed) before this file runs, so the URLs are computed again below.
 os.environ.setdefault("NAUTOBOT_REDIS_HOST", "127.0.0.1")
 os.environ.setdefault("NAUTOBOT_REDIS_PORT", "16379")
 
 from nautobot.core.settings import *  # noqa: F403
-from nautobot.core.settings import DATABASES
-from nautobot.core.settings_funcs import is_truthy
+from nautobot.core.settings import CACHES, DATABASES
+from nautobot.core.settings_funcs import is_truthy, parse_redis_connection
 
 DEBUG = is_truthy(os.getenv("NAUTOBOT_DEBUG", "false"))
 ALLOWED_HOSTS = os.getenv("NAUTOBOT_ALLOWED_HOSTS", "*").split(" ")
@@ -30,6 +31,9 @@ DATABASES["default"].update(
         "CONN_HEALTH_CHECKS": True,
     }
 )
+
+CACHES["default"]["LOCATION"] = parse_redis_connection(redis_database=1)
+CELERY_BROKER_URL = os.getenv("NAUTOBOT_CELERY_BROKER_URL", parse_redis_connection(redis_database=0))
 
 PLUGINS = ["nautobot_ssot", "streamsync"]
 

@@ -16,12 +16,10 @@ BOOTSTRAP_DEFAULT = "127.0.0.1:9092"
 
 def setup_nautobot(config: str | None) -> None:
     """Load Nautobot's configuration exactly as `nautobot-server` does, then Django."""
-    import nautobot
+    from streamsync.nautobot_setup import setup
 
-    if config:
-        os.environ["NAUTOBOT_CONFIG"] = config
     try:
-        nautobot.setup()
+        setup(config)
     except Exception as error:
         raise click.ClickException(
             f"cannot set up Nautobot (NAUTOBOT_CONFIG={os.getenv('NAUTOBOT_CONFIG')}): {error}"
@@ -138,6 +136,31 @@ def publish(source: str, file: IO[bytes], bootstrap: str, topic_prefix: str, par
     except BrokerUnavailable as error:
         raise click.ClickException(str(error)) from error
     click.echo(f"published {count} event(s) to {topic}")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per partition instead of a table.")
+@click.option("--group", "groups", multiple=True, help="Consumer group(s) to show (default: every group).")
+@click.option("--bootstrap", envvar="STREAMSYNC_KAFKA_BOOTSTRAP", default=BOOTSTRAP_DEFAULT, show_default=True)
+@click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
+def lag(as_json: bool, groups: tuple[str, ...], bootstrap: str, topic_prefix: str) -> None:
+    """Consumer lag per group, topic and partition on streamsync's topics."""
+    import json
+
+    from streamsync.kafka import BrokerUnavailable
+    from streamsync.lag import consumer_lag, format_table
+
+    try:
+        rows = asyncio.run(consumer_lag(bootstrap, topic_prefix, groups or None))
+    except BrokerUnavailable as error:
+        raise click.ClickException(str(error)) from error
+    if as_json:
+        for row in rows:
+            click.echo(json.dumps(row.as_dict()))
+    elif rows:
+        click.echo(format_table(rows))
+    else:
+        click.echo(f"no consumer group has committed offsets on {topic_prefix}.* topics yet")
 
 
 if __name__ == "__main__":

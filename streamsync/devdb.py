@@ -26,9 +26,9 @@ TEMPLATE_PREFIX = "streamsync_tpl_"
 
 
 def _setup() -> None:
-    import nautobot
+    from streamsync.nautobot_setup import setup
 
-    nautobot.setup()
+    setup()
 
 
 @contextmanager

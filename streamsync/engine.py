@@ -1,6 +1,6 @@
 """Apply a batch of change events to Nautobot as one incremental diff.
 
-The hot path, in order: keep the last event per key → load the batch's keys from Nautobot →
+The hot path, in order: fold the events per key into one net change → load the batch's keys from Nautobot →
 build the remote side from the events (omitted attributes keep Nautobot's values) → diff →
 sync through nautobot_ssot.contrib's generic CRUD, inside one change context attributed to the
 streamsync user. Nothing here knows about Kafka, so it can be run and tested on its own.
@@ -30,6 +30,49 @@ class Rejection:
 
     event: Event
     reason: str
+
+
+@dataclass
+class Change:
+    """The net effect of a batch's events on one object."""
+
+    model: type[DiffSyncModel]
+    ids: dict[str, Any]
+    op: Op
+    attrs: dict[str, Any] = field(default_factory=dict)
+    # A delete came earlier in the batch: attributes the later upserts omit take the model's
+    # defaults, not the values of the object that was deleted.
+    recreated: bool = False
+    events: list[Event] = field(default_factory=list)
+
+
+def fold(events: Sequence[Event], registry: ModelRegistry) -> tuple[dict[str, Change], list[Rejection]]:
+    """Fold events (in partition order) into one change per canonical key.
+
+    Upserts merge, later attributes winning; a delete wins over what came before it; an upsert
+    after a delete recreates. Events that do not fit their model are rejected here.
+    """
+    changes: dict[str, Change] = {}
+    rejected: list[Rejection] = []
+    for event in events:
+        try:
+            model, ids, attrs = registry.split(event)
+        except RejectedEvent as error:
+            rejected.append(Rejection(event, error.reason))
+            continue
+        key = event.canonical_key
+        previous = changes.get(key)
+        if event.op is Op.DELETE:
+            change = Change(model, ids, Op.DELETE)
+        elif previous is None:
+            change = Change(model, ids, Op.UPSERT, attrs)
+        elif previous.op is Op.DELETE:
+            change = Change(model, ids, Op.UPSERT, attrs, recreated=True)
+        else:
+            change = Change(model, ids, Op.UPSERT, {**previous.attrs, **attrs}, recreated=previous.recreated)
+        change.events = [*(previous.events if previous else []), event]
+        changes[key] = change
+    return changes, rejected
 
 
 @dataclass
@@ -76,39 +119,36 @@ class SyncEngine:
         started = time.perf_counter()
         result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
 
-        # Last event per key wins: earlier states of the same object need no write.
-        latest: dict[str, tuple[type[DiffSyncModel], dict[str, Any], dict[str, Any], Event]] = {}
-        for event in events:
-            try:
-                model, ids, attrs = self.registry.split(event)
-            except RejectedEvent as error:
-                result.rejected.append(Rejection(event, error.reason))
-                continue
-            latest[event.canonical_key] = (model, ids, attrs, event)
-
-        models = {model for model, _, _, _ in latest.values()}
-        if not models:
+        changes, result.rejected = fold(events, self.registry)
+        if not changes:
             result.seconds = time.perf_counter() - started
             return result
 
+        models = {change.model for change in changes.values()}
         keys: dict[str, list[dict[str, Any]]] = {}
-        for model, ids, _, _ in latest.values():
-            keys.setdefault(model.get_type(), []).append(ids)
+        for change in changes.values():
+            keys.setdefault(change.model.get_type(), []).append(change.ids)
 
         nautobot_cls, remote_cls = adapter_classes(sorted(models, key=lambda m: m.get_type()))
         nautobot = nautobot_cls(keys=keys)
         nautobot.load()
         remote = remote_cls()
-        for model, ids, attrs, event in latest.values():
-            if event.op is Op.DELETE:
+        applied = 0
+        for change in changes.values():
+            if change.op is Op.DELETE:
+                applied += 1
                 continue  # absent on the remote side: the diff deletes what Nautobot has
-            existing = nautobot.get_or_none(model, ids)
+            existing = None if change.recreated else nautobot.get_or_none(change.model, change.ids)
+            # Attributes the events omit keep Nautobot's values.
             base = existing.get_attrs() if existing is not None else {}
             try:
-                remote.add(model(**ids, **{**base, **attrs}))
+                remote.add(change.model(**change.ids, **{**base, **change.attrs}))
+                applied += 1
             except ValidationError as error:
                 reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-                result.rejected.append(Rejection(event, f"{event.model}: {reason}"))
+                result.rejected.extend(
+                    Rejection(event, f"{change.model.get_type()}: {reason}") for event in change.events
+                )
 
         diff = nautobot.diff_from(remote)
         summary = diff.summary()
@@ -117,7 +157,7 @@ class SyncEngine:
         with web_request_context(user, context_detail=detail), transaction.atomic():
             nautobot.sync_from(remote, diff=diff, flags=DiffSyncFlags.CONTINUE_ON_FAILURE)
 
-        result.applied = len(latest) - sum(1 for r in result.rejected if r.event.canonical_key in latest)
+        result.applied = applied
         result.created = summary.get("create", 0)
         result.updated = summary.get("update", 0)
         result.deleted = summary.get("delete", 0)

@@ -98,7 +98,9 @@ def resolve_model(name: str) -> type[DiffSyncModel]:
         return builtin_model(name)
     module_name, _, attr = name.rpartition(".")
     if not module_name:
-        raise ConfigError(f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, or give a dotted path")
+        raise ConfigError(
+            f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, or give a dotted path"
+        )
     try:
         model = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as error:

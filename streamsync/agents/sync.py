@@ -108,6 +108,11 @@ def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: st
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
             with structlog.contextvars.bound_contextvars(source=source):
                 result = await apply_batch(engine, db, source, batch)
+            for rejection in result.rejected:
+                event = rejection.event
+                log.error(
+                    "event rejected", source=source, reason=rejection.reason, event_id=event.id, key=event.canonical_key
+                )
             log.info("batch committed", source=source, **result.as_log())
 
     # concurrency=1: with more, faust-streaming can commit past an event still in flight.

@@ -1,0 +1,92 @@
+"""One change event at a time, from a file through Kafka and a running worker into Nautobot."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Stream, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _event(op: str, vid: int, group: str, **attrs: Any) -> dict[str, Any]:
+    return {
+        "schema": "streamsync.event/v1",
+        "id": str(uuid.uuid4()),
+        "source": "ipam",
+        "model": "vlan",
+        "op": op,
+        "key": {"vid": vid, "vlan_group__name": group},
+        "attrs": attrs,
+        "ts": "2026-11-25T17:00:00.123Z",
+    }
+
+
+def _publish(stream: Stream, tmp_path: Path, *events: dict[str, Any]) -> None:
+    path = tmp_path / f"events-{uuid.uuid4().hex[:6]}.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = stream.cli("publish", "ipam", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"published {len(events)} event(s)" in result.stdout
+
+
+def _vlans(group: str) -> dict[int, tuple[str, str, str]]:
+    from nautobot.ipam.models import VLAN
+
+    return {
+        v.vid: (v.name, v.status.name, v.description)
+        for v in VLAN.objects.filter(vlan_group__name=group).select_related("status")
+    }
+
+
+def test_upsert_then_update_then_delete_reach_nautobot(stream: Stream, start_worker: Any, tmp_path: Path) -> None:
+    from nautobot.extras.models import ObjectChange
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    group = f"dc-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2")
+
+    _publish(
+        stream,
+        tmp_path,
+        _event("upsert", 100, group, name="users", description="floor 3"),
+        _event("upsert", 200, group, name="voice", status__name="Reserved"),
+    )
+    expected = {100: ("users", "Active", "floor 3"), 200: ("voice", "Reserved", "")}
+    wait_for(lambda: _vlans(group) == expected, 120, f"VLANs {expected}", worker)
+    vlan_ids = list(VLAN.objects.filter(vlan_group__name=group).values_list("pk", flat=True))
+
+    # An update naming one attribute leaves the others as they are.
+    _publish(stream, tmp_path, _event("upsert", 100, group, description="floor 4"))
+    expected[100] = ("users", "Active", "floor 4")
+    wait_for(lambda: _vlans(group) == expected, 60, "VLAN 100's new description", worker)
+
+    _publish(stream, tmp_path, _event("delete", 200, group))
+    del expected[200]
+    wait_for(lambda: _vlans(group) == expected, 60, "VLAN 200 deleted", worker)
+
+    # The change log says who made these changes.
+    changes = ObjectChange.objects.filter(changed_object_id__in=vlan_ids)
+    assert sorted(changes.values_list("action", flat=True)) == ["create", "create", "delete", "update"]
+    assert set(changes.values_list("user_name", flat=True)) == {"streamsync"}
+
+    # Everything consumed is committed: no lag. Events published while no worker runs are lag.
+    assert worker.stop() == 0
+    assert _lag(stream) == {"committed": 4, "lag": 0}
+    _publish(stream, tmp_path, _event("upsert", 300, group, name="guest"), _event("delete", 100, group))
+    assert _lag(stream) == {"committed": 4, "lag": 2}
+
+
+def _lag(stream: Stream) -> dict[str, int]:
+    result = stream.cli("lag", "--json", "--group", stream.group)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert {r["topic"] for r in rows} == {f"{stream.prefix}.ipam.events"}
+    assert sorted(r["partition"] for r in rows) == [0, 1, 2]
+    return {"committed": sum(r["current_offset"] or 0 for r in rows), "lag": sum(r["lag"] for r in rows)}

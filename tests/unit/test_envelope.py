@@ -1,0 +1,55 @@
+"""The v1 envelope and the canonical key: the contract producers depend on."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamsync.envelope import EnvelopeError, Op, canonical_key, decode
+
+
+def _raw(**overrides: object) -> bytes:
+    data: dict[str, object] = {
+        "schema": "streamsync.event/v1",
+        "id": "0b9d3c5e",
+        "source": "ipam",
+        "model": "vlan",
+        "op": "upsert",
+        "key": {"vlan_group__name": "dc1", "vid": 100},
+        "attrs": {"name": "users"},
+        "ts": "2026-11-25T17:00:00.123Z",
+    }
+    data.update(overrides)
+    return json.dumps(data).encode()
+
+
+def test_canonical_key_sorts_identifiers_without_spaces() -> None:
+    assert canonical_key("vlan", {"vlan_group__name": "dc1", "vid": 100}) == 'vlan:{"vid":100,"vlan_group__name":"dc1"}'
+
+
+def test_decode_round_trips_to_the_same_bytes_shape() -> None:
+    event = decode(_raw())
+    assert event.op is Op.UPSERT
+    assert event.canonical_key == 'vlan:{"vid":100,"vlan_group__name":"dc1"}'
+    again = json.loads(event.to_bytes())
+    assert again["schema"] == "streamsync.event/v1"
+    assert again["key"] == {"vlan_group__name": "dc1", "vid": 100}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b"[1, 2]", "must be a JSON object"),
+        (_raw(schema="streamsync.event/v2"), "schema"),
+        (_raw(op="merge"), "op"),
+        (_raw(unexpected=1), "unexpected"),
+        (_raw(key={"vid": [1]}), "key.vid"),
+    ],
+)
+def test_decode_rejects_with_a_readable_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(EnvelopeError) as error:
+        decode(raw)
+    assert reason in error.value.reason

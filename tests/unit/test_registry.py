@@ -1,0 +1,71 @@
+"""The gate between events and Nautobot: only registered models and declared fields pass."""
+
+from __future__ import annotations
+
+import pytest
+
+from streamsync.envelope import Event, Op
+from streamsync.models.ipam import VLANModel
+from streamsync.registry import ModelRegistry, RejectedEvent
+
+
+def _event(**overrides: object) -> Event:
+    fields: dict[str, object] = {
+        "source": "ipam",
+        "model": "vlan",
+        "op": Op.UPSERT,
+        "key": {"vid": 100, "vlan_group__name": "dc1"},
+        "attrs": {"name": "users"},
+    }
+    fields.update(overrides)
+    return Event.model_validate(fields)
+
+
+def test_split_returns_identifiers_and_only_the_named_attributes() -> None:
+    model, ids, attrs = ModelRegistry([VLANModel]).split(_event())
+    assert model is VLANModel
+    assert ids == {"vid": 100, "vlan_group__name": "dc1"}
+    assert attrs == {"name": "users"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"model": "prefix"}, "unknown model 'prefix'"),
+        ({"key": {"vid": 100}}, "missing identifier(s) ['vlan_group__name']"),
+        ({"key": {"vid": 100, "vlan_group__name": "dc1", "site": "x"}}, "unknown identifier(s) ['site']"),
+        ({"attrs": {"tenant__name": "x"}}, "undeclared attribute(s) ['tenant__name']"),
+    ],
+)
+def test_split_rejects_what_the_model_does_not_declare(overrides: dict[str, object], reason: str) -> None:
+    with pytest.raises(RejectedEvent) as error:
+        ModelRegistry([VLANModel]).split(_event(**overrides))
+    assert reason in error.value.reason
+
+
+def test_fold_merges_upserts_and_lets_a_delete_win() -> None:
+    from streamsync.engine import fold
+
+    registry = ModelRegistry([VLANModel])
+    changes, rejected = fold(
+        [
+            _event(attrs={"name": "users", "description": "a"}),
+            _event(attrs={"description": "b"}),
+            _event(key={"vid": 200, "vlan_group__name": "dc1"}),
+            _event(key={"vid": 200, "vlan_group__name": "dc1"}, op=Op.DELETE, attrs={}),
+            _event(key={"vid": 300, "vlan_group__name": "dc1"}, op=Op.DELETE, attrs={}),
+            _event(key={"vid": 300, "vlan_group__name": "dc1"}, attrs={"name": "new"}),
+            _event(model="nope"),
+        ],
+        registry,
+    )
+    assert [r.reason for r in rejected] == ["unknown model 'nope'; this source accepts ['vlan']"]
+    by_vid = {c.ids["vid"]: c for c in changes.values()}
+    assert (by_vid[100].op, by_vid[100].attrs, by_vid[100].recreated) == (
+        Op.UPSERT,
+        {"name": "users", "description": "b"},
+        False,
+    )
+    assert by_vid[200].op is Op.DELETE
+    assert (by_vid[300].op, by_vid[300].attrs, by_vid[300].recreated) == (Op.UPSERT, {"name": "new"}, True)
+    assert len(by_vid[100].events) == 2
