@@ -10,7 +10,7 @@ import os
 # Redis of the local stack unless told otherwise. Nautobot's settings module may have been imported
 # (and its Redis URLs computed) before this file runs, so the URLs are computed again below.
 os.environ.setdefault("NAUTOBOT_REDIS_HOST", "127.0.0.1")
-os.environ.setdefault("NAUTOBOT_REDIS_PORT", "16379")
+os.environ.setdefault("NAUTOBOT_REDIS_PORT", os.getenv("STREAMSYNC_REDIS_PORT", "16379"))
 
 from nautobot.core.settings import *  # noqa: F403
 from nautobot.core.settings import CACHES, DATABASES
@@ -23,7 +23,7 @@ SECRET_KEY = os.getenv("NAUTOBOT_SECRET_KEY", "streamsync-local-development-key-
 DATABASES["default"].update(
     {
         "HOST": os.getenv("NAUTOBOT_DB_HOST", "127.0.0.1"),
-        "PORT": os.getenv("NAUTOBOT_DB_PORT", "15432"),
+        "PORT": os.getenv("NAUTOBOT_DB_PORT", os.getenv("STREAMSYNC_PG_PORT", "15432")),
         "USER": os.getenv("NAUTOBOT_DB_USER", "nautobot"),
         "PASSWORD": os.getenv("NAUTOBOT_DB_PASSWORD", "nautobot"),
         "NAME": os.getenv("NAUTOBOT_DB_NAME", "nautobot"),
@@ -40,7 +40,9 @@ PLUGINS = ["nautobot_ssot", "streamsync"]
 PLUGINS_CONFIG = {
     "nautobot_ssot": {"hide_example_jobs": True},
     "streamsync": {
-        "kafka_bootstrap": os.getenv("STREAMSYNC_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+        "kafka_bootstrap": os.getenv(
+            "STREAMSYNC_KAFKA_BOOTSTRAP", f"127.0.0.1:{os.getenv('STREAMSYNC_KAFKA_PORT', '9092')}"
+        ),
         "topic_prefix": os.getenv("STREAMSYNC_TOPIC_PREFIX", "streamsync"),
         "sources": {
             # source name -> the DiffSync models its events may write

@@ -11,7 +11,8 @@ import click
 from streamsync.envelope import EnvelopeError, Event, decode
 from streamsync.topics import DEFAULT_PREFIX, events_topic
 
-BOOTSTRAP_DEFAULT = "127.0.0.1:9092"
+# The local stack's broker (deploy/kafka.sh) unless STREAMSYNC_KAFKA_BOOTSTRAP names another.
+BOOTSTRAP_DEFAULT = f"127.0.0.1:{os.getenv('STREAMSYNC_KAFKA_PORT', '9092')}"
 
 
 def setup_nautobot(config: str | None) -> None:
