@@ -36,6 +36,13 @@ class PartialNautobotAdapter(NautobotAdapter):
         for database_object in diffsync_model._get_queryset().filter(match):
             self._load_single_object(database_object, diffsync_model, parameter_names)
 
+    def load_one(self, diffsync_model: Any, ids: dict[str, Any]) -> Any:
+        """Load one object by identifiers after the batch's load (it may have appeared since); None if absent."""
+        database_object = diffsync_model._get_queryset().filter(**ids).first()
+        if database_object is None:
+            return None
+        return self._load_single_object(database_object, diffsync_model, diffsync_model.get_synced_attributes())
+
     def _handle_children(self, database_object: Any, diffsync_model: Any) -> None:
         """Streaming diffs are per object: an event about a parent never touches children it does not name."""
 

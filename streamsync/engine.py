@@ -1,32 +1,50 @@
 """Apply a batch of change events to Nautobot as one incremental diff.
 
-The hot path, in order: fold the events per key into one net change → load the batch's keys from Nautobot →
-build the remote side from the events (omitted attributes keep Nautobot's values) → diff →
-sync through nautobot_ssot.contrib's generic CRUD, inside one change context attributed to the
-streamsync user. Nothing here knows about Kafka, so it can be run and tested on its own.
-Runs synchronously: callers on an event loop run it in a worker thread.
+The hot path, in order:
+
+1. fold the events per canonical key into one net change per object;
+2. load only the batch's keys from Nautobot (one query per model);
+3. build the remote side from the changes (attributes they omit keep Nautobot's values);
+4. diff each object and apply it through nautobot_ssot.contrib's generic CRUD, creates and
+   updates in model dependency order, deletes in reverse, each object in its own savepoint,
+   all inside one transaction and one change context attributed to the streamsync user.
+
+Nothing here knows about Kafka, so it can be run and tested on its own. It runs synchronously:
+callers on an event loop run it in a worker thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from diffsync import DiffSyncModel
-from diffsync.enum import DiffSyncFlags
+from diffsync.exceptions import ObjectAlreadyExists
 from pydantic import ValidationError
 
-from streamsync.adapters import adapter_classes
+from streamsync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
 from streamsync.envelope import Event, Op
 from streamsync.registry import ModelRegistry, RejectedEvent
 
 
+class Outcome(StrEnum):
+    """What happened to one object."""
+
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    UNCHANGED = "unchanged"
+    FAILED = "failed"
+
+
 @dataclass
 class Rejection:
-    """An event that was not applied, and why."""
+    """An event that does not fit the contract or its model; retrying cannot help."""
 
     event: Event
     reason: str
@@ -44,6 +62,54 @@ class Change:
     # defaults, not the values of the object that was deleted.
     recreated: bool = False
     events: list[Event] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """The canonical object key."""
+        return self.events[-1].canonical_key
+
+
+@dataclass
+class ObjectResult:
+    """The outcome for one object of the batch."""
+
+    key: str
+    model: str
+    outcome: Outcome
+    reason: str = ""
+    # A failure that may pass later, e.g. a foreign key whose object has not arrived yet.
+    retryable: bool = False
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass
+class BatchResult:
+    """What one batch did, object by object, and where its time went."""
+
+    batch_id: str
+    received: int
+    objects: list[ObjectResult] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> int:
+        """Objects with this outcome."""
+        return sum(1 for o in self.objects if o.outcome is outcome)
+
+    @property
+    def failed(self) -> list[ObjectResult]:
+        """Objects that could not be applied."""
+        return [o for o in self.objects if o.outcome is Outcome.FAILED]
+
+    def as_log(self) -> dict[str, Any]:
+        """Flat fields for a structured log line."""
+        return {
+            "batch_id": self.batch_id,
+            "received": self.received,
+            **{outcome.value: self.count(outcome) for outcome in Outcome},
+            "rejected": len(self.rejected),
+            **{f"{name}_s": round(seconds, 4) for name, seconds in self.timings.items()},
+        }
 
 
 def fold(events: Sequence[Event], registry: ModelRegistry) -> tuple[dict[str, Change], list[Rejection]]:
@@ -75,33 +141,29 @@ def fold(events: Sequence[Event], registry: ModelRegistry) -> tuple[dict[str, Ch
     return changes, rejected
 
 
-@dataclass
-class BatchResult:
-    """What one batch did."""
+def _validation_reason(model: str, error: ValidationError) -> str:
+    return f"{model}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
-    batch_id: str
-    received: int
-    applied: int = 0
-    created: int = 0
-    updated: int = 0
-    deleted: int = 0
-    unchanged: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    seconds: float = 0.0
 
-    def as_log(self) -> dict[str, Any]:
-        """Flat fields for a structured log line."""
-        return {
-            "batch_id": self.batch_id,
-            "received": self.received,
-            "applied": self.applied,
-            "created": self.created,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "unchanged": self.unchanged,
-            "rejected": len(self.rejected),
-            "seconds": round(self.seconds, 4),
-        }
+def _root_causes(error: BaseException) -> list[BaseException]:
+    chain = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _is_retryable(error: BaseException) -> bool:
+    """A missing related object (it may arrive later) or a protected delete (its dependants may go)."""
+    from django.core.exceptions import ObjectDoesNotExist
+    from django.db.models import ProtectedError, RestrictedError
+
+    return any(isinstance(e, ObjectDoesNotExist | ProtectedError | RestrictedError) for e in _root_causes(error))
+
+
+def _reason(error: BaseException) -> str:
+    return " ← ".join(dict.fromkeys(f"{type(e).__name__}: {e}".strip() for e in _root_causes(error)))
 
 
 class SyncEngine:
@@ -112,58 +174,139 @@ class SyncEngine:
         self.username = username
 
     def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
-        """Apply `events` (in partition order) to Nautobot and report what happened."""
+        """Apply `events` (in partition order) to Nautobot and report what happened to each object."""
         from django.db import transaction
         from nautobot.extras.context_managers import web_request_context
+        from nautobot_ssot.contrib.sorting import sort_relationships
 
-        started = time.perf_counter()
+        clock = time.perf_counter
+        started = clock()
         result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
-
         changes, result.rejected = fold(events, self.registry)
         if not changes:
-            result.seconds = time.perf_counter() - started
+            result.timings["total"] = clock() - started
             return result
 
-        models = {change.model for change in changes.values()}
         keys: dict[str, list[dict[str, Any]]] = {}
         for change in changes.values():
             keys.setdefault(change.model.get_type(), []).append(change.ids)
-
-        nautobot_cls, remote_cls = adapter_classes(sorted(models, key=lambda m: m.get_type()))
+        nautobot_cls, remote_cls = adapter_classes(self.registry.in_order({c.model for c in changes.values()}))
         nautobot = nautobot_cls(keys=keys)
         nautobot.load()
+        loaded = clock()
+
         remote = remote_cls()
-        applied = 0
+        pending: list[Change] = []
         for change in changes.values():
-            if change.op is Op.DELETE:
-                applied += 1
-                continue  # absent on the remote side: the diff deletes what Nautobot has
-            existing = None if change.recreated else nautobot.get_or_none(change.model, change.ids)
-            # Attributes the events omit keep Nautobot's values.
-            base = existing.get_attrs() if existing is not None else {}
-            try:
-                remote.add(change.model(**change.ids, **{**base, **change.attrs}))
-                applied += 1
-            except ValidationError as error:
-                reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
-                result.rejected.extend(
-                    Rejection(event, f"{change.model.get_type()}: {reason}") for event in change.events
-                )
+            if change.op is Op.UPSERT:
+                existing = None if change.recreated else nautobot.get_or_none(change.model, change.ids)
+                base = existing.get_attrs() if existing is not None else {}
+                try:
+                    remote.add(change.model(**change.ids, **{**base, **change.attrs}))
+                except ValidationError as error:
+                    reason = _validation_reason(change.model.get_type(), error)
+                    result.rejected.extend(Rejection(event, reason) for event in change.events)
+                    continue
+            pending.append(change)
+        sort_relationships(remote, nautobot)  # list attributes (tags, ...) compare order-free
+        built = clock()
 
-        diff = nautobot.diff_from(remote)
-        summary = diff.summary()
-        user = self._user()
+        # One transaction around the change context: the change log commits with the data it describes.
         detail = f"streamsync:{source}" if source else "streamsync"
-        with web_request_context(user, context_detail=detail), transaction.atomic():
-            nautobot.sync_from(remote, diff=diff, flags=DiffSyncFlags.CONTINUE_ON_FAILURE)
-
-        result.applied = applied
-        result.created = summary.get("create", 0)
-        result.updated = summary.get("update", 0)
-        result.deleted = summary.get("delete", 0)
-        result.unchanged = summary.get("no-change", 0)
-        result.seconds = time.perf_counter() - started
+        with transaction.atomic(), web_request_context(self._user(), context_detail=detail):
+            result.objects = self._apply_all(pending, nautobot, remote)
+            saved = clock()
+        finished = clock()
+        result.timings = {
+            "load": loaded - started,
+            "diff": built - loaded,
+            "save": saved - built,
+            "changelog": finished - saved,
+            "total": finished - started,
+        }
         return result
+
+    def _apply_all(
+        self, changes: list[Change], nautobot: PartialNautobotAdapter, remote: EventAdapter
+    ) -> list[ObjectResult]:
+        """Creates and updates parents first, deletes children first; retry in-batch while that helps.
+
+        A later pass catches what ordering by model cannot: a location whose parent location is
+        in the same batch, a delete protected by a child that this batch also deletes.
+        """
+        rank = {model: i for i, model in enumerate(self.registry.in_order({c.model for c in changes}))}
+        upserts = sorted((c for c in changes if c.op is Op.UPSERT), key=lambda c: rank[c.model])
+        deletes = sorted((c for c in changes if c.op is Op.DELETE), key=lambda c: -rank[c.model])
+        todo = upserts + deletes
+        results: dict[str, ObjectResult] = {}
+        while todo:
+            retry = []
+            for change in todo:
+                outcome = self._apply_one(change, nautobot, remote)
+                results[change.key] = outcome
+                if outcome.outcome is Outcome.FAILED and outcome.retryable:
+                    retry.append(change)
+            if len(retry) == len(todo):
+                break  # no progress: what is left fails for this batch
+            todo = retry
+        return [results[c.key] for c in changes]
+
+    def _apply_one(self, change: Change, nautobot: PartialNautobotAdapter, remote: EventAdapter) -> ObjectResult:
+        """Diff and apply one object in a savepoint: its failure is its own."""
+        from django.db import transaction
+
+        model_name = change.model.get_type()
+        unique_id = change.model.create_unique_id(**change.ids)
+        dst = nautobot.get_or_none(model_name, unique_id)
+        src = remote.get_or_none(model_name, unique_id)
+
+        def done(outcome: Outcome, reason: str = "", retryable: bool = False) -> ObjectResult:
+            return ObjectResult(change.key, model_name, outcome, reason, retryable, change.events)
+
+        action: Callable[[], Any]
+        if src is None:
+            if dst is None:
+                return done(Outcome.UNCHANGED)  # deleting what is already gone
+            action, outcome = dst.delete, Outcome.DELETED
+        elif dst is None:
+            action, outcome = (lambda: self._create_or_adopt(change, nautobot, src)), Outcome.CREATED
+        else:
+            changed = {k: v for k, v in src.get_attrs().items() if dst.get_attrs().get(k) != v}
+            if not changed:
+                return done(Outcome.UNCHANGED)
+            action, outcome = (lambda: dst.update(changed)), Outcome.UPDATED
+        try:
+            with transaction.atomic():
+                applied = action()
+        except Exception as error:  # one object's failure must not fail the batch
+            return done(Outcome.FAILED, _reason(error), _is_retryable(error))
+        if outcome is Outcome.DELETED:
+            nautobot.remove(dst)
+        elif outcome is Outcome.CREATED and applied is not None:
+            outcome = applied
+        return done(outcome)
+
+    def _create_or_adopt(self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> Outcome:
+        """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it."""
+        from django.db import transaction
+
+        ids, attrs = src.get_identifiers(), src.get_attrs()
+        try:
+            with transaction.atomic():
+                created = change.model.create(adapter=nautobot, ids=ids, attrs=attrs)
+        except Exception:
+            existing = nautobot.load_one(change.model, ids)
+            if existing is None:
+                raise
+            changed = {k: v for k, v in attrs.items() if existing.get_attrs().get(k) != v}
+            if changed:
+                existing.update(changed)
+                return Outcome.UPDATED
+            return Outcome.UNCHANGED
+        if created is not None:
+            with contextlib.suppress(ObjectAlreadyExists):
+                nautobot.add(created)
+        return Outcome.CREATED
 
     def _user(self) -> Any:
         """The Nautobot user the change log attributes streamsync's writes to."""

@@ -6,10 +6,12 @@ attributes: this is the gate between untrusted bytes on a topic and Nautobot's O
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from diffsync import DiffSyncModel
+from django.core.exceptions import FieldDoesNotExist
 
 from streamsync.envelope import Event
 
@@ -32,6 +34,12 @@ class ModelRegistry:
             if name in self._models and self._models[name] is not model:
                 raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
             self._models[name] = model
+        self._order = dependency_order(self._models.values())
+
+    def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
+        """`models` sorted so that a model comes after every registered model it refers to."""
+        wanted = set(models)
+        return [model for model in self._order if model in wanted]
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -68,3 +76,31 @@ class ModelRegistry:
             declared = sorted(model._attributes)
             raise RejectedEvent(f"{event.model}: undeclared attribute(s) {sorted(undeclared)}; declared: {declared}")
         return model, dict(event.key), dict(event.attrs)
+
+
+def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
+    """Models sorted parents first, from the Nautobot foreign keys their `a__b` fields go through.
+
+    A cycle (or a model not bound to Nautobot) keeps registration order for the models involved;
+    the engine's in-batch retry covers what order cannot.
+    """
+    models = list(models)
+    by_orm = {getattr(model, "_model", None): model for model in models}
+    graph: dict[type[DiffSyncModel], set[type[DiffSyncModel]]] = {model: set() for model in models}
+    for model in models:
+        orm = getattr(model, "_model", None)
+        if orm is None:
+            continue
+        for name in (*model._identifiers, *model._attributes):
+            try:
+                related = orm._meta.get_field(name.split("__", 1)[0]).related_model
+            except FieldDoesNotExist:  # a custom field or relationship: no ordering constraint
+                continue
+            parent = by_orm.get(related)
+            if parent is not None and parent is not model:
+                graph[model].add(parent)
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        return models
+    return order

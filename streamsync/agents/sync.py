@@ -113,6 +113,10 @@ def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: st
                 log.error(
                     "event rejected", source=source, reason=rejection.reason, event_id=event.id, key=event.canonical_key
                 )
+            for failure in result.failed:
+                log.error(
+                    "object failed", source=source, key=failure.key, reason=failure.reason, retryable=failure.retryable
+                )
             log.info("batch committed", source=source, **result.as_log())
 
     # concurrency=1: with more, faust-streaming can commit past an event still in flight.
