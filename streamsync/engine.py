@@ -28,7 +28,7 @@ from diffsync.exceptions import ObjectAlreadyExists
 from pydantic import ValidationError
 
 from streamsync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
-from streamsync.envelope import Event, Op
+from streamsync.envelope import Event, Op, RejectCode, describe
 from streamsync.registry import ModelRegistry, RejectedEvent
 
 
@@ -47,6 +47,7 @@ class Rejection:
     """An event that does not fit the contract or its model; retrying cannot help."""
 
     event: Event
+    code: RejectCode
     reason: str
 
 
@@ -112,19 +113,26 @@ class BatchResult:
         }
 
 
-def fold(events: Sequence[Event], registry: ModelRegistry) -> tuple[dict[str, Change], list[Rejection]]:
+def fold(
+    events: Sequence[Event], registry: ModelRegistry, source: str = ""
+) -> tuple[dict[str, Change], list[Rejection]]:
     """Fold events (in partition order) into one change per canonical key.
 
     Upserts merge, later attributes winning; a delete wins over what came before it; an upsert
-    after a delete recreates. Events that do not fit their model are rejected here.
+    after a delete recreates. Events that do not fit their model, or come from another source
+    than the one being applied, are rejected here.
     """
     changes: dict[str, Change] = {}
     rejected: list[Rejection] = []
     for event in events:
+        if source and event.source != source:
+            reason = f"event from source {event.source!r} on source {source!r}'s topic"
+            rejected.append(Rejection(event, RejectCode.WRONG_SOURCE, reason))
+            continue
         try:
             model, ids, attrs = registry.split(event)
         except RejectedEvent as error:
-            rejected.append(Rejection(event, error.reason))
+            rejected.append(Rejection(event, error.code, error.reason))
             continue
         key = event.canonical_key
         previous = changes.get(key)
@@ -139,10 +147,6 @@ def fold(events: Sequence[Event], registry: ModelRegistry) -> tuple[dict[str, Ch
         change.events = [*(previous.events if previous else []), event]
         changes[key] = change
     return changes, rejected
-
-
-def _validation_reason(model: str, error: ValidationError) -> str:
-    return f"{model}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
 
 
 def _root_causes(error: BaseException) -> list[BaseException]:
@@ -175,37 +179,54 @@ class SyncEngine:
 
     def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
         """Apply `events` (in partition order) to Nautobot and report what happened to each object."""
-        from django.db import transaction
+        started = time.perf_counter()
+        result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
+        changes, result.rejected = fold(events, self.registry, source)
+        if changes:
+            self._apply_changes(list(changes.values()), source, result)
+        result.timings["total"] = time.perf_counter() - started
+        return result
+
+    def _apply_changes(self, changes: list[Change], source: str, result: BatchResult) -> None:
+        """Load, diff and apply `changes` in one transaction and change context, adding to `result`."""
+        from django.db import DataError, transaction
         from nautobot.extras.context_managers import web_request_context
         from nautobot_ssot.contrib.sorting import sort_relationships
 
         clock = time.perf_counter
         started = clock()
-        result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
-        changes, result.rejected = fold(events, self.registry)
-        if not changes:
-            result.timings["total"] = clock() - started
-            return result
-
         keys: dict[str, list[dict[str, Any]]] = {}
-        for change in changes.values():
+        for change in changes:
             keys.setdefault(change.model.get_type(), []).append(change.ids)
-        nautobot_cls, remote_cls = adapter_classes(self.registry.in_order({c.model for c in changes.values()}))
+        nautobot_cls, remote_cls = adapter_classes(self.registry.in_order({c.model for c in changes}))
         nautobot = nautobot_cls(keys=keys)
-        nautobot.load()
+        try:
+            nautobot.load()
+        except DataError as error:
+            # A value the database cannot even compare (e.g. out of its integer range) fails the
+            # batch's one query: split it up so that the culprit fails alone.
+            if len(changes) == 1:
+                change = changes[0]
+                failure = ObjectResult(change.key, change.model.get_type(), Outcome.FAILED, _reason(error))
+                result.objects.append(failure)
+                failure.events = change.events
+                return
+            for change in changes:
+                self._apply_changes([change], source, result)
+            return
         loaded = clock()
 
         remote = remote_cls()
         pending: list[Change] = []
-        for change in changes.values():
+        for change in changes:
             if change.op is Op.UPSERT:
                 existing = None if change.recreated else nautobot.get_or_none(change.model, change.ids)
                 base = existing.get_attrs() if existing is not None else {}
                 try:
                     remote.add(change.model(**change.ids, **{**base, **change.attrs}))
                 except ValidationError as error:
-                    reason = _validation_reason(change.model.get_type(), error)
-                    result.rejected.extend(Rejection(event, reason) for event in change.events)
+                    reason = f"{change.model.get_type()}: {describe(error)}"
+                    result.rejected.extend(Rejection(event, RejectCode.WRONG_TYPE, reason) for event in change.events)
                     continue
             pending.append(change)
         sort_relationships(remote, nautobot)  # list attributes (tags, ...) compare order-free
@@ -214,17 +235,16 @@ class SyncEngine:
         # One transaction around the change context: the change log commits with the data it describes.
         detail = f"streamsync:{source}" if source else "streamsync"
         with transaction.atomic(), web_request_context(self._user(), context_detail=detail):
-            result.objects = self._apply_all(pending, nautobot, remote)
+            result.objects.extend(self._apply_all(pending, nautobot, remote))
             saved = clock()
         finished = clock()
-        result.timings = {
-            "load": loaded - started,
-            "diff": built - loaded,
-            "save": saved - built,
-            "changelog": finished - saved,
-            "total": finished - started,
-        }
-        return result
+        for name, seconds in (
+            ("load", loaded - started),
+            ("diff", built - loaded),
+            ("save", saved - built),
+            ("changelog", finished - saved),
+        ):
+            result.timings[name] = result.timings.get(name, 0.0) + seconds
 
     def _apply_all(
         self, changes: list[Change], nautobot: PartialNautobotAdapter, remote: EventAdapter

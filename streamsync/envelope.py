@@ -27,11 +27,27 @@ class Op(StrEnum):
     DELETE = "delete"
 
 
-class EnvelopeError(ValueError):
-    """Bytes that are not a valid v1 envelope; `reason` is what a user reads in the dead-letter headers."""
+class RejectCode(StrEnum):
+    """Why an event was rejected, machine-readable (dead-letter headers, metrics); `reason` says it in words."""
 
-    def __init__(self, reason: str) -> None:
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    UNSUPPORTED_SCHEMA = "unsupported_schema"
+    BAD_OP = "bad_op"
+    INVALID_ENVELOPE = "invalid_envelope"
+    WRONG_SOURCE = "wrong_source"
+    UNKNOWN_MODEL = "unknown_model"
+    BAD_KEY = "bad_key"
+    UNDECLARED_ATTRIBUTE = "undeclared_attribute"
+    WRONG_TYPE = "wrong_type"
+
+
+class EnvelopeError(ValueError):
+    """An event that cannot be applied as it is: retrying cannot help, a person has to look."""
+
+    def __init__(self, code: RejectCode, reason: str) -> None:
         super().__init__(reason)
+        self.code = code
         self.reason = reason
 
 
@@ -64,16 +80,26 @@ def canonical_key(model: str, key: dict[str, Any]) -> str:
     return f"{model}:{json.dumps(key, sort_keys=True, separators=(',', ':'), ensure_ascii=False)}"
 
 
+def describe(error: ValidationError) -> str:
+    """A pydantic error as one readable line: `field: problem; field: problem`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+
+
 def decode(raw: bytes | str) -> Event:
-    """Parse and validate one envelope, or raise EnvelopeError with a readable reason."""
+    """Parse and validate one envelope, or raise EnvelopeError with a code and a readable reason."""
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EnvelopeError(f"not JSON: {error}") from error
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise EnvelopeError(RejectCode.NOT_JSON, f"not JSON: {error}") from error
     if not isinstance(data, dict):
-        raise EnvelopeError(f"envelope must be a JSON object, got {type(data).__name__}")
+        raise EnvelopeError(RejectCode.NOT_OBJECT, f"envelope must be a JSON object, got {type(data).__name__}")
+    if data.get("schema") != SCHEMA_V1:
+        raise EnvelopeError(
+            RejectCode.UNSUPPORTED_SCHEMA, f"schema {data.get('schema')!r} is not supported; expected {SCHEMA_V1!r}"
+        )
+    if data.get("op") not in [op.value for op in Op]:  # a list: the value may be unhashable
+        raise EnvelopeError(RejectCode.BAD_OP, f"op {data.get('op')!r} is not one of {[op.value for op in Op]}")
     try:
         return Event.model_validate(data)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'envelope'}: {e['msg']}" for e in error.errors())
-        raise EnvelopeError(f"invalid envelope: {problems}") from error
+        raise EnvelopeError(RejectCode.INVALID_ENVELOPE, f"invalid envelope: {describe(error)}") from error

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import graphlib
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from diffsync import DiffSyncModel
 from django.core.exceptions import FieldDoesNotExist
+from pydantic import TypeAdapter, ValidationError
 
-from streamsync.envelope import Event
+from streamsync.envelope import EnvelopeError, Event, RejectCode, describe
 
 
-class RejectedEvent(ValueError):
+class RejectedEvent(EnvelopeError):
     """An event that is a valid envelope but does not fit the model it names."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class ModelRegistry:
@@ -35,6 +32,7 @@ class ModelRegistry:
                 raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
             self._models[name] = model
         self._order = dependency_order(self._models.values())
+        self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
 
     def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
         """`models` sorted so that a model comes after every registered model it refers to."""
@@ -56,7 +54,9 @@ class ModelRegistry:
         try:
             return self._models[name]
         except KeyError:
-            raise RejectedEvent(f"unknown model {name!r}; this source accepts {self.names()}") from None
+            raise RejectedEvent(
+                RejectCode.UNKNOWN_MODEL, f"unknown model {name!r}; this source accepts {self.names()}"
+            ) from None
 
     def split(self, event: Event) -> tuple[type[DiffSyncModel], dict[str, Any], dict[str, Any]]:
         """Check an event against its model: (model class, identifiers, attributes it sets)."""
@@ -70,12 +70,55 @@ class ModelRegistry:
                 parts.append(f"missing identifier(s) {sorted(missing)}")
             if extra:
                 parts.append(f"unknown identifier(s) {sorted(extra)}")
-            raise RejectedEvent(f"{event.model}: {', '.join(parts)}; identifiers are {sorted(identifiers)}")
+            raise RejectedEvent(
+                RejectCode.BAD_KEY, f"{event.model}: {', '.join(parts)}; identifiers are {sorted(identifiers)}"
+            )
         undeclared = event.attrs.keys() - set(model._attributes)
         if undeclared:
             declared = sorted(model._attributes)
-            raise RejectedEvent(f"{event.model}: undeclared attribute(s) {sorted(undeclared)}; declared: {declared}")
-        return model, dict(event.key), dict(event.attrs)
+            raise RejectedEvent(
+                RejectCode.UNDECLARED_ATTRIBUTE,
+                f"{event.model}: undeclared attribute(s) {sorted(undeclared)}; declared: {declared}",
+            )
+        # Identifiers are checked strictly: the key's JSON is the canonical key, "100" is not 100.
+        ids = {name: self._check(model, name, value, strict=True) for name, value in event.key.items()}
+        attrs = {name: self._check(model, name, value, strict=False) for name, value in event.attrs.items()}
+        for name, value in (*ids.items(), *attrs.items()):
+            if _has_nul(value):
+                raise RejectedEvent(
+                    RejectCode.WRONG_TYPE,
+                    f"{event.model}.{name}: contains a NUL character, which PostgreSQL cannot store",
+                )
+        for name, value in ids.items():
+            # contrib reads a foreign key whose lookup values are all empty as "no object": an identifier
+            # of "" would create an object with no parent that no later event could find again.
+            if "__" in name and value == "":
+                raise RejectedEvent(
+                    RejectCode.BAD_KEY, f"{event.model}.{name}: empty string names no object; send null for none"
+                )
+        return model, ids, attrs
+
+    def _check(self, model: type[DiffSyncModel], name: str, value: Any, strict: bool) -> Any:
+        adapter = self._adapters.get((model, name, strict))
+        if adapter is None:
+            field = model.model_fields[name]
+            annotation: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            adapter = TypeAdapter(annotation, config={"strict": strict})
+            self._adapters[(model, name, strict)] = adapter
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as error:
+            raise RejectedEvent(RejectCode.WRONG_TYPE, f"{model.get_type()}.{name}: {describe(error)}") from None
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:

@@ -71,6 +71,7 @@ async def apply_batch(engine: SyncEngine, db: DatabaseThread, source: str, batch
             log.error(
                 "event rejected",
                 source=source,
+                code=error.code,
                 reason=error.reason,
                 topic=message.topic,
                 partition=message.partition,
@@ -111,7 +112,12 @@ def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: st
             for rejection in result.rejected:
                 event = rejection.event
                 log.error(
-                    "event rejected", source=source, reason=rejection.reason, event_id=event.id, key=event.canonical_key
+                    "event rejected",
+                    source=source,
+                    code=rejection.code,
+                    reason=rejection.reason,
+                    event_id=event.id,
+                    key=event.canonical_key,
                 )
             for failure in result.failed:
                 log.error(

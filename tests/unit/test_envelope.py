@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streamsync.envelope import EnvelopeError, Op, canonical_key, decode
+from streamsync.envelope import EnvelopeError, Op, RejectCode, canonical_key, decode
 
 
 def _raw(**overrides: object) -> bytes:
@@ -38,18 +38,24 @@ def test_decode_round_trips_to_the_same_bytes_shape() -> None:
 
 
 @pytest.mark.parametrize(
-    ("raw", "reason"),
+    ("raw", "code", "reason"),
     [
-        (b"{not json", "not JSON"),
-        (b"\xff\xfe", "not JSON"),
-        (b"[1, 2]", "must be a JSON object"),
-        (_raw(schema="streamsync.event/v2"), "schema"),
-        (_raw(op="merge"), "op"),
-        (_raw(unexpected=1), "unexpected"),
-        (_raw(key={"vid": [1]}), "key.vid"),
+        (b"{not json", RejectCode.NOT_JSON, "not JSON: Expecting property name"),
+        (b"\xff\xfe", RejectCode.NOT_JSON, "not JSON"),
+        (b"[1, 2]", RejectCode.NOT_OBJECT, "envelope must be a JSON object, got list"),
+        (
+            _raw(schema="streamsync.event/v2"),
+            RejectCode.UNSUPPORTED_SCHEMA,
+            "schema 'streamsync.event/v2' is not supported",
+        ),
+        (_raw(op="merge"), RejectCode.BAD_OP, "op 'merge' is not one of ['upsert', 'delete']"),
+        (_raw(unexpected=1), RejectCode.INVALID_ENVELOPE, "unexpected: Extra inputs are not permitted"),
+        (_raw(key={"vid": [1]}), RejectCode.INVALID_ENVELOPE, "key.vid"),
+        (_raw(ts="yesterday"), RejectCode.INVALID_ENVELOPE, "ts: Input should be a valid datetime"),
     ],
 )
-def test_decode_rejects_with_a_readable_reason(raw: bytes, reason: str) -> None:
+def test_decode_rejects_with_a_code_and_a_readable_reason(raw: bytes, code: RejectCode, reason: str) -> None:
     with pytest.raises(EnvelopeError) as error:
         decode(raw)
+    assert error.value.code is code
     assert reason in error.value.reason

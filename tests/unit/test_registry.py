@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamsync.envelope import Event, Op
+from streamsync.envelope import Event, Op, RejectCode
 from streamsync.models.ipam import VLANModel
 from streamsync.registry import ModelRegistry, RejectedEvent
 
@@ -29,17 +29,26 @@ def test_split_returns_identifiers_and_only_the_named_attributes() -> None:
 
 
 @pytest.mark.parametrize(
-    ("overrides", "reason"),
+    ("overrides", "code", "reason"),
     [
-        ({"model": "prefix"}, "unknown model 'prefix'"),
-        ({"key": {"vid": 100}}, "missing identifier(s) ['vlan_group__name']"),
-        ({"key": {"vid": 100, "vlan_group__name": "dc1", "site": "x"}}, "unknown identifier(s) ['site']"),
-        ({"attrs": {"tenant__name": "x"}}, "undeclared attribute(s) ['tenant__name']"),
+        ({"model": "nope"}, RejectCode.UNKNOWN_MODEL, "unknown model 'nope'"),
+        ({"key": {"vid": 100}}, RejectCode.BAD_KEY, "missing identifier(s) ['vlan_group__name']"),
+        (
+            {"key": {"vid": 100, "vlan_group__name": "dc1", "site": "x"}},
+            RejectCode.BAD_KEY,
+            "unknown identifier(s) ['site']",
+        ),
+        ({"attrs": {"colour": "x"}}, RejectCode.UNDECLARED_ATTRIBUTE, "undeclared attribute(s) ['colour']"),
+        ({"key": {"vid": "100", "vlan_group__name": "dc1"}}, RejectCode.WRONG_TYPE, "vlan.vid: "),
+        ({"attrs": {"name": ["a"]}}, RejectCode.WRONG_TYPE, "vlan.name: "),
     ],
 )
-def test_split_rejects_what_the_model_does_not_declare(overrides: dict[str, object], reason: str) -> None:
+def test_split_rejects_what_the_model_does_not_declare(
+    overrides: dict[str, object], code: RejectCode, reason: str
+) -> None:
     with pytest.raises(RejectedEvent) as error:
         ModelRegistry([VLANModel]).split(_event(**overrides))
+    assert error.value.code is code
     assert reason in error.value.reason
 
 
@@ -59,7 +68,9 @@ def test_fold_merges_upserts_and_lets_a_delete_win() -> None:
         ],
         registry,
     )
-    assert [r.reason for r in rejected] == ["unknown model 'nope'; this source accepts ['vlan']"]
+    assert [(r.code, r.reason) for r in rejected] == [
+        (RejectCode.UNKNOWN_MODEL, "unknown model 'nope'; this source accepts ['vlan']")
+    ]
     by_vid = {c.ids["vid"]: c for c in changes.values()}
     assert (by_vid[100].op, by_vid[100].attrs, by_vid[100].recreated) == (
         Op.UPSERT,

@@ -1,0 +1,151 @@
+"""The engine on the real database: partial loading, batch semantics, idempotency."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from streamsync.engine import Outcome, SyncEngine
+from streamsync.envelope import Event, Op
+from streamsync.registry import ModelRegistry
+
+pytestmark = pytest.mark.integration
+
+
+def _vlan_event(group: str, vid: int, op: Op = Op.UPSERT, **attrs: Any) -> Event:
+    return Event(source="ipam", model="vlan", op=op, key={"vid": vid, "vlan_group__name": group}, attrs=attrs)
+
+
+@pytest.fixture
+def engine() -> SyncEngine:
+    from streamsync.models.ipam import VLANModel
+
+    return SyncEngine(ModelRegistry([VLANModel]))
+
+
+@pytest.fixture
+def group() -> str:
+    from nautobot.ipam.models import VLANGroup
+
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    VLANGroup.objects.create(name=name)
+    return name
+
+
+def _seed(group: str, count: int) -> None:
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    active = Status.objects.get(name="Active")
+    vlan_group = VLANGroup.objects.get(name=group)
+    VLAN.objects.bulk_create(
+        [VLAN(vid=vid, name=f"v{vid}", status=active, vlan_group=vlan_group) for vid in range(1, count + 1)]
+    )
+
+
+def test_nautobot_side_loads_with_one_query_whatever_the_batch_size(engine: SyncEngine, group: str) -> None:
+    """The partial adapter's load, and a whole no-op batch, cost the same for 1 key and for 200."""
+    _seed(group, 300)
+    unchanged = {n: [_vlan_event(group, vid, name=f"v{vid}") for vid in range(1, n + 1)] for n in (1, 200)}
+
+    engine.apply(unchanged[1], source="ipam")  # first use creates the streamsync user, warms caches
+    queries = {}
+    for n, events in unchanged.items():
+        with CaptureQueriesContext(connection) as captured:
+            result = engine.apply(events, source="ipam")
+        assert result.count(Outcome.UNCHANGED) == n
+        queries[n] = len(captured.captured_queries)
+    assert queries[1] == queries[200], queries
+
+    from streamsync.adapters import adapter_classes
+    from streamsync.models.ipam import VLANModel
+
+    nautobot_cls, _ = adapter_classes([VLANModel])
+    load_queries = {}
+    for n in (1, 200):
+        keys = {"vlan": [{"vid": vid, "vlan_group__name": group} for vid in range(1, n + 1)]}
+        adapter = nautobot_cls(keys=keys)
+        with CaptureQueriesContext(connection) as captured:
+            adapter.load()
+        assert len(adapter.get_all("vlan")) == n
+        load_queries[n] = [q["sql"].split(" FROM ")[1].split()[0] for q in captured.captured_queries]
+    # One query for the VLANs, plus contrib's prefetch of each foreign key (group, status): never per object.
+    assert load_queries[1] == load_queries[200] == ['"ipam_vlan"', '"ipam_vlangroup"', '"extras_status"']
+
+
+def test_partial_update_leaves_omitted_attributes_alone(engine: SyncEngine, group: str) -> None:
+    from nautobot.ipam.models import VLAN
+
+    engine.apply([_vlan_event(group, 10, name="users", description="floor 3", status__name="Reserved")], source="ipam")
+    result = engine.apply([_vlan_event(group, 10, description="floor 4")], source="ipam")
+    assert [o.outcome for o in result.objects] == [Outcome.UPDATED]
+    vlan = VLAN.objects.get(vid=10, vlan_group__name=group)
+    assert (vlan.name, vlan.description, vlan.status.name) == ("users", "floor 4", "Reserved")
+
+
+def test_one_batch_is_one_change_context_by_the_streamsync_user(engine: SyncEngine, group: str) -> None:
+    from nautobot.extras.models import ObjectChange
+    from nautobot.ipam.models import VLAN
+
+    engine.apply([_vlan_event(group, vid, name=f"n{vid}") for vid in (1, 2, 3)], source="ipam")
+    ids = VLAN.objects.filter(vlan_group__name=group).values_list("pk", flat=True)
+    changes = ObjectChange.objects.filter(changed_object_id__in=list(ids))
+    assert changes.count() == 3
+    assert set(changes.values_list("user__username", flat=True)) == {"streamsync"}
+    assert len(set(changes.values_list("request_id", flat=True))) == 1
+    assert set(changes.values_list("change_context_detail", flat=True)) == {"streamsync:ipam"}
+
+
+def test_same_batch_twice_changes_nothing_the_second_time(engine: SyncEngine, group: str) -> None:
+    from nautobot.extras.models import ObjectChange
+
+    _seed(group, 5)
+    batch = [
+        _vlan_event(group, 100, name="new"),
+        _vlan_event(group, 1, description="changed"),
+        _vlan_event(group, 2, op=Op.DELETE),
+        _vlan_event(group, 3, name="v3"),
+    ]
+    first = engine.apply(batch, source="ipam")
+    assert [o.outcome for o in first.objects] == [
+        Outcome.CREATED,
+        Outcome.UPDATED,
+        Outcome.DELETED,
+        Outcome.UNCHANGED,
+    ]
+    before = ObjectChange.objects.count()
+    second = engine.apply(batch, source="ipam")
+    assert {o.outcome for o in second.objects} == {Outcome.UNCHANGED}
+    assert ObjectChange.objects.count() == before
+
+
+def test_a_failing_object_fails_alone(engine: SyncEngine, group: str) -> None:
+    from nautobot.ipam.models import VLAN
+
+    result = engine.apply(
+        [
+            _vlan_event(group, 20, name="ok-1"),
+            _vlan_event(group, 5000, name="vid out of range"),
+            _vlan_event("no-such-group", 21, name="missing group"),
+            _vlan_event(group, 22, name="ok-2"),
+        ],
+        source="ipam",
+    )
+    by_vid = {o.key: o for o in result.objects}
+    assert [o.outcome for o in result.objects] == [Outcome.CREATED, Outcome.FAILED, Outcome.FAILED, Outcome.CREATED]
+    out_of_range = next(o for k, o in by_vid.items() if '"vid":5000' in k)
+    assert not out_of_range.retryable and "vid" in out_of_range.reason
+    missing_fk = next(o for k, o in by_vid.items() if "no-such-group" in k)
+    assert missing_fk.retryable and "no-such-group" in missing_fk.reason
+    assert set(VLAN.objects.filter(vlan_group__name=group).values_list("vid", flat=True)) == {20, 22}
+
+
+def test_events_from_another_source_are_rejected(engine: SyncEngine, group: str) -> None:
+    event = Event(source="cmdb", model="vlan", op=Op.UPSERT, key={"vid": 7, "vlan_group__name": group}, attrs={})
+    result = engine.apply([event], source="ipam")
+    assert [r.code for r in result.rejected] == ["wrong_source"]
+    assert result.objects == []
