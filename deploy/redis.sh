@@ -14,10 +14,12 @@ REDIS_LOG="$LOG_DIR/redis.log"
 
 start() {
     apt_install redis-server
-    if pid_alive "$PIDFILE"; then
+    # A pid file can outlive its process (machine restart, kill -9) and its pid be reused: ask Redis.
+    if pid_alive "$PIDFILE" && [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
         log "already running on 127.0.0.1:$REDIS_PORT (pid $(cat "$PIDFILE"))"
         return 0
     fi
+    rm -f "$PIDFILE"
     if port_open 127.0.0.1 "$REDIS_PORT"; then
         die "port $REDIS_PORT is taken by another process: $(port_holder "$REDIS_PORT"). Set STREAMSYNC_REDIS_PORT."
     fi

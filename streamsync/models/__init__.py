@@ -15,9 +15,22 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
 
-# `_modelname` -> "module:Class", in dependency order (parents before children).
+# `_modelname` (Django's own model name) -> "module:Class", in dependency order (parents before children).
 BUILTIN_MODELS = {
+    "tenant": "streamsync.models.tenancy:TenantModel",
+    "role": "streamsync.models.extras:RoleModel",
+    "locationtype": "streamsync.models.dcim:LocationTypeModel",
+    "location": "streamsync.models.dcim:LocationModel",
+    "vlangroup": "streamsync.models.ipam:VLANGroupModel",
     "vlan": "streamsync.models.ipam:VLANModel",
+    "namespace": "streamsync.models.ipam:NamespaceModel",
+    "prefix": "streamsync.models.ipam:PrefixModel",
+    "ipaddress": "streamsync.models.ipam:IPAddressModel",
+    "manufacturer": "streamsync.models.dcim:ManufacturerModel",
+    "devicetype": "streamsync.models.dcim:DeviceTypeModel",
+    "platform": "streamsync.models.dcim:PlatformModel",
+    "device": "streamsync.models.dcim:DeviceModel",
+    "interface": "streamsync.models.dcim:InterfaceModel",
 }
 
 
