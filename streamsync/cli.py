@@ -52,6 +52,7 @@ def worker(
     """Run sync workers; processes with the same settings form one consumer group."""
     setup_nautobot(ctx.obj["config"])
     import faust
+    import structlog
 
     from streamsync import logging as streamsync_logging
     from streamsync.agents.app import create_app
@@ -85,8 +86,8 @@ def worker(
     db = DatabaseThread()
     for source in chosen:
         register_sync_agent(app, settings, source, db)
-    click.echo(
-        f"streamsync worker: group {settings.group_id}, sources {chosen}, kafka {settings.kafka_bootstrap}", err=True
+    structlog.get_logger("streamsync.worker").info(
+        "worker starting", group=settings.group_id, sources=chosen, kafka=settings.kafka_bootstrap, pid=os.getpid()
     )
     faust.Worker(
         app, loop=loop, loglevel=loglevel, logging_config=log_config, redirect_stdouts=False, quiet=True
