@@ -90,3 +90,50 @@ def _lag(stream: Stream) -> dict[str, int]:
     assert {r["topic"] for r in rows} == {f"{stream.prefix}.ipam.events"}
     assert sorted(r["partition"] for r in rows) == [0, 1, 2]
     return {"committed": sum(r["current_offset"] or 0 for r in rows), "lag": sum(r["lag"] for r in rows)}
+
+
+def test_worker_refuses_to_start_on_an_unknown_source(stream: Stream) -> None:
+    result = stream.cli("worker", "--source", "nope")
+    assert result.returncode != 0
+    assert "unknown source 'nope'; configured sources: ['ipam']" in result.stderr
+
+
+def test_worker_and_publish_say_when_kafka_is_unreachable(stream: Stream, tmp_path: Path) -> None:
+    unreachable = Stream(bootstrap="127.0.0.1:1", prefix=stream.prefix, group=stream.group)
+    worker = unreachable.cli("worker", timeout=90)
+    assert worker.returncode != 0
+    assert "cannot reach Kafka at 127.0.0.1:1" in worker.stderr
+
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(_event("upsert", 1, "g", name="x")) + "\n")
+    publish = unreachable.cli("publish", "ipam", str(path))
+    assert publish.returncode != 0
+    assert "cannot reach Kafka at 127.0.0.1:1" in publish.stderr
+
+
+def test_publish_checks_every_line_and_sends_nothing_if_one_is_bad(stream: Stream, tmp_path: Path) -> None:
+    path = tmp_path / "mixed.jsonl"
+    good = _event("upsert", 1, "g", name="x")
+    path.write_text(json.dumps(good) + "\n{oops\n" + json.dumps({**good, "source": "cmdb"}) + "\n")
+    result = stream.cli("publish", "ipam", str(path))
+    assert result.returncode != 0
+    assert f"{path}:2: not JSON" in result.stderr
+    assert f"{path}:3: event source 'cmdb' does not match 'ipam'" in result.stderr
+    assert "2 invalid line(s)" in result.stderr
+    assert f"{stream.prefix}.ipam.events" not in _topics(stream)  # not even created
+
+
+def _topics(stream: Stream) -> set[str]:
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def names() -> set[str]:
+        admin = AIOKafkaAdminClient(bootstrap_servers=stream.bootstrap)
+        await admin.start()
+        try:
+            return set(await admin.list_topics())
+        finally:
+            await admin.close()
+
+    return asyncio.run(names())
