@@ -6,10 +6,10 @@ from diffsync.exceptions import ObjectCrudException
 from nautobot.ipam.models import VLAN, IPAddress, Namespace, Prefix, VLANGroup
 from nautobot_ssot.contrib.typeddicts import TagDict
 
-from streamsync.models.extras import TaggedNautobotModel
+from streamsync.models.base import BuiltinModel
 
 
-class VLANGroupModel(TaggedNautobotModel):
+class VLANGroupModel(BuiltinModel):
     """A VLAN group, identified by its name (unique in Nautobot); its `range` bounds its VLANs' VIDs."""
 
     _model = VLANGroup
@@ -24,7 +24,7 @@ class VLANGroupModel(TaggedNautobotModel):
     tags: list[TagDict] = []
 
 
-class VLANModel(TaggedNautobotModel):
+class VLANModel(BuiltinModel):
     """A VLAN, identified by its VID within a VLAN group (no group: a global VLAN)."""
 
     _model = VLAN
@@ -43,7 +43,7 @@ class VLANModel(TaggedNautobotModel):
     tags: list[TagDict] = []
 
 
-class NamespaceModel(TaggedNautobotModel):
+class NamespaceModel(BuiltinModel):
     """A namespace (an IP space of its own, like a VRF), identified by its name (unique in Nautobot)."""
 
     _model = Namespace
@@ -57,7 +57,7 @@ class NamespaceModel(TaggedNautobotModel):
     tags: list[TagDict] = []
 
 
-class PrefixModel(TaggedNautobotModel):
+class PrefixModel(BuiltinModel):
     """A prefix, identified by network and length within its namespace (Nautobot's uniqueness)."""
 
     _model = Prefix
@@ -76,7 +76,7 @@ class PrefixModel(TaggedNautobotModel):
     tags: list[TagDict] = []
 
 
-class IPAddressModel(TaggedNautobotModel):
+class IPAddressModel(BuiltinModel):
     """An IP address, identified by host and mask length within a namespace.
 
     Nautobot keeps an address under the narrowest prefix of its namespace that contains it and

@@ -73,8 +73,11 @@ def test_nautobot_side_loads_with_one_query_whatever_the_batch_size(engine: Sync
             adapter.load()
         assert len(adapter.get_all("vlan")) == n
         load_queries[n] = [q["sql"].split(" FROM ")[1].split()[0] for q in captured.captured_queries]
-    # One query for the VLANs, plus contrib's prefetch of each foreign key (group, status): never per object.
-    assert load_queries[1] == load_queries[200] == ['"ipam_vlan"', '"ipam_vlangroup"', '"extras_status"']
+    # One query for the VLANs, one for their tags, plus contrib's prefetch of each foreign key that is set
+    # (group, status; role and tenant are empty here): never per object.
+    assert (
+        load_queries[1] == load_queries[200] == ['"ipam_vlan"', '"extras_tag"', '"ipam_vlangroup"', '"extras_status"']
+    )
 
 
 def test_partial_update_leaves_omitted_attributes_alone(engine: SyncEngine, group: str) -> None:
