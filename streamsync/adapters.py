@@ -13,6 +13,7 @@ from functools import reduce
 from typing import Any, ClassVar
 
 from diffsync import Adapter, DiffSyncModel
+from diffsync.exceptions import ObjectAlreadyExists
 from django.db.models import Q
 from nautobot_ssot.contrib import NautobotAdapter
 
@@ -24,6 +25,8 @@ class PartialNautobotAdapter(NautobotAdapter):
 
     def __init__(self, *args: Any, keys: Mapping[str, list[dict[str, Any]]], **kwargs: Any) -> None:
         self._keys = keys
+        # (model name, unique id) of keys that match more than one row: no event may write those.
+        self.ambiguous: set[tuple[str, str]] = set()
         super().__init__(*args, job=None, **kwargs)
 
     def _load_objects(self, diffsync_model: Any) -> None:
@@ -34,7 +37,14 @@ class PartialNautobotAdapter(NautobotAdapter):
         match = reduce(operator.or_, (Q(**key) for key in keys))
         parameter_names = diffsync_model.get_synced_attributes()
         for database_object in diffsync_model._get_queryset().filter(match):
-            self._load_single_object(database_object, diffsync_model, parameter_names)
+            try:
+                self._load_single_object(database_object, diffsync_model, parameter_names)
+            except ObjectAlreadyExists as error:
+                # Nautobot allows it (e.g. two devices of one name in different locations): which one
+                # an event means is unknowable, so that object fails instead of the batch.
+                existing = error.existing_object
+                if isinstance(existing, DiffSyncModel):
+                    self.ambiguous.add((diffsync_model.get_type(), existing.get_unique_id()))
 
     def load_one(self, diffsync_model: Any, ids: dict[str, Any]) -> Any:
         """Load one object by identifiers after the batch's load (it may have appeared since); None if absent."""

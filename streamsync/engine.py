@@ -16,6 +16,8 @@ callers on an event loop run it in a worker thread.
 from __future__ import annotations
 
 import contextlib
+import functools
+import json
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -24,11 +26,11 @@ from enum import StrEnum
 from typing import Any
 
 from diffsync import DiffSyncModel
-from diffsync.exceptions import ObjectAlreadyExists
+from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
-from streamsync.envelope import Event, Op, RejectCode, describe
+from streamsync.envelope import Event, Op, RejectCode, canonical_key, describe
 from streamsync.registry import ModelRegistry, RejectedEvent
 
 
@@ -66,8 +68,8 @@ class Change:
 
     @property
     def key(self) -> str:
-        """The canonical object key."""
-        return self.events[-1].canonical_key
+        """The canonical object key, from the identifiers as the model normalises them."""
+        return canonical_key(self.model.get_type(), self.ids)
 
 
 @dataclass
@@ -134,7 +136,7 @@ def fold(
         except RejectedEvent as error:
             rejected.append(Rejection(event, error.code, error.reason))
             continue
-        key = event.canonical_key
+        key = canonical_key(event.model, ids)  # "2001:DB8::1" and "2001:db8::1" are one object
         previous = changes.get(key)
         if event.op is Op.DELETE:
             change = Change(model, ids, Op.DELETE)
@@ -164,6 +166,24 @@ def _is_retryable(error: BaseException) -> bool:
     from django.db.models import ProtectedError, RestrictedError
 
     return any(isinstance(e, ObjectDoesNotExist | ProtectedError | RestrictedError) for e in _root_causes(error))
+
+
+def _same(wanted: Any, current: Any) -> bool:
+    """Equal, with lists (tags, content types) compared as sets: their order means nothing."""
+    if isinstance(wanted, list) and isinstance(current, list):
+        dump = functools.partial(json.dumps, sort_keys=True, default=str)
+        return sorted(map(dump, wanted)) == sorted(map(dump, current))
+    return bool(wanted == current)
+
+
+def _changed(wanted: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    """The attributes of `wanted` whose values differ from `current`."""
+    return {name: value for name, value in wanted.items() if not _same(value, current.get(name))}
+
+
+def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
+    dst.update(attrs)
+    return Outcome.UPDATED
 
 
 def _reason(error: BaseException) -> str:
@@ -225,6 +245,11 @@ class SyncEngine:
                 try:
                     remote.add(change.model(**change.ids, **{**base, **change.attrs}))
                 except ValidationError as error:
+                    if existing is None and not change.recreated:
+                        # Incomplete for a create; the object may still appear earlier in this batch
+                        # (interfaces from a device type's templates): decided when its turn comes.
+                        pending.append(change)
+                        continue
                     reason = f"{change.model.get_type()}: {describe(error)}"
                     result.rejected.extend(Rejection(event, RejectCode.WRONG_TYPE, reason) for event in change.events)
                     continue
@@ -283,46 +308,64 @@ class SyncEngine:
         def done(outcome: Outcome, reason: str = "", retryable: bool = False) -> ObjectResult:
             return ObjectResult(change.key, model_name, outcome, reason, retryable, change.events)
 
-        action: Callable[[], Any]
+        if (model_name, unique_id) in nautobot.ambiguous:
+            return done(Outcome.FAILED, f"{model_name} {change.ids} matches more than one object in Nautobot")
+        if change.op is Op.UPSERT and src is None:
+            # Deferred at build time: complete it from the object if it has appeared since.
+            dst = nautobot.load_one(change.model, change.ids)
+            try:
+                src = change.model(**change.ids, **{**(dst.get_attrs() if dst else {}), **change.attrs})
+            except ValidationError as error:
+                return done(Outcome.FAILED, f"{model_name}: {describe(error)}")
+            remote.add(src)
+
+        action: Callable[[], Outcome]
         if src is None:
             if dst is None:
                 return done(Outcome.UNCHANGED)  # deleting what is already gone
-            action, outcome = dst.delete, Outcome.DELETED
+            action = lambda: self._delete(dst)  # noqa: E731
         elif dst is None:
-            action, outcome = (lambda: self._create_or_adopt(change, nautobot, src)), Outcome.CREATED
+            action = lambda: self._create_or_adopt(change, nautobot, src)  # noqa: E731
         else:
-            changed = {k: v for k, v in src.get_attrs().items() if dst.get_attrs().get(k) != v}
+            changed = _changed(src.get_attrs(), dst.get_attrs())
             if not changed:
                 return done(Outcome.UNCHANGED)
-            action, outcome = (lambda: dst.update(changed)), Outcome.UPDATED
+            action = lambda: _update(dst, changed)  # noqa: E731
         try:
             with transaction.atomic():
-                applied = action()
+                outcome = action()
         except Exception as error:  # one object's failure must not fail the batch
             return done(Outcome.FAILED, _reason(error), _is_retryable(error))
-        if outcome is Outcome.DELETED:
+        if outcome is Outcome.DELETED and dst is not None:
             nautobot.remove(dst)
-        elif outcome is Outcome.CREATED and applied is not None:
-            outcome = applied
         return done(outcome)
 
+    @staticmethod
+    def _delete(dst: DiffSyncModel) -> Outcome:
+        """Delete; an object already gone (cascaded with its parent earlier in the batch) counts as deleted."""
+        try:
+            dst.delete()
+        except ObjectNotDeleted:
+            if type(dst)._model.objects.filter(pk=dst.pk).exists():  # type: ignore[attr-defined]
+                raise
+        return Outcome.DELETED
+
     def _create_or_adopt(self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> Outcome:
-        """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it."""
+        """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it.
+
+        Adopting updates only what the events name: the rest is the existing object's, not defaults.
+        """
         from django.db import transaction
 
-        ids, attrs = src.get_identifiers(), src.get_attrs()
         try:
             with transaction.atomic():
-                created = change.model.create(adapter=nautobot, ids=ids, attrs=attrs)
+                created = change.model.create(adapter=nautobot, ids=src.get_identifiers(), attrs=src.get_attrs())
         except Exception:
-            existing = nautobot.load_one(change.model, ids)
+            existing = nautobot.load_one(change.model, change.ids)
             if existing is None:
                 raise
-            changed = {k: v for k, v in attrs.items() if existing.get_attrs().get(k) != v}
-            if changed:
-                existing.update(changed)
-                return Outcome.UPDATED
-            return Outcome.UNCHANGED
+            changed = _changed(change.attrs, existing.get_attrs())
+            return _update(existing, changed) if changed else Outcome.UNCHANGED
         if created is not None:
             with contextlib.suppress(ObjectAlreadyExists):
                 nautobot.add(created)

@@ -1,12 +1,23 @@
 """IPAM models: VLAN groups and VLANs, namespaces, prefixes and IP addresses."""
 
-from typing import Any
+import ipaddress
+from typing import Annotated, Any
 
 from diffsync.exceptions import ObjectCrudException
 from nautobot.ipam.models import VLAN, IPAddress, Namespace, Prefix, VLANGroup
 from nautobot_ssot.contrib.typeddicts import TagDict
+from pydantic import AfterValidator
 
 from streamsync.models.base import BuiltinModel
+
+
+def _canonical_ip(value: str) -> str:
+    """The address as Nautobot stores it (`2001:DB8::1` is `2001:db8::1`): keys must match stored values."""
+    return str(ipaddress.ip_address(value))
+
+
+# An IP address or network address, normalised when an event is checked.
+IPText = Annotated[str, AfterValidator(_canonical_ip)]
 
 
 class VLANGroupModel(BuiltinModel):
@@ -65,7 +76,7 @@ class PrefixModel(BuiltinModel):
     _identifiers = ("network", "prefix_length", "namespace__name")
     _attributes = ("type", "status__name", "role__name", "tenant__name", "description", "tags")
 
-    network: str
+    network: IPText
     prefix_length: int
     namespace__name: str = "Global"
     type: str = "network"
@@ -91,7 +102,7 @@ class IPAddressModel(BuiltinModel):
     _identifiers = ("host", "mask_length", "parent__namespace__name")
     _attributes = ("type", "status__name", "role__name", "tenant__name", "dns_name", "description", "tags")
 
-    host: str
+    host: IPText
     mask_length: int
     parent__namespace__name: str = "Global"
     type: str = "host"
