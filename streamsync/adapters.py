@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 from diffsync import Adapter, DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists
+from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Q
 from nautobot_ssot.contrib import NautobotAdapter
 
@@ -36,7 +37,8 @@ class PartialNautobotAdapter(NautobotAdapter):
         # `vlan_group__name=None` filters as IS NULL, which is what a null identifier means.
         match = reduce(operator.or_, (Q(**key) for key in keys))
         parameter_names = diffsync_model.get_synced_attributes()
-        for database_object in diffsync_model._get_queryset().filter(match):
+        queryset = diffsync_model._get_queryset().filter(match).prefetch_related(*_to_many(diffsync_model))
+        for database_object in queryset:
             try:
                 self._load_single_object(database_object, diffsync_model, parameter_names)
             except ObjectAlreadyExists as error:
@@ -55,6 +57,22 @@ class PartialNautobotAdapter(NautobotAdapter):
 
     def _handle_children(self, database_object: Any, diffsync_model: Any) -> None:
         """Streaming diffs are per object: an event about a parent never touches children it does not name."""
+
+
+def _to_many(diffsync_model: Any) -> list[str]:
+    """Synced to-many fields (tags, content types): contrib prefetches only foreign keys.
+
+    Without this, every list attribute costs one query per loaded object.
+    """
+    fields = []
+    for name in diffsync_model.get_synced_attributes():
+        try:
+            field = diffsync_model._model._meta.get_field(name)
+        except FieldDoesNotExist:  # a foreign-key path or a custom field
+            continue
+        if field.many_to_many or field.one_to_many:
+            fields.append(name)
+    return fields
 
 
 class EventAdapter(Adapter):
