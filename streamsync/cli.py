@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import IO
+from typing import IO, Any
 
 import click
 
 from streamsync.envelope import EnvelopeError, Event, decode
-from streamsync.topics import DEFAULT_PREFIX, events_topic
+from streamsync.topics import DEFAULT_PREFIX, dlq_topic, events_topic
 
 # The local stack's broker (deploy/kafka.sh) unless STREAMSYNC_KAFKA_BOOTSTRAP names another.
 BOOTSTRAP_DEFAULT = f"127.0.0.1:{os.getenv('STREAMSYNC_KAFKA_PORT', '9092')}"
@@ -74,8 +74,9 @@ def worker(
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     topics = [
-        TopicSpec(events_topic(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication)
+        TopicSpec(name(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication)
         for s in chosen
+        for name in (events_topic, dlq_topic)
     ]
     try:
         loop.run_until_complete(ensure_topics(settings.kafka_bootstrap, topics))
@@ -163,6 +164,109 @@ def lag(as_json: bool, groups: tuple[str, ...], bootstrap: str, topic_prefix: st
         click.echo(format_table(rows))
     else:
         click.echo(f"no consumer group has committed offsets on {topic_prefix}.* topics yet")
+
+
+@main.group()
+def dlq() -> None:
+    """Inspect and re-drive dead letters (events that could not be applied)."""
+
+
+_kafka_options = [
+    click.option("--bootstrap", envvar="STREAMSYNC_KAFKA_BOOTSTRAP", default=BOOTSTRAP_DEFAULT, show_default=True),
+    click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True),
+    click.option("--group", envvar="STREAMSYNC_GROUP_ID", default="streamsync", show_default=True),
+]
+
+
+def kafka_options(fn: Any) -> Any:
+    """--bootstrap, --topic-prefix and --group, from the environment like the worker's."""
+    for option in reversed(_kafka_options):
+        fn = option(fn)
+    return fn
+
+
+@dlq.command("list")
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
+@click.option("--all", "show_all", is_flag=True, help="Include letters already replayed.")
+@kafka_options
+def dlq_list(source: str, as_json: bool, show_all: bool, bootstrap: str, topic_prefix: str, group: str) -> None:
+    """Show SOURCE's dead letters: where each came from and why it failed."""
+    import json
+
+    from streamsync.dlq import read_letters
+
+    letters = _run(read_letters(bootstrap, dlq_topic(source, topic_prefix), group))
+    shown = [s for s in letters if show_all or not s.replayed]
+    for stored in shown:
+        info = stored.letter
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "partition": stored.partition,
+                        "offset": stored.offset,
+                        "key": stored.key.decode(errors="replace") if stored.key else None,
+                        "replayed": stored.replayed,
+                        **(info.model_dump(mode="json") if info else {"code": "unknown", "reason": "no headers"}),
+                        "value": stored.value.decode(errors="replace") if stored.value else None,
+                    }
+                )
+            )
+        else:
+            where = f"{info.original_topic}[{info.original_partition}]@{info.original_offset}" if info else "?"
+            click.echo(
+                f"{stored.partition}@{stored.offset}  {info.code if info else 'unknown'}  "
+                f"attempts={info.attempts if info else '?'}  from {where}"
+                f"{'  (replayed)' if stored.replayed else ''}\n"
+                f"    key:    {stored.key.decode(errors='replace') if stored.key else '-'}\n"
+                f"    reason: {info.reason if info else 'no streamsync headers'}"
+            )
+    if not as_json:
+        replayed = len(letters) - len([s for s in letters if not s.replayed])
+        click.echo(f"{len(shown)} dead letter(s) shown; {replayed} of {len(letters)} already replayed", err=True)
+
+
+@dlq.command("replay")
+@click.argument("source")
+@click.option("--dry-run", is_flag=True, help="Show what would be replayed; send nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@kafka_options
+def dlq_replay(source: str, dry_run: bool, yes: bool, bootstrap: str, topic_prefix: str, group: str) -> None:
+    """Send SOURCE's dead letters not replayed yet back to its events topic, as they were.
+
+    Fix the cause first (the missing object, the bad value at the producer): a replayed event that
+    fails again becomes a new dead letter.
+    """
+    from streamsync.dlq import read_letters, replay
+
+    topic, target = dlq_topic(source, topic_prefix), events_topic(source, topic_prefix)
+    pending = [s for s in _run(read_letters(bootstrap, topic, group)) if not s.replayed]
+    if not pending:
+        click.echo("no dead letters to replay")
+        return
+    codes: dict[str, int] = {}
+    for stored in pending:
+        code = stored.letter.code if stored.letter else "unknown"
+        codes[code] = codes.get(code, 0) + 1
+    summary = ", ".join(f"{n} {code}" for code, n in sorted(codes.items()))
+    if dry_run:
+        click.echo(f"would replay {len(pending)} dead letter(s) ({summary}) to {target}")
+        return
+    if not yes:
+        click.confirm(f"replay {len(pending)} dead letter(s) ({summary}) to {target}?", abort=True)
+    count = _run(replay(bootstrap, topic, group, target, pending))
+    click.echo(f"replayed {count} dead letter(s) to {target}")
+
+
+def _run(coro: Any) -> Any:
+    """Run a Kafka coroutine for a command; an unreachable broker is a clean error, not a traceback."""
+    from streamsync.kafka import BrokerUnavailable
+
+    try:
+        return asyncio.run(coro)
+    except BrokerUnavailable as error:
+        raise click.ClickException(str(error)) from error
 
 
 if __name__ == "__main__":

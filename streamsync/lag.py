@@ -6,15 +6,10 @@ committed on yet counts from the log's start, since workers begin at the earlies
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError, KafkaError
-
-from streamsync.kafka import BrokerUnavailable
+from streamsync.kafka import admin_client, consumer, partitions
 
 
 @dataclass(frozen=True)
@@ -35,16 +30,7 @@ class PartitionLag:
 
 async def consumer_lag(bootstrap: str, prefix: str, groups: Iterable[str] | None = None) -> list[PartitionLag]:
     """Lag of every consumer group (or those named) on topics under `prefix`."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        await asyncio.wait_for(admin.start(), 30)
-        await asyncio.wait_for(consumer.start(), 30)
-    except (KafkaConnectionError, KafkaError, TimeoutError, OSError) as error:
-        await consumer.stop()
-        await admin.close()
-        raise BrokerUnavailable(f"cannot reach Kafka at {bootstrap}: {error!r}") from error
-    try:
+    async with admin_client(bootstrap) as admin, consumer(bootstrap) as offsets:
         names = sorted(groups) if groups else sorted(g[0] for g in await admin.list_consumer_groups())
         rows: list[PartitionLag] = []
         for group in names:
@@ -53,25 +39,17 @@ async def consumer_lag(bootstrap: str, prefix: str, groups: Iterable[str] | None
                 for tp, meta in (await admin.list_consumer_group_offsets(group)).items()
                 if tp.topic.startswith(prefix + ".")
             }
-            topics = sorted({tp.topic for tp in committed})
-            if not topics:
-                continue
             # Every partition of the group's topics, including those it has not committed on yet.
-            partitions = [
-                TopicPartition(t["topic"], p["partition"])
-                for t in await admin.describe_topics(topics)
-                for p in sorted(t["partitions"], key=lambda p: p["partition"])
-            ]
-            ends = await consumer.end_offsets(partitions)
-            starts = await consumer.beginning_offsets(partitions)
-            for tp in partitions:
+            tps = await partitions(admin, {tp.topic for tp in committed})
+            if not tps:
+                continue
+            ends = await offsets.end_offsets(tps)
+            starts = await offsets.beginning_offsets(tps)
+            for tp in tps:
                 current = committed.get(tp)
                 end = ends[tp]
                 rows.append(PartitionLag(group, tp.topic, tp.partition, current, end, end - (current or starts[tp])))
         return rows
-    finally:
-        await consumer.stop()
-        await admin.close()
 
 
 def format_table(rows: Iterable[PartitionLag]) -> str:
@@ -90,5 +68,5 @@ def format_table(rows: Iterable[PartitionLag]) -> str:
     ]
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]
     )

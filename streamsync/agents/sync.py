@@ -1,29 +1,31 @@
 """The sync agent: the hot path from a Kafka batch to a Nautobot commit.
 
-    take_events(n, within=t)  →  decode  →  engine.apply (one DB thread)  →  ack → offsets committed
+    take_events(n, within=t) → decode → engine.apply (one DB thread) → dead letters → ack → commit
 
 faust acks the whole buffered batch when the loop body returns, and commits acked offsets
-afterwards: so the body returns only once the batch is in the database. An exception must never
-escape the loop (the `finally` inside `take_events` would ack unapplied events): database
-trouble is retried here, with back-off, until it succeeds.
+afterwards: so the body returns only once every event of the batch is either in the database or
+on the dead-letter topic. An exception must never escape the loop (the `finally` inside
+`take_events` would ack unapplied events): database and broker trouble is retried here, with
+back-off, until it succeeds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import faust
 import structlog
-from faust.types import EventT
+from faust.types import EventT, Message
 
+from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, DeadLetter
 from streamsync.engine import BatchResult, SyncEngine
 from streamsync.envelope import EnvelopeError, Event, decode
 from streamsync.settings import StreamsyncSettings
-from streamsync.topics import events_topic
+from streamsync.topics import dlq_topic, events_topic
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -59,45 +61,92 @@ def _with_fresh_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
         close_old_connections()
 
 
-async def apply_batch(engine: SyncEngine, db: DatabaseThread, source: str, batch: Sequence[EventT]) -> BatchResult:
-    """Decode a batch and apply it, retrying until the database has it."""
-    events: list[Event] = []
-    for event in batch:
+async def until_done(what: str, attempt: Callable[[], Awaitable[T]], **context: Any) -> T:
+    """Run `attempt` until it succeeds, backing off up to MAX_BACKOFF_SECONDS; log each failure."""
+    failures = 0
+    while True:
         try:
-            events.append(decode(event.value))
-        except EnvelopeError as error:
-            # Dead-lettering comes with the failure-handling work; for now the reason is logged loudly.
-            message = event.message
+            return await attempt()
+        except Exception as error:
+            failures += 1
+            delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(failures, 10))
+            log.warning(f"{what} failed, retrying", attempt=failures, retry_in=delay, error=repr(error), **context)
+            await asyncio.sleep(delay)
+
+
+class SourceSync:
+    """Applies one source's batches and dead-letters what cannot be applied."""
+
+    def __init__(self, app: faust.App, settings: StreamsyncSettings, source: str, db: DatabaseThread) -> None:
+        self.app = app
+        self.source = source
+        self.db = db
+        self.engine = SyncEngine(settings.source(source).registry(), username=settings.user)
+        self.dlq = dlq_topic(source, settings.topic_prefix)
+
+    async def handle(self, batch: Sequence[EventT]) -> BatchResult:
+        """One batch, start to end: when this returns, every event is applied or dead-lettered."""
+        events: list[Event] = []
+        origin: dict[int, Message] = {}  # id(event) -> the message it came in
+        dead: list[tuple[Message, DeadLetter]] = []
+        for record in batch:
+            try:
+                event = decode(record.value)
+            except EnvelopeError as error:
+                dead.append((record.message, self._letter(record.message, error.code, error.reason)))
+                continue
+            events.append(event)
+            origin[id(event)] = record.message
+
+        result = await until_done(
+            "batch", lambda: self.db.run(self.engine.apply, events, source=self.source), source=self.source
+        )
+
+        for rejection in result.rejected:
+            message = origin[id(rejection.event)]
+            dead.append((message, self._letter(message, rejection.code, rejection.reason)))
+        for failure in result.failed:
+            code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
+            for event in failure.events:
+                message = origin[id(event)]
+                dead.append((message, self._letter(message, code, failure.reason)))
+        if dead:
+            await until_done("dead-lettering", lambda: self._dead_letter(dead), source=self.source)
+        return result
+
+    def _letter(self, message: Message, code: str, reason: str) -> DeadLetter:
+        return DeadLetter(
+            code=code,
+            reason=reason,
+            source=self.source,
+            original_topic=message.topic,
+            original_partition=message.partition,
+            original_offset=message.offset,
+        )
+
+    async def _dead_letter(self, dead: list[tuple[Message, DeadLetter]]) -> None:
+        """Produce the original bytes and key with the reason in headers; wait for every acknowledgement."""
+        producer = self.app.producer
+        pending = [
+            await producer.send(self.dlq, message.key, message.value, None, None, letter.headers())
+            for message, letter in dead
+        ]
+        await asyncio.gather(*pending)
+        for message, letter in dead:
             log.error(
-                "event rejected",
-                source=source,
-                code=error.code,
-                reason=error.reason,
+                "event dead-lettered",
+                source=self.source,
+                code=letter.code,
+                reason=letter.reason,
                 topic=message.topic,
                 partition=message.partition,
                 offset=message.offset,
             )
-    attempt = 0
-    while True:
-        try:
-            return await db.run(engine.apply, events, source=source)
-        except Exception as error:
-            attempt += 1
-            delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(attempt, 10))
-            log.warning(
-                "batch failed, retrying",
-                source=source,
-                attempt=attempt,
-                retry_in=delay,
-                error=repr(error),
-                exc_info=True,
-            )
-            await asyncio.sleep(delay)
 
 
 def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: str, db: DatabaseThread) -> None:
     """Add the agent that applies `source`'s events to Nautobot."""
-    engine = SyncEngine(settings.source(source).registry(), username=settings.user)
+    sync_source = SourceSync(app, settings, source, db)
     topic = app.topic(
         events_topic(source, settings.topic_prefix),
         key_serializer="raw",
@@ -107,22 +156,7 @@ def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: st
 
     async def sync(stream: Any) -> None:  # faust.Stream; take_events is missing from StreamT
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
-            with structlog.contextvars.bound_contextvars(source=source):
-                result = await apply_batch(engine, db, source, batch)
-            for rejection in result.rejected:
-                event = rejection.event
-                log.error(
-                    "event rejected",
-                    source=source,
-                    code=rejection.code,
-                    reason=rejection.reason,
-                    event_id=event.id,
-                    key=event.canonical_key,
-                )
-            for failure in result.failed:
-                log.error(
-                    "object failed", source=source, key=failure.key, reason=failure.reason, retryable=failure.retryable
-                )
+            result = await sync_source.handle(batch)
             log.info("batch committed", source=source, **result.as_log())
 
     # concurrency=1: with more, faust-streaming can commit past an event still in flight.
