@@ -12,12 +12,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 
 SCHEMA_V1: Literal["streamsync.event/v1"] = "streamsync.event/v1"
 
-# Identifier values are JSON scalars: they become part of the canonical key.
-KeyValue = str | int | bool | None
+# Identifier values are JSON scalars taken as they are (no 1.0 for 1, no "1" for 1): they become
+# the canonical key, and two spellings of one object would land on two partitions.
+KeyValue = StrictStr | StrictInt | StrictBool | None
 
 
 class Op(StrEnum):
