@@ -50,3 +50,14 @@ PLUGINS_CONFIG = {
         },
     },
 }
+
+# Nautobot's own changes of the models the sources above are bound to, as envelope-v1 events on
+# <topic_prefix>.nautobot.events: written to streamsync's outbox table with the change, produced
+# to Kafka by the relay in `streamsync worker` (docs/nautobot-events.md).
+EVENT_BROKERS = {
+    "streamsync": {
+        "CLASS": "streamsync.events.StreamsyncEventBroker",
+        # Object changes only (not job or login events): Nautobot serialises a payload per matching broker.
+        "TOPICS": {"INCLUDE": ["nautobot.create.*", "nautobot.update.*", "nautobot.delete.*"]},
+    },
+}

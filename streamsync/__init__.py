@@ -1,6 +1,6 @@
 """streamsync: continuous, event-driven sync between Nautobot and other systems through Kafka."""
 
-from importlib import metadata
+from importlib import import_module, metadata
 
 from nautobot.apps import NautobotAppConfig
 
@@ -23,6 +23,12 @@ class StreamsyncConfig(NautobotAppConfig):
         "topic_prefix": "streamsync",
         "sources": {},
     }
+
+    def import_models(self) -> None:
+        """Also import streamsync's own tables: `streamsync.models` holds DiffSync models, imported on demand."""
+        super().import_models()
+        for module in ("outbox", "models.state"):
+            import_module(f"{self.name}.{module}")
 
 
 config = StreamsyncConfig

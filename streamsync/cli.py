@@ -44,10 +44,18 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.option("--source", "sources", multiple=True, help="Source(s) to consume (default: every configured source).")
 @click.option("--batch-size", type=int, help="Events per batch (PLUGINS_CONFIG batch_size).")
 @click.option("--batch-timeout", type=float, help="Seconds to wait for a batch to fill (batch_timeout).")
+@click.option("--retry-max-attempts", type=int, help="Attempts before a retryable failure is dead-lettered.")
+@click.option("--retry-backoff", type=float, help="Seconds before the first retry; doubles with each attempt.")
 @click.option("--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
 def worker(
-    ctx: click.Context, sources: tuple[str, ...], batch_size: int | None, batch_timeout: float | None, loglevel: str
+    ctx: click.Context,
+    sources: tuple[str, ...],
+    batch_size: int | None,
+    batch_timeout: float | None,
+    retry_max_attempts: int | None,
+    retry_backoff: float | None,
+    loglevel: str,
 ) -> None:
     """Run sync workers; processes with the same settings form one consumer group."""
     setup_nautobot(ctx.obj["config"])
@@ -56,6 +64,7 @@ def worker(
 
     from streamsync import logging as streamsync_logging
     from streamsync.agents.app import create_app
+    from streamsync.agents.relay import register_relay
     from streamsync.agents.sync import DatabaseThread, register_sync_agent
     from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics
     from streamsync.settings import ConfigError, StreamsyncSettings
@@ -63,6 +72,8 @@ def worker(
     log_config = streamsync_logging.configure(loglevel.upper())
     try:
         settings = StreamsyncSettings.load({"batch_size": batch_size, "batch_timeout": batch_timeout})
+        retry = {"max_attempts": retry_max_attempts, "backoff": retry_backoff}
+        settings.retry = settings.retry.model_copy(update={k: v for k, v in retry.items() if v is not None})
         chosen = list(sources) or list(settings.sources)
         if not chosen:
             raise ConfigError('no sources configured: add PLUGINS_CONFIG["streamsync"]["sources"]')
@@ -87,6 +98,7 @@ def worker(
     db = DatabaseThread()
     for source in chosen:
         register_sync_agent(app, settings, source, db)
+    register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
     structlog.get_logger("streamsync.worker").info(
         "worker starting", group=settings.group_id, sources=chosen, kafka=settings.kafka_bootstrap, pid=os.getpid()
     )
@@ -106,7 +118,7 @@ def publish(source: str, file: IO[bytes], bootstrap: str, topic_prefix: str, par
 
     Every line is checked first; if any is invalid nothing is sent.
     """
-    from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics, produce
+    from streamsync.kafka import TopicSpec, ensure_topics, produce
 
     name = getattr(file, "name", "-")
     events: list[Event] = []
@@ -134,11 +146,7 @@ def publish(source: str, file: IO[bytes], bootstrap: str, topic_prefix: str, par
         await ensure_topics(bootstrap, [TopicSpec(topic, partitions)])
         return await produce(bootstrap, topic, events)
 
-    try:
-        count = asyncio.run(run())
-    except BrokerUnavailable as error:
-        raise click.ClickException(str(error)) from error
-    click.echo(f"published {count} event(s) to {topic}")
+    click.echo(f"published {_run(run())} event(s) to {topic}")
 
 
 @main.command()
@@ -150,13 +158,9 @@ def lag(as_json: bool, groups: tuple[str, ...], bootstrap: str, topic_prefix: st
     """Consumer lag per group, topic and partition on streamsync's topics."""
     import json
 
-    from streamsync.kafka import BrokerUnavailable
     from streamsync.lag import consumer_lag, format_table
 
-    try:
-        rows = asyncio.run(consumer_lag(bootstrap, topic_prefix, groups or None))
-    except BrokerUnavailable as error:
-        raise click.ClickException(str(error)) from error
+    rows = _run(consumer_lag(bootstrap, topic_prefix, groups or None))
     if as_json:
         for row in rows:
             click.echo(json.dumps(row.as_dict()))

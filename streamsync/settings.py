@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from streamsync.models import BUILTIN_MODELS, builtin_model
 from streamsync.registry import ModelRegistry
+from streamsync.retry import RetryPolicy
 
 # What differs per deployment can come from the environment and wins over nautobot_config.py.
 ENV_OVERRIDES = {
@@ -55,6 +56,12 @@ class StreamsyncSettings(BaseModel):
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     data_dir: str | None = None
+    # The relay of Nautobot's change events (docs/nautobot-events.md): rows per cycle, seconds between idle looks.
+    outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
+    outbox_poll_interval: float = Field(default=0.2, gt=0, le=60)
+    # Failures that may pass later (a foreign key whose object has not arrived yet).
+    retry: RetryPolicy = Field(default_factory=RetryPolicy)
+    retry_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between looks for due retries")
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
 
     @field_validator("sources")

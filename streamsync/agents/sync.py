@@ -24,6 +24,7 @@ from faust.types import EventT, Message
 from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, DeadLetter
 from streamsync.engine import BatchResult, SyncEngine
 from streamsync.envelope import EnvelopeError, Event, decode
+from streamsync.retry import Origin, apply_or_park, forget, retry_due
 from streamsync.settings import StreamsyncSettings
 from streamsync.topics import dlq_topic, events_topic
 
@@ -83,69 +84,99 @@ class SourceSync:
         self.db = db
         self.engine = SyncEngine(settings.source(source).registry(), username=settings.user)
         self.dlq = dlq_topic(source, settings.topic_prefix)
+        self.policy = settings.retry
+        self._retrying = asyncio.Lock()
 
     async def handle(self, batch: Sequence[EventT]) -> BatchResult:
         """One batch, start to end: when this returns, every event is applied or dead-lettered."""
         events: list[Event] = []
-        origin: dict[int, Message] = {}  # id(event) -> the message it came in
-        dead: list[tuple[Message, DeadLetter]] = []
+        origins: dict[int, Origin] = {}  # id(event) -> where it came from
+        dead: list[tuple[Origin, DeadLetter]] = []
         for record in batch:
+            origin = _origin(record.message)
             try:
                 event = decode(record.value)
             except EnvelopeError as error:
-                dead.append((record.message, self._letter(record.message, error.code, error.reason)))
+                dead.append((origin, self._letter(origin, error.code, error.reason)))
                 continue
             events.append(event)
-            origin[id(event)] = record.message
+            origins[id(event)] = origin
 
-        result = await until_done(
-            "batch", lambda: self.db.run(self.engine.apply, events, source=self.source), source=self.source
+        result, parked = await until_done(
+            "batch",
+            lambda: self.db.run(apply_or_park, self.engine, self.source, events, origins, self.policy),
+            source=self.source,
         )
 
         for rejection in result.rejected:
-            message = origin[id(rejection.event)]
-            dead.append((message, self._letter(message, rejection.code, rejection.reason)))
+            origin = origins[id(rejection.event)]
+            dead.append((origin, self._letter(origin, rejection.code, rejection.reason)))
+        waiting = set(parked)
         for failure in result.failed:
             code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
             for event in failure.events:
-                message = origin[id(event)]
-                dead.append((message, self._letter(message, code, failure.reason)))
+                if id(event) in waiting:
+                    log.warning("event parked for retry", source=self.source, key=failure.key, reason=failure.reason)
+                else:
+                    dead.append((origins[id(event)], self._letter(origins[id(event)], code, failure.reason)))
         if dead:
             await until_done("dead-lettering", lambda: self._dead_letter(dead), source=self.source)
         return result
 
-    def _letter(self, message: Message, code: str, reason: str) -> DeadLetter:
+    async def retry(self) -> None:
+        """Re-apply keys whose retry is due; dead-letter those out of attempts."""
+        if self._retrying.locked():
+            return
+        async with self._retrying:
+            result, doomed = await until_done(
+                "retry", lambda: self.db.run(retry_due, self.engine, self.source, self.policy), source=self.source
+            )
+            if doomed:
+                dead = [(d.origin, self._letter(d.origin, d.code, d.reason, d.attempts)) for d in doomed]
+                await until_done("dead-lettering", lambda: self._dead_letter(dead), source=self.source)
+                ids = [d.row_id for d in doomed if d.row_id is not None]
+                await until_done("forgetting dead-lettered rows", lambda: self.db.run(forget, ids), source=self.source)
+            if result is not None:
+                log.info("retry batch", source=self.source, **result.as_log())
+
+    def _letter(self, origin: Origin, code: str, reason: str, attempts: int = 1) -> DeadLetter:
         return DeadLetter(
             code=code,
             reason=reason,
             source=self.source,
-            original_topic=message.topic,
-            original_partition=message.partition,
-            original_offset=message.offset,
+            attempts=attempts,
+            original_topic=origin.topic,
+            original_partition=origin.partition,
+            original_offset=origin.offset,
         )
 
-    async def _dead_letter(self, dead: list[tuple[Message, DeadLetter]]) -> None:
+    async def _dead_letter(self, dead: list[tuple[Origin, DeadLetter]]) -> None:
         """Produce the original bytes and key with the reason in headers; wait for every acknowledgement."""
         producer = self.app.producer
         pending = [
-            await producer.send(self.dlq, message.key, message.value, None, None, letter.headers())
-            for message, letter in dead
+            await producer.send(self.dlq, origin.message_key, origin.value, None, None, letter.headers())
+            for origin, letter in dead
         ]
         await asyncio.gather(*pending)
-        for message, letter in dead:
+        for origin, letter in dead:
             log.error(
                 "event dead-lettered",
                 source=self.source,
                 code=letter.code,
                 reason=letter.reason,
-                topic=message.topic,
-                partition=message.partition,
-                offset=message.offset,
+                attempts=letter.attempts,
+                topic=origin.topic,
+                partition=origin.partition,
+                offset=origin.offset,
             )
 
 
+def _origin(message: Message) -> Origin:
+    return Origin(message.key, message.value or b"", message.topic, message.partition, message.offset)
+
+
 def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: str, db: DatabaseThread) -> None:
-    """Add the agent that applies `source`'s events to Nautobot."""
+    """Add the agent that applies `source`'s events to Nautobot, and the timer that retries its parked ones."""
     sync_source = SourceSync(app, settings, source, db)
     topic = app.topic(
         events_topic(source, settings.topic_prefix),
@@ -161,3 +192,4 @@ def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: st
 
     # concurrency=1: with more, faust-streaming can commit past an event still in flight.
     app.agent(topic, name=f"streamsync.sync.{source}", concurrency=1)(sync)
+    app.timer(settings.retry_interval, name=f"streamsync.retry.{source}")(sync_source.retry)

@@ -4,7 +4,8 @@ Any contrib model works with streamsync unchanged; the ones in this package ship
 
 Django imports this package while it populates its app registry (`streamsync` is a Nautobot
 app), before models are ready, and `nautobot_ssot.contrib` cannot be imported that early: so
-the model modules are imported on demand, never from here.
+the model modules are imported on demand, never from here. streamsync's own tables (Django
+models) live in `streamsync.models.state` and `streamsync.outbox`; the app config imports them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
+
+__all__ = ["BUILTIN_MODELS", "builtin_model"]
 
 # `_modelname` (Django's own model name) -> "module:Class", in dependency order (parents before children).
 BUILTIN_MODELS = {

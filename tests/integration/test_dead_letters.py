@@ -53,7 +53,8 @@ def test_bad_events_are_dead_lettered_with_reasons_and_replayed_after_the_fix(
         (key(5000), _envelope(5000, group, name="out-of-range")),
         (key(4), _envelope(4, group, name="last")),
     ]
-    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2")
+    # One attempt: a missing dependency is dead-lettered at once (retries are tested on their own).
+    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", "--retry-max-attempts", "1")
     asyncio.run(produce_raw(stream.bootstrap, f"{stream.prefix}.ipam.events", sent))
 
     # The bad events do not stop the partition: the good ones around them are applied.

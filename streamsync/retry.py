@@ -1,0 +1,195 @@
+"""Retries with back-off for failures that may pass later, in order per key, without blocking other keys.
+
+A batch's events whose object failed retryably (typically a foreign key whose object has not
+arrived yet) are parked in `ParkedEvent` rows, in the same transaction as the rest of the batch.
+While a key has parked events, newer events for it are parked behind them. A timer re-applies the
+due keys' queues through the engine; a key that keeps failing is dead-lettered after
+`max_attempts`. Everything here runs on the database thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
+
+from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING
+from streamsync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.envelope import Event, decode
+
+if TYPE_CHECKING:
+    from streamsync.models.state import ParkedEvent
+
+
+class RetryPolicy(BaseModel):
+    """How often and how long to retry a failure that may pass later."""
+
+    max_attempts: int = Field(default=8, ge=1)
+    backoff: float = Field(default=1.0, gt=0, description="seconds before the first retry; doubles each attempt")
+    backoff_max: float = Field(default=300.0, gt=0)
+
+    def delay(self, attempts: int) -> timedelta:
+        """Wait before the next attempt, after `attempts` failed ones."""
+        return timedelta(seconds=min(self.backoff_max, self.backoff * 2 ** max(0, attempts - 1)))
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where an event came from: what a parked row or a dead letter must keep."""
+
+    message_key: bytes | None
+    value: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A parked event to dead-letter, and why."""
+
+    row_id: int | None
+    origin: Origin
+    code: str
+    reason: str
+    attempts: int
+
+
+def _now() -> datetime:
+    from django.utils import timezone
+
+    return timezone.now()
+
+
+def apply_or_park(
+    engine: SyncEngine, source: str, events: Sequence[Event], origins: dict[int, Origin], policy: RetryPolicy
+) -> tuple[BatchResult, list[int]]:
+    """Apply a batch; park its retryable failures and every event queued behind a parked key.
+
+    Returns the engine's result and the ids (`id(event)`) of the events that were parked, which the
+    caller must not dead-letter.
+    """
+    from django.db import transaction
+    from django.db.models import Min
+
+    from streamsync.models.state import ParkedEvent
+
+    with transaction.atomic():
+        keys = {event.canonical_key for event in events}
+        schedule = {
+            row["key"]: row["at"]
+            for row in ParkedEvent.objects.filter(source=source, key__in=keys)
+            .values("key")
+            .annotate(at=Min("next_attempt_at"))
+            .order_by()
+        }
+        behind = [e for e in events if e.canonical_key in schedule]
+        result = engine.apply([e for e in events if e.canonical_key not in schedule], source=source)
+        rows = [
+            _row(source, e, origins[id(e)], 0, schedule[e.canonical_key], "queued behind an earlier event")
+            for e in behind
+        ]
+        parked = [id(e) for e in behind]
+        for failure in result.failed:
+            if failure.retryable and policy.max_attempts > 1:
+                retry_at = _now() + policy.delay(1)
+                rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in failure.events]
+                parked += [id(e) for e in failure.events]
+        ParkedEvent.objects.bulk_create(rows)
+    return result, parked
+
+
+def _row(source: str, event: Event, origin: Origin, attempts: int, retry_at: datetime, reason: str) -> ParkedEvent:
+    from streamsync.models.state import ParkedEvent
+
+    return ParkedEvent(
+        source=source,
+        key=event.canonical_key,
+        message_key=origin.message_key,
+        value=origin.value,
+        original_topic=origin.topic,
+        original_partition=origin.partition,
+        original_offset=origin.offset,
+        attempts=attempts,
+        next_attempt_at=retry_at,
+        last_reason=reason,
+    )
+
+
+def retry_due(
+    engine: SyncEngine, source: str, policy: RetryPolicy, limit: int = 500
+) -> tuple[BatchResult | None, list[Doomed]]:
+    """Re-apply the queues of keys whose retry is due; returns what to dead-letter (rows not yet deleted).
+
+    Rows to dead-letter get a lease (their next attempt moves 5 minutes ahead) so another worker
+    does not pick them up meanwhile; the caller deletes them once the dead letters are written.
+    """
+    from django.db import transaction
+
+    from streamsync.models.state import ParkedEvent
+
+    with transaction.atomic():
+        now = _now()
+        due_keys = list(
+            ParkedEvent.objects.select_for_update(skip_locked=True)
+            .filter(source=source, next_attempt_at__lte=now)
+            .values_list("key", flat=True)[:limit]
+        )
+        if not due_keys:
+            return None, []
+        rows = list(
+            ParkedEvent.objects.select_for_update(skip_locked=True)
+            .filter(source=source, key__in=set(due_keys))
+            .order_by("id")
+        )
+        by_key: dict[str, list[ParkedEvent]] = {}
+        for row in rows:
+            by_key.setdefault(row.key, []).append(row)
+        events: dict[int, Event] = {}
+        for row in rows:
+            events[row.id] = decode(bytes(row.value))
+        result = engine.apply(list(events.values()), source=source)
+
+        outcome_of = {id(e): o for o in result.objects for e in o.events}
+        rejected = {id(r.event): r for r in result.rejected}
+        doomed: list[Doomed] = []
+        done: list[int] = []
+        for queue in by_key.values():
+            attempts = max(row.attempts for row in queue) + 1
+            failures = [outcome_of[id(events[r.id])] for r in queue if id(events[r.id]) in outcome_of]
+            failure = next((o for o in failures if o.outcome is Outcome.FAILED), None)
+            for row in queue:
+                if id(events[row.id]) in rejected:
+                    r = rejected[id(events[row.id])]
+                    doomed.append(Doomed(row.id, _origin(row), r.code, r.reason, attempts))
+            if failure is None:
+                done += [row.id for row in queue if id(events[row.id]) not in rejected]
+            elif failure.retryable and attempts < policy.max_attempts:
+                ParkedEvent.objects.filter(id__in=[r.id for r in queue]).update(
+                    attempts=attempts, next_attempt_at=now + policy.delay(attempts), last_reason=failure.reason
+                )
+            else:
+                code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
+                doomed += [
+                    Doomed(r.id, _origin(r), code, failure.reason, attempts)
+                    for r in queue
+                    if id(events[r.id]) not in rejected
+                ]
+        ParkedEvent.objects.filter(id__in=done).delete()
+        ParkedEvent.objects.filter(id__in=[d.row_id for d in doomed]).update(next_attempt_at=now + timedelta(minutes=5))
+    return result, doomed
+
+
+def forget(row_ids: Sequence[int]) -> None:
+    """Delete parked rows once their dead letters are written."""
+    from streamsync.models.state import ParkedEvent
+
+    ParkedEvent.objects.filter(id__in=list(row_ids)).delete()
+
+
+def _origin(row: ParkedEvent) -> Origin:
+    key = bytes(row.message_key) if row.message_key is not None else None
+    return Origin(key, bytes(row.value), row.original_topic, row.original_partition, row.original_offset)

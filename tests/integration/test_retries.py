@@ -1,0 +1,94 @@
+"""A failure that may pass later is retried with back-off, in order per key, without holding up other keys."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamsync.envelope import canonical_key
+from tests.integration.conftest import Stream, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _event(vid: int, group: str, **attrs: Any) -> dict[str, Any]:
+    return {
+        "schema": "streamsync.event/v1",
+        "source": "ipam",
+        "model": "vlan",
+        "op": "upsert",
+        "key": {"vid": vid, "vlan_group__name": group},
+        "attrs": attrs,
+    }
+
+
+def _publish(stream: Stream, tmp_path: Path, *events: dict[str, Any]) -> None:
+    path = tmp_path / f"{uuid.uuid4().hex[:6]}.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = stream.cli("publish", "ipam", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def _parked(group: str, vid: int) -> list[tuple[int, str]]:
+    from streamsync.models.state import ParkedEvent
+
+    key = canonical_key("vlan", {"vid": vid, "vlan_group__name": group})
+    return list(ParkedEvent.objects.filter(key=key).order_by("id").values_list("attempts", "last_reason"))
+
+
+def _vlan(group: str, vid: int) -> tuple[str, str] | None:
+    from nautobot.ipam.models import VLAN
+
+    vlan = VLAN.objects.filter(vlan_group__name=group, vid=vid).first()
+    return (vlan.name, vlan.description) if vlan else None
+
+
+def _letters(stream: Stream) -> list[dict[str, Any]]:
+    result = stream.cli("dlq", "list", "ipam", "--json", "--group", stream.group)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_a_missing_dependency_is_retried_in_order_while_other_keys_go_on(
+    stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    from nautobot.ipam.models import VLANGroup
+
+    ready, later = f"ready-{uuid.uuid4().hex[:6]}", f"later-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=ready)
+    worker = start_worker("--batch-timeout", "0.2", "--retry-backoff", "0.5", "--retry-max-attempts", "30")
+
+    _publish(stream, tmp_path, _event(10, later, name="a", description="first"), _event(11, ready, name="b"))
+    wait_for(lambda: _vlan(ready, 11) == ("b", ""), 120, "the VLAN whose group exists", worker)
+    wait_for(lambda: len(_parked(later, 10)) == 1, 30, "the VLAN waiting for its group to be parked", worker)
+    assert "later-" in _parked(later, 10)[0][1]
+
+    # A newer event for the parked key waits behind it; one for another key does not.
+    _publish(stream, tmp_path, _event(10, later, description="second"), _event(12, ready, name="c"))
+    wait_for(lambda: _vlan(ready, 12) == ("c", ""), 60, "another key going on", worker)
+    wait_for(lambda: len(_parked(later, 10)) == 2, 30, "the newer event queued behind the parked one", worker)
+    wait_for(lambda: _parked(later, 10)[0][0] >= 2, 30, "retries with back-off", worker)
+    assert _vlan(later, 10) is None
+
+    VLANGroup.objects.create(name=later)
+    wait_for(lambda: _vlan(later, 10) == ("a", "second"), 60, "the parked events applied, in order", worker)
+    wait_for(lambda: _parked(later, 10) == [], 30, "the queue cleared", worker)
+    assert _letters(stream) == []
+
+
+def test_a_dependency_that_never_arrives_is_dead_lettered_after_the_last_attempt(
+    stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    never = f"never-{uuid.uuid4().hex[:6]}"
+    worker = start_worker("--batch-timeout", "0.2", "--retry-backoff", "0.2", "--retry-max-attempts", "3")
+    _publish(stream, tmp_path, _event(20, never, name="orphan"))
+    wait_for(lambda: len(_letters(stream)) == 1, 120, "the dead letter", worker)
+    (letter,) = _letters(stream)
+    assert (letter["code"], letter["attempts"]) == ("dependency_missing", 3)
+    assert never in letter["reason"]
+    assert json.loads(letter["value"])["key"] == {"vid": 20, "vlan_group__name": never}
+    wait_for(lambda: _parked(never, 20) == [], 30, "the parked rows removed", worker)
