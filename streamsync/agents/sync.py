@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import faust
 import structlog
@@ -62,8 +64,13 @@ def _with_fresh_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
         close_old_connections()
 
 
-async def until_done(what: str, attempt: Callable[[], Awaitable[T]], **context: Any) -> T:
-    """Run `attempt` until it succeeds, backing off up to MAX_BACKOFF_SECONDS; log each failure."""
+async def until_done(what: str, attempt: Callable[[], Awaitable[T]], stopping: Callable[[], bool], **context: Any) -> T:
+    """Run `attempt` until it succeeds, backing off up to MAX_BACKOFF_SECONDS; log each failure.
+
+    A worker told to stop while this keeps failing (SIGTERM during a database outage) cannot finish
+    its batch, and must not let faust acknowledge it: it leaves at once, uncommitted, and the batch
+    is delivered again to whichever worker has the partition next.
+    """
     failures = 0
     while True:
         try:
@@ -72,7 +79,22 @@ async def until_done(what: str, attempt: Callable[[], Awaitable[T]], **context: 
             failures += 1
             delay = min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** min(failures, 10))
             log.warning(f"{what} failed, retrying", attempt=failures, retry_in=delay, error=repr(error), **context)
-            await asyncio.sleep(delay)
+            deadline = asyncio.get_running_loop().time() + delay
+            while asyncio.get_running_loop().time() < deadline:
+                if stopping():
+                    _leave_uncommitted(what, error, **context)
+                await asyncio.sleep(min(0.2, delay))
+
+
+def _leave_uncommitted(what: str, error: BaseException, **context: Any) -> NoReturn:
+    log.error(
+        f"stopping while {what} cannot succeed: exiting without committing; the batch will be delivered again",
+        error=repr(error),
+        **context,
+    )
+    logging.shutdown()
+    # Not sys.exit: faust's shutdown would acknowledge and commit the batch that was not applied.
+    os._exit(0)
 
 
 class SourceSync:
@@ -105,6 +127,7 @@ class SourceSync:
         result, parked = await until_done(
             "batch",
             lambda: self.db.run(apply_or_park, self.engine, self.source, events, origins, self.policy),
+            self._stopping,
             source=self.source,
         )
 
@@ -120,7 +143,7 @@ class SourceSync:
                 else:
                     dead.append((origins[id(event)], self._letter(origins[id(event)], code, failure.reason)))
         if dead:
-            await until_done("dead-lettering", lambda: self._dead_letter(dead), source=self.source)
+            await until_done("dead-lettering", lambda: self._dead_letter(dead), self._stopping, source=self.source)
         return result
 
     async def retry(self) -> None:
@@ -129,15 +152,26 @@ class SourceSync:
             return
         async with self._retrying:
             result, doomed = await until_done(
-                "retry", lambda: self.db.run(retry_due, self.engine, self.source, self.policy), source=self.source
+                "retry",
+                lambda: self.db.run(retry_due, self.engine, self.source, self.policy),
+                self._stopping,
+                source=self.source,
             )
             if doomed:
                 dead = [(d.origin, self._letter(d.origin, d.code, d.reason, d.attempts)) for d in doomed]
-                await until_done("dead-lettering", lambda: self._dead_letter(dead), source=self.source)
+                await until_done("dead-lettering", lambda: self._dead_letter(dead), self._stopping, source=self.source)
                 ids = [d.row_id for d in doomed if d.row_id is not None]
-                await until_done("forgetting dead-lettered rows", lambda: self.db.run(forget, ids), source=self.source)
+                await until_done(
+                    "forgetting dead-lettered rows",
+                    lambda: self.db.run(forget, ids),
+                    self._stopping,
+                    source=self.source,
+                )
             if result is not None:
                 log.info("retry batch", source=self.source, **result.as_log())
+
+    def _stopping(self) -> bool:
+        return bool(self.app.should_stop)
 
     def _letter(self, origin: Origin, code: str, reason: str, attempts: int = 1) -> DeadLetter:
         return DeadLetter(

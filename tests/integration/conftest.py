@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,8 @@ class Stream:
     bootstrap: str
     prefix: str
     group: str
+    # More environment for its processes, e.g. NAUTOBOT_DB_PORT of a private PostgreSQL.
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self) -> dict[str, str]:
         """Environment for a streamsync process working on this slice."""
@@ -60,6 +64,7 @@ class Stream:
             "STREAMSYNC_TOPIC_PREFIX": self.prefix,
             "STREAMSYNC_GROUP_ID": self.group,
             "STREAMSYNC_LOG_FORMAT": "json",
+            **self.extra_env,
         }
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -103,6 +108,12 @@ class WorkerProcess:
         if self.proc.poll() is not None:
             pytest.fail(f"worker exited with {self.proc.returncode}:\n{self.output()[-6000:]}", pytrace=False)
 
+    def kill(self) -> int:
+        """SIGKILL, as the kernel's OOM killer or a power cut would: no clean-up of any kind."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait()
+
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM and wait, as a service manager would."""
         if self.proc.poll() is None:
@@ -118,11 +129,11 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(stream: Stream, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes on the test's stream; all are stopped at the end of the test."""
+    """Start worker processes on the test's stream (or another); all are stopped at the end of the test."""
     workers: list[WorkerProcess] = []
 
-    def start(*args: str) -> WorkerProcess:
-        worker = WorkerProcess(stream, tmp_path / f"worker{len(workers)}.log", *args)
+    def start(*args: str, on: Stream | None = None) -> WorkerProcess:
+        worker = WorkerProcess(on or stream, tmp_path / f"worker{len(workers)}.log", *args)
         workers.append(worker)
         return worker
 
@@ -142,3 +153,194 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker: W
         time.sleep(0.25)
     detail = f"\nworker output:\n{worker.output()[-6000:]}" if worker else ""
     pytest.fail(f"timed out after {timeout}s waiting for {what}{detail}", pytrace=False)
+
+
+# ---------------------------------------------------------------- private services
+# Tests that stop and start a service get instances of their own: other test runs share the stack's.
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def shared_home() -> Path:
+    """The stack's STREAMSYNC_HOME, as deploy/lib/common.sh computes it."""
+    if os.getenv("STREAMSYNC_HOME"):
+        return Path(os.environ["STREAMSYNC_HOME"])
+    if os.getuid() == 0:
+        return Path("/var/lib/streamsync")
+    return Path(os.getenv("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamsync"
+
+
+def _deploy(script: str, command: str, env: dict[str, str], timeout: float = 180) -> float:
+    """Run deploy/<script> <command>; fail the test with its output if it fails. Returns the seconds it took."""
+    started = time.monotonic()
+    result = subprocess.run(
+        ["bash", str(ROOT / "deploy" / script), command],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"deploy/{script} {command} failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
+    return time.monotonic() - started
+
+
+class PrivateKafka:
+    """A one-node broker of one test's own (deploy/kafka.sh with its own home and ports), to stop and start.
+
+    Kafka's jars are not fetched again: the stack's cached ones are linked in.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.controller_port = free_port()
+        self.env = {
+            "STREAMSYNC_HOME": str(home),
+            "STREAMSYNC_KAFKA_PORT": str(self.port),
+            "STREAMSYNC_KAFKA_CONTROLLER_PORT": str(self.controller_port),
+            "STREAMSYNC_KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+        }
+        _deploy("kafka.sh", "fetch", {})  # fills (or finds) the stack's jar cache
+        (home / "kafka").mkdir(parents=True, exist_ok=True)
+        for lib in (shared_home() / "kafka").glob("lib-*"):
+            if (lib / ".complete").is_file() and not (home / "kafka" / lib.name).exists():
+                (home / "kafka" / lib.name).symlink_to(lib)
+
+    @property
+    def bootstrap(self) -> str:
+        """Where clients reach it."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> float:
+        """Start (formatting storage the first time) and wait until it serves clients; returns seconds taken."""
+        return _deploy("kafka.sh", "start", self.env)
+
+    def stop(self) -> float:
+        """Stop it by its pid file (TERM, KILL after 30 s); returns seconds taken."""
+        return _deploy("kafka.sh", "stop", self.env)
+
+    def log(self) -> str:
+        """The broker's log, for failure reports."""
+        path = self.home / "log" / "kafka.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@pytest.fixture
+def private_kafka(tmp_path: Path) -> Iterator[PrivateKafka]:
+    """A running broker of this test's own; stopped at the end of the test."""
+    kafka = PrivateKafka(tmp_path / "kafka-home")
+    try:
+        kafka.start()
+        yield kafka
+    finally:
+        kafka.stop()
+
+
+class PrivatePostgres:
+    """A PostgreSQL cluster of one test's own (deploy/postgres.sh with its own home and port), to stop and start.
+
+    Its databases are copies of the stack's migrated Nautobot template (`copy_template`), reachable
+    from the test through a Django database alias (`alias`).
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.env = {"STREAMSYNC_HOME": str(home), "STREAMSYNC_PG_PORT": str(self.port)}
+        self._aliases: list[str] = []
+
+    def start(self) -> float:
+        """Start (initialising the cluster the first time); returns seconds taken."""
+        return _deploy("postgres.sh", "start", self.env)
+
+    def stop(self) -> float:
+        """Stop it (pg_ctl stop -m fast, by its own pid file); returns seconds taken."""
+        return _deploy("postgres.sh", "stop", self.env)
+
+    def copy_template(self, name: str) -> float:
+        """Create database `name` here as a copy of the stack's migrated template; returns seconds taken."""
+        from django.conf import settings
+
+        from streamsync import devdb
+
+        started = time.monotonic()
+        shared = settings.DATABASES["default"]
+        env = {**os.environ, "PGPASSWORD": shared["PASSWORD"]}
+        template = devdb.ensure_template()
+        here = ["-h", "127.0.0.1", "-p", str(self.port), "-U", shared["USER"]]
+        there = ["-h", shared["HOST"], "-p", str(shared["PORT"]), "-U", shared["USER"]]
+        subprocess.run([_pg_tool("createdb"), *here, name], env=env, check=True, capture_output=True, timeout=60)
+        dump = subprocess.Popen(
+            [_pg_tool("pg_dump"), *there, "-Fc", template],
+            env=env,
+            stdout=subprocess.PIPE,
+        )
+        restore = subprocess.run(
+            [_pg_tool("pg_restore"), *here, "--no-owner", "-d", name],
+            env=env,
+            stdin=dump.stdout,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if dump.wait(60) != 0 or restore.returncode != 0:
+            pytest.fail(f"copying template {template} failed: {restore.stderr}", pytrace=False)
+        return time.monotonic() - started
+
+    def alias(self, name: str) -> str:
+        """A Django database alias for database `name` on this cluster (for `.using(alias)`)."""
+        from django.db import connections
+
+        alias = f"private_{self.port}_{name}"
+        connections.settings[alias] = {**connections.settings["default"], "PORT": str(self.port), "NAME": name}
+        self._aliases.append(alias)
+        return alias
+
+    def forget_aliases(self) -> None:
+        """Close and remove the aliases handed out."""
+        from django.db import connections
+
+        for alias in self._aliases:
+            connections[alias].close()
+            del connections[alias]
+            del connections.settings[alias]
+        self._aliases.clear()
+
+    def log(self) -> str:
+        """The server's log, for failure reports."""
+        path = self.home / "log" / "postgres.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+def _pg_tool(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not candidates:
+        pytest.fail(f"{name} not found (install postgresql-client)", pytrace=False)
+    return str(candidates[-1])
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL cluster of this test's own; stopped and removed at the end of the test."""
+    # Not under pytest's tmp_path: as root the server runs as `postgres`, which must reach its directory.
+    home = Path(tempfile.mkdtemp(prefix="streamsync-pg-"))
+    home.chmod(0o755)
+    postgres = PrivatePostgres(home)
+    try:
+        postgres.start()
+        yield postgres
+    finally:
+        postgres.forget_aliases()
+        postgres.stop()
+        shutil.rmtree(home, ignore_errors=True)
