@@ -22,6 +22,8 @@ ENV_OVERRIDES = {
     "kafka_bootstrap": "STREAMSYNC_KAFKA_BOOTSTRAP",
     "topic_prefix": "STREAMSYNC_TOPIC_PREFIX",
     "group_id": "STREAMSYNC_GROUP_ID",
+    "session_timeout": "STREAMSYNC_SESSION_TIMEOUT",
+    "heartbeat_interval": "STREAMSYNC_HEARTBEAT_INTERVAL",
 }
 
 
@@ -56,6 +58,9 @@ class StreamsyncSettings(BaseModel):
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)
     data_dir: str | None = None
+    # How soon the group notices a dead worker and hands its partitions on (faust's default is 60 s).
+    session_timeout: float = Field(default=30.0, ge=6, le=300)
+    heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
     # The relay of Nautobot's change events (docs/nautobot-events.md): rows per cycle, seconds between idle looks.
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_interval: float = Field(default=0.2, gt=0, le=60)

@@ -42,4 +42,6 @@ def create_app(settings: StreamsyncSettings) -> StreamsyncApp:
         producer_acks=-1,
         broker_commit_every=settings.batch_size,
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
     )

@@ -34,10 +34,10 @@ pytestmark = pytest.mark.integration
 
 SOURCE = "ipam"
 STATUSES = ("Active", "Reserved", "Deprecated")
-# A SIGKILLed worker's partitions stay assigned to it until its consumer-group session expires:
-# faust's default of 60 s would make these tests wait a minute per kill. Faust reads this from the
-# environment; the tests check what happens after a crash, not how long the default takes to notice.
-FAST_FAILURE_DETECTION = {"BROKER_SESSION_TIMEOUT": "10", "BROKER_HEARTBEAT_INTERVAL": "1"}
+# A SIGKILLed worker's partitions stay assigned to it until its consumer-group session expires
+# (`session_timeout`, 30 s by default): the tests check what happens after a crash, not how long
+# the default takes to notice, so their workers use 10 s.
+FAST_FAILURE_DETECTION = {"STREAMSYNC_SESSION_TIMEOUT": "10", "STREAMSYNC_HEARTBEAT_INTERVAL": "1"}
 # How long a stopped worker may take to exit: Kubernetes' default grace period before SIGKILL.
 STOP_GRACE_SECONDS = 30
 
