@@ -211,7 +211,6 @@ class SyncEngine:
         """Load, diff and apply `changes` in one transaction and change context, adding to `result`."""
         from django.db import DataError, transaction
         from nautobot.extras.context_managers import web_request_context
-        from nautobot_ssot.contrib.sorting import sort_relationships
 
         clock = time.perf_counter
         started = clock()
@@ -227,9 +226,10 @@ class SyncEngine:
             # batch's one query: split it up so that the culprit fails alone.
             if len(changes) == 1:
                 change = changes[0]
-                failure = ObjectResult(change.key, change.model.get_type(), Outcome.FAILED, _reason(error))
-                result.objects.append(failure)
-                failure.events = change.events
+                failed = ObjectResult(
+                    change.key, change.model.get_type(), Outcome.FAILED, _reason(error), events=change.events
+                )
+                result.objects.append(failed)
                 return
             for change in changes:
                 self._apply_changes([change], source, result)
@@ -254,7 +254,6 @@ class SyncEngine:
                     result.rejected.extend(Rejection(event, RejectCode.WRONG_TYPE, reason) for event in change.events)
                     continue
             pending.append(change)
-        sort_relationships(remote, nautobot)  # list attributes (tags, ...) compare order-free
         built = clock()
 
         # One transaction around the change context: the change log commits with the data it describes.
