@@ -142,6 +142,18 @@ def start_worker(stream: Stream, tmp_path: Path) -> Iterator[Callable[..., Worke
         worker.stop()
 
 
+def write_nautobot_config(path: Path, **streamsync: object) -> Path:
+    """deploy/nautobot_config.py with keys of PLUGINS_CONFIG["streamsync"] replaced, for a worker process.
+
+    Point a process at it with `NAUTOBOT_CONFIG` in `Stream.extra_env`.
+    """
+    path.write_text(
+        f"exec(compile(open({str(ROOT / 'deploy' / 'nautobot_config.py')!r}).read(), 'nautobot_config.py', 'exec'))\n"
+        f"PLUGINS_CONFIG['streamsync'].update({streamsync!r})\n"
+    )
+    return path
+
+
 def wait_for(condition: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess | None = None) -> None:
     """Poll `condition` until true; fail after `timeout` seconds naming `what` (and the worker's output)."""
     deadline = time.monotonic() + timeout
