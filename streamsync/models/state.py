@@ -31,3 +31,53 @@ class ParkedEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} {self.key} (attempt {self.attempts})"
+
+
+class SourceState(models.Model):
+    """The latest full state of one object as a source describes it: the merge base of the state topic.
+
+    An upsert may name only some attributes; the state topic holds every attribute the source has
+    ever set for the object. The merge happens here, in the batch's own transaction, so the state
+    commits with the data and survives a worker restart (an in-memory cache would not). A delete
+    removes the row (and produces a tombstone).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    source = models.CharField(max_length=100)
+    key = models.CharField(max_length=1000, help_text="canonical object key")
+    model = models.CharField(max_length=100, help_text="DiffSync model name (_modelname)")
+    attrs = models.JSONField(default=dict, help_text="every attribute the source has set, merged")
+    event_id = models.CharField(max_length=200, help_text="id of the latest event merged in")
+    ts = models.DateTimeField(help_text="time of the latest event merged in, at the source")
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "key"], name="streamsync_sourcestate_source_key")]
+
+    def __str__(self) -> str:
+        return f"{self.source} {self.key}"
+
+
+class OwnedObject(models.Model):
+    """A Nautobot object that a source created, updated or asserted: resync may delete only these.
+
+    One narrow row per (source, object), upserted in bulk once per batch: cheaper than
+    nautobot-ssot's per-object ObjectMetadata, which is a validated save per object and sync.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    source = models.CharField(max_length=100)
+    content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.CASCADE, related_name="+")
+    object_id = models.UUIDField()
+    key = models.CharField(max_length=1000, help_text="canonical object key when last claimed")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source", "content_type", "object_id"], name="streamsync_ownedobject_source_object"
+            )
+        ]
+        indexes = [models.Index(fields=["source", "key"], name="streamsync_owned_source_key")]
+
+    def __str__(self) -> str:
+        return f"{self.source} owns {self.key}"
