@@ -4,15 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
 from streamsync.envelope import EnvelopeError, Event, decode
 from streamsync.topics import DEFAULT_PREFIX, dlq_topic, events_topic
 
+if TYPE_CHECKING:
+    from streamsync.kafka import KafkaConnection
+
 # The local stack's broker (deploy/kafka.sh) unless STREAMSYNC_KAFKA_BOOTSTRAP names another.
 BOOTSTRAP_DEFAULT = f"127.0.0.1:{os.getenv('STREAMSYNC_KAFKA_PORT', '9092')}"
+
+
+def kafka_connection(ctx: click.Context, param: click.Parameter, bootstrap: str) -> KafkaConnection:
+    """--bootstrap plus the STREAMSYNC_KAFKA_* security settings, so one environment serves every command."""
+    from streamsync.kafka import KafkaConfigError, KafkaConnection
+
+    try:
+        return KafkaConnection.from_env(bootstrap)
+    except KafkaConfigError as error:
+        raise click.ClickException(str(error)) from None
+
+
+# Commands take a KafkaConnection as `bootstrap`: TLS and SASL come from the environment (docs/security.md).
+BOOTSTRAP_OPTION = click.option(
+    "--bootstrap",
+    envvar="STREAMSYNC_KAFKA_BOOTSTRAP",
+    default=BOOTSTRAP_DEFAULT,
+    show_default=True,
+    callback=kafka_connection,
+    help="Kafka host:port[,...]; security from STREAMSYNC_KAFKA_SECURITY_PROTOCOL etc.",
+)
 
 
 def setup_nautobot(config: str | None) -> None:
@@ -90,7 +114,7 @@ def worker(
         for name in (events_topic, dlq_topic)
     ]
     try:
-        loop.run_until_complete(ensure_topics(settings.kafka_bootstrap, topics))
+        loop.run_until_complete(ensure_topics(settings.kafka(), topics))
     except BrokerUnavailable as error:
         raise click.ClickException(str(error)) from error
 
@@ -100,7 +124,7 @@ def worker(
         register_sync_agent(app, settings, source, db)
     register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
     structlog.get_logger("streamsync.worker").info(
-        "worker starting", group=settings.group_id, sources=chosen, kafka=settings.kafka_bootstrap, pid=os.getpid()
+        "worker starting", group=settings.group_id, sources=chosen, kafka=settings.kafka().describe(), pid=os.getpid()
     )
     faust.Worker(
         app, loop=loop, loglevel=loglevel, logging_config=log_config, redirect_stdouts=False, quiet=True
@@ -110,10 +134,10 @@ def worker(
 @main.command()
 @click.argument("source")
 @click.argument("file", type=click.File("rb"))
-@click.option("--bootstrap", envvar="STREAMSYNC_KAFKA_BOOTSTRAP", default=BOOTSTRAP_DEFAULT, show_default=True)
+@BOOTSTRAP_OPTION
 @click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
-def publish(source: str, file: IO[bytes], bootstrap: str, topic_prefix: str, partitions: int) -> None:
+def publish(source: str, file: IO[bytes], bootstrap: KafkaConnection, topic_prefix: str, partitions: int) -> None:
     """Produce the events in FILE (JSON lines, envelope v1) to SOURCE's events topic.
 
     Every line is checked first; if any is invalid nothing is sent.
@@ -152,9 +176,9 @@ def publish(source: str, file: IO[bytes], bootstrap: str, topic_prefix: str, par
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per partition instead of a table.")
 @click.option("--group", "groups", multiple=True, help="Consumer group(s) to show (default: every group).")
-@click.option("--bootstrap", envvar="STREAMSYNC_KAFKA_BOOTSTRAP", default=BOOTSTRAP_DEFAULT, show_default=True)
+@BOOTSTRAP_OPTION
 @click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
-def lag(as_json: bool, groups: tuple[str, ...], bootstrap: str, topic_prefix: str) -> None:
+def lag(as_json: bool, groups: tuple[str, ...], bootstrap: KafkaConnection, topic_prefix: str) -> None:
     """Consumer lag per group, topic and partition on streamsync's topics."""
     import json
 
@@ -176,7 +200,7 @@ def dlq() -> None:
 
 
 _kafka_options = [
-    click.option("--bootstrap", envvar="STREAMSYNC_KAFKA_BOOTSTRAP", default=BOOTSTRAP_DEFAULT, show_default=True),
+    BOOTSTRAP_OPTION,
     click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True),
     click.option("--group", envvar="STREAMSYNC_GROUP_ID", default="streamsync", show_default=True),
 ]
@@ -194,7 +218,9 @@ def kafka_options(fn: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
 @click.option("--all", "show_all", is_flag=True, help="Include letters already replayed.")
 @kafka_options
-def dlq_list(source: str, as_json: bool, show_all: bool, bootstrap: str, topic_prefix: str, group: str) -> None:
+def dlq_list(
+    source: str, as_json: bool, show_all: bool, bootstrap: KafkaConnection, topic_prefix: str, group: str
+) -> None:
     """Show SOURCE's dead letters: where each came from and why it failed."""
     import json
 
@@ -236,7 +262,9 @@ def dlq_list(source: str, as_json: bool, show_all: bool, bootstrap: str, topic_p
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; send nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @kafka_options
-def dlq_replay(source: str, dry_run: bool, yes: bool, bootstrap: str, topic_prefix: str, group: str) -> None:
+def dlq_replay(
+    source: str, dry_run: bool, yes: bool, bootstrap: KafkaConnection, topic_prefix: str, group: str
+) -> None:
     """Send SOURCE's dead letters not replayed yet back to its events topic, as they were.
 
     Fix the cause first (the missing object, the bad value at the producer): a replayed event that

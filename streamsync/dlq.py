@@ -12,7 +12,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
 from streamsync.deadletter import DeadLetter
-from streamsync.kafka import admin_client, consumer, partitions, produce_raw
+from streamsync.kafka import KafkaConnection, admin_client, consumer, partitions, produce_raw
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ def replay_group(group: str) -> str:
     return f"{group}-dlq-replay"
 
 
-async def read_letters(bootstrap: str, topic: str, group: str) -> list[StoredLetter]:
+async def read_letters(bootstrap: KafkaConnection | str, topic: str, group: str) -> list[StoredLetter]:
     """Every dead letter on `topic` up to its current end, marked replayed if `dlq replay` passed it."""
     async with admin_client(bootstrap) as admin:
         tps = await partitions(admin, [topic])
@@ -62,7 +62,9 @@ def _stored(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], replayed_b
     return StoredLetter(tp.partition, record.offset, record.key, record.value, letter, record.offset < replayed_below)
 
 
-async def replay(bootstrap: str, topic: str, group: str, target: str, letters: list[StoredLetter]) -> int:
+async def replay(
+    bootstrap: KafkaConnection | str, topic: str, group: str, target: str, letters: list[StoredLetter]
+) -> int:
     """Produce `letters` (original key and bytes) to `target`, then remember they were replayed."""
     count = await produce_raw(bootstrap, target, ((s.key, s.value) for s in letters))
     positions: dict[TopicPartition, int] = {}

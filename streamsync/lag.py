@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from streamsync.kafka import admin_client, consumer, partitions
+from streamsync.kafka import KafkaConnection, admin_client, consumer, partitions
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,9 @@ class PartitionLag:
         return asdict(self)
 
 
-async def consumer_lag(bootstrap: str, prefix: str, groups: Iterable[str] | None = None) -> list[PartitionLag]:
+async def consumer_lag(
+    bootstrap: KafkaConnection | str, prefix: str, groups: Iterable[str] | None = None
+) -> list[PartitionLag]:
     """Lag of every consumer group (or those named) on topics under `prefix`."""
     async with admin_client(bootstrap) as admin, consumer(bootstrap) as offsets:
         names = sorted(groups) if groups else sorted(g[0] for g in await admin.list_consumer_groups())

@@ -11,8 +11,9 @@ import os
 from typing import Any
 
 from diffsync import DiffSyncModel
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from streamsync.kafka import KafkaConfigError, KafkaConnection, KafkaSecurity, security_with_env, validation_message
 from streamsync.models import BUILTIN_MODELS, builtin_model
 from streamsync.registry import ModelRegistry
 from streamsync.retry import RetryPolicy
@@ -47,9 +48,12 @@ class SourceSettings(BaseModel):
 class StreamsyncSettings(BaseModel):
     """Validated PLUGINS_CONFIG["streamsync"]."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Errors never quote the input: it may hold a Kafka password.
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # TLS and SASL towards Kafka (docs/security.md); each key can come from STREAMSYNC_KAFKA_* too.
+    kafka_security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     topic_prefix: str = "streamsync"
     group_id: str = "streamsync"
     user: str = "streamsync"
@@ -90,11 +94,23 @@ class StreamsyncSettings(BaseModel):
         for key, env in ENV_OVERRIDES.items():
             if os.getenv(env):
                 data[key] = os.environ[env]
+        data["kafka_security"] = security_with_env(data.get("kafka_security"))
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         try:
-            return cls.model_validate(data)
+            loaded = cls.model_validate(data)
+            loaded.kafka()  # a malformed bootstrap list fails now too
+        except ValidationError as error:
+            raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {validation_message(error)}') from error
         except ValueError as error:
             raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {error}') from error
+        return loaded
+
+    def kafka(self) -> KafkaConnection:
+        """The Kafka connection: kafka_bootstrap with kafka_security (already merged with the environment)."""
+        try:
+            return KafkaConnection.of(self.kafka_bootstrap, self.kafka_security)
+        except KafkaConfigError as error:
+            raise ConfigError(str(error)) from None
 
     def source(self, name: str) -> SourceSettings:
         """A configured source, or a ConfigError listing the configured ones."""

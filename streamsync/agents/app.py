@@ -29,9 +29,12 @@ def default_data_dir() -> str:
 
 def create_app(settings: StreamsyncSettings) -> StreamsyncApp:
     """A Faust app whose id is the consumer group: every worker with the same settings shares the work."""
+    kafka = settings.kafka()
     return StreamsyncApp(
         settings.group_id,
-        broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap.split(",")],
+        broker=[f"kafka://{server}" for server in kafka.servers],
+        # TLS and SASL for every client faust opens (consumer, producer, topic creation).
+        broker_credentials=kafka.faust_credentials(),
         autodiscover=False,
         web_enabled=False,
         datadir=settings.data_dir or default_data_dir(),

@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from streamsync.kafka import TopicSpec, ensure_topics
+from streamsync.kafka import KafkaConnection, TopicSpec, as_connection, ensure_topics, producer_kwargs
 from streamsync.settings import StreamsyncSettings
 from streamsync.topics import events_topic
 
@@ -53,7 +53,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        bootstrap: str,
+        bootstrap: KafkaConnection | str,
         topic: str,
         *,
         batch_size: int = 500,
@@ -61,7 +61,8 @@ class OutboxRelay:
         replication: int = 1,
         send_timeout: float = 15.0,
     ) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = as_connection(bootstrap)
+        self.bootstrap = self.kafka.bootstrap
         self.topic = topic
         self.batch_size = batch_size
         self.partitions = partitions
@@ -151,13 +152,7 @@ class OutboxRelay:
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            producer = AIOKafkaProducer(
-                bootstrap_servers=self.bootstrap,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                request_timeout_ms=int(self.send_timeout * 1000),
-            )
+            producer = AIOKafkaProducer(**producer_kwargs(self.kafka), request_timeout_ms=int(self.send_timeout * 1000))
             try:
                 await producer.start()
             except BaseException:
@@ -166,7 +161,7 @@ class OutboxRelay:
                 raise
             self._producer = producer
         if not self._topic_ready:
-            await ensure_topics(self.bootstrap, [TopicSpec(self.topic, self.partitions, self.replication)])
+            await ensure_topics(self.kafka, [TopicSpec(self.topic, self.partitions, self.replication)])
             self._topic_ready = True
         return self._producer
 
@@ -256,7 +251,7 @@ def _describe(error: BaseException) -> str:
 def register_relay(app: Any, settings: StreamsyncSettings) -> OutboxRelay:
     """Run the relay of Nautobot's change events (topic `<prefix>.nautobot.events`) as a task of the worker."""
     relay = OutboxRelay(
-        settings.kafka_bootstrap,
+        settings.kafka(),
         events_topic("nautobot", settings.topic_prefix),
         batch_size=settings.outbox_batch_size,
         partitions=settings.topic_partitions,
