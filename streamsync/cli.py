@@ -9,7 +9,7 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 
 from streamsync.envelope import EnvelopeError, Event, decode
-from streamsync.topics import DEFAULT_PREFIX, dlq_topic, events_topic
+from streamsync.topics import DEFAULT_PREFIX, dlq_topic, events_topic, state_topic
 
 if TYPE_CHECKING:
     from streamsync.kafka import KafkaConnection
@@ -66,6 +66,9 @@ def main(ctx: click.Context, config: str | None) -> None:
 
 @main.command()
 @click.option("--source", "sources", multiple=True, help="Source(s) to consume (default: every configured source).")
+@click.option(
+    "--target", "targets", multiple=True, help="Target(s) to write Nautobot's changes to (default: every configured)."
+)
 @click.option("--batch-size", type=int, help="Events per batch (PLUGINS_CONFIG batch_size).")
 @click.option("--batch-timeout", type=float, help="Seconds to wait for a batch to fill (batch_timeout).")
 @click.option("--retry-max-attempts", type=int, help="Attempts before a retryable failure is dead-lettered.")
@@ -77,11 +80,15 @@ def worker(
     sources: tuple[str, ...],
     batch_size: int | None,
     batch_timeout: float | None,
+    targets: tuple[str, ...],
     retry_max_attempts: int | None,
     retry_backoff: float | None,
     loglevel: str,
 ) -> None:
-    """Run sync workers; processes with the same settings form one consumer group."""
+    """Run sync workers; processes with the same settings form one consumer group.
+
+    Without --source or --target, a worker runs every configured source and target.
+    """
     setup_nautobot(ctx.obj["config"])
     import faust
     import structlog
@@ -95,12 +102,15 @@ def worker(
 
     log_config = streamsync_logging.configure(loglevel.upper())
     try:
+    from streamsync.agents.target import register_target_agent
         settings = StreamsyncSettings.load({"batch_size": batch_size, "batch_timeout": batch_timeout})
         retry = {"max_attempts": retry_max_attempts, "backoff": retry_backoff}
         settings.retry = settings.retry.model_copy(update={k: v for k, v in retry.items() if v is not None})
-        chosen = list(sources) or list(settings.sources)
-        if not chosen:
-            raise ConfigError('no sources configured: add PLUGINS_CONFIG["streamsync"]["sources"]')
+        named = bool(sources or targets)
+        chosen = list(sources) if named else list(settings.sources)
+        chosen_targets = list(targets) if named else list(settings.targets)
+        if not chosen and not chosen_targets:
+            raise ConfigError('no sources or targets configured: add PLUGINS_CONFIG["streamsync"]["sources"]')
         for source in chosen:
             settings.source(source).registry()  # unknown source or model: fail now, not mid-stream
     except ConfigError as error:
@@ -115,6 +125,8 @@ def worker(
     ]
     try:
         loop.run_until_complete(ensure_topics(settings.kafka(), topics))
+        for target in chosen_targets:
+            settings.target(target).adapter_class()  # and the target's adapter, checked against its models
     except BrokerUnavailable as error:
         raise click.ClickException(str(error)) from error
 
@@ -124,7 +136,22 @@ def worker(
         register_sync_agent(app, settings, source, db)
     register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
     structlog.get_logger("streamsync.worker").info(
-        "worker starting", group=settings.group_id, sources=chosen, kafka=settings.kafka().describe(), pid=os.getpid()
+        "worker starting",
+        group=settings.group_id,
+        sources=chosen,
+        targets=chosen_targets,
+        kafka=settings.kafka().describe(),
+        pid=os.getpid(),
+    # The replay topic: the latest full state per object, so compacted (docs/resync.md).
+    topics += [
+        TopicSpec(state_topic(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication, True)
+        for s in chosen
+    ]
+    topics += [
+        TopicSpec(name, settings.topic_partitions, settings.topic_replication)
+        for name in [dlq_topic(t, settings.topic_prefix) for t in chosen_targets]
+        + ([events_topic("nautobot", settings.topic_prefix)] if chosen_targets else [])
+    ]
     )
     faust.Worker(
         app, loop=loop, loglevel=loglevel, logging_config=log_config, redirect_stdouts=False, quiet=True
@@ -134,6 +161,8 @@ def worker(
 @main.command()
 @click.argument("source")
 @click.argument("file", type=click.File("rb"))
+    for target in chosen_targets:
+        register_target_agent(app, settings, target)  # <prefix>.nautobot.events -> the target's models
 @BOOTSTRAP_OPTION
 @click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")

@@ -33,7 +33,7 @@ import json
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -59,13 +59,13 @@ _OPS = {"create": Op.UPSERT, "update": Op.UPSERT, "delete": Op.DELETE}
 ENGINE_DETAIL = "streamsync"  # the engine's change contexts: "streamsync:<source>", or "streamsync" without one
 
 
-def origin(headers: Iterable[tuple[str, bytes | str]] | None) -> str | None:
+def origin(headers: Iterable[tuple[str, bytes | str]] | Mapping[str, bytes] | None) -> str | None:
     """The source a message on streamsync.nautobot.events came from if streamsync applied it, else None.
 
     A consumer that writes Nautobot's changes to system S skips messages whose origin is S: those
     are S's own changes coming back.
     """
-    for name, value in headers or ():
+    for name, value in headers.items() if isinstance(headers, Mapping) else headers or ():
         if name == HEADER_ORIGIN:
             return value.decode() if isinstance(value, bytes) else value
     return None
@@ -100,8 +100,10 @@ def _binding(settings: Any) -> _Binding:
     from streamsync.adapters import adapter_classes
 
     by_name: dict[str, Any] = {}
-    for name in sorted(settings.sources):
-        for model in settings.source(name).registry():
+    registries = [settings.source(name).registry() for name in sorted(settings.sources)]
+    registries += [settings.target(name).registry() for name in sorted(settings.targets)]
+    for registry in registries:
+        for model in registry:
             if getattr(model, "_model", None) is None:
                 continue  # not bound to a Nautobot model
             known = by_name.setdefault(model.get_type(), model)
@@ -191,7 +193,7 @@ def _timestamp(text: str | None) -> datetime:
 
 
 class StreamsyncEventBroker(EventBroker):
-    """Publishes Nautobot's changes of the models streamsync's sources are bound to, through the outbox."""
+    """Publishes Nautobot's changes of the models streamsync's sources and targets are bound to, through the outbox."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -17,6 +17,7 @@ from streamsync.kafka import KafkaConfigError, KafkaConnection, KafkaSecurity, s
 from streamsync.models import BUILTIN_MODELS, builtin_model
 from streamsync.registry import ModelRegistry
 from streamsync.retry import RetryPolicy
+from streamsync.targets.base import TargetAdapter
 
 # What differs per deployment can come from the environment and wins over nautobot_config.py.
 ENV_OVERRIDES = {
@@ -47,6 +48,45 @@ class SourceSettings(BaseModel):
 
 class StreamsyncSettings(BaseModel):
     """Validated PLUGINS_CONFIG["streamsync"]."""
+class TargetSettings(BaseModel):
+    """One remote system that Nautobot's changes are written to (docs/targets.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Dotted path to a streamsync.targets.TargetAdapter subclass: the user's DiffSync models with CRUD.
+    adapter: str
+    # Nautobot's models whose changes it receives: built-in names ("vlan") or dotted paths to contrib models.
+    models: list[str] = Field(min_length=1)
+    # Keyword arguments for the adapter (a path, a URL, ...), given to every batch's instance.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def registry(self) -> ModelRegistry:
+        """Nautobot's models of the events this target receives."""
+        return ModelRegistry(resolve_model(name) for name in self.models)
+
+    def adapter_class(self) -> type[TargetAdapter]:
+        """The adapter, checked against `models`: one target model per name, with the same identifiers."""
+        adapter = _import(self.adapter, "target adapter")
+        if not (isinstance(adapter, type) and issubclass(adapter, TargetAdapter)):
+            raise ConfigError(f"{self.adapter!r} is not a streamsync.targets.TargetAdapter subclass")
+        for model in self.registry():
+            name = model.get_type()
+            mine = getattr(adapter, name, None)
+            if not (isinstance(mine, type) and issubclass(mine, DiffSyncModel)):
+                raise ConfigError(f"target adapter {self.adapter!r} has no DiffSync model for {name!r}")
+            if tuple(mine._identifiers) != tuple(model._identifiers):
+                raise ConfigError(
+                    f"{mine.__name__}._identifiers {tuple(mine._identifiers)} must equal "
+                    f"{model.__name__}'s {tuple(model._identifiers)}: events are keyed by them"
+                )
+            unknown = set(mine._attributes) - set(model._attributes)
+            if unknown:
+                raise ConfigError(
+                    f"{mine.__name__} declares attributes that Nautobot's {name!r} events lack: {sorted(unknown)}"
+                )
+        return adapter
+
+
 
     # Errors never quote the input: it may hold a Kafka password.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -73,17 +113,20 @@ class StreamsyncSettings(BaseModel):
     retry_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between looks for due retries")
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
 
-    @field_validator("sources")
+    @field_validator("sources", "targets")
     @classmethod
-    def _source_names(cls, sources: dict[str, SourceSettings]) -> dict[str, SourceSettings]:
-        for name in sources:
+    def _system_names(cls, systems: dict[str, Any]) -> dict[str, Any]:
+        for name in systems:
             if not name or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(
-                    f"source name {name!r} must be letters, digits, '-' or '_' (it is part of a topic name)"
+    # Nautobot to remote systems. A system can be a source and a target under one name: then its own
+    # changes, coming back from Nautobot, are not written to it again.
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)
+                    f"system name {name!r} must be letters, digits, '-' or '_' (it is part of a topic name)"
                 )
             if name == "nautobot":
                 raise ValueError("'nautobot' is reserved for Nautobot's own change events")
-        return sources
+        return systems
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> StreamsyncSettings:
@@ -126,13 +169,26 @@ def resolve_model(name: str) -> type[DiffSyncModel]:
         return builtin_model(name)
     module_name, _, attr = name.rpartition(".")
     if not module_name:
+    def target(self, name: str) -> TargetSettings:
+        """A configured target, or a ConfigError listing the configured ones."""
+        try:
+            return self.targets[name]
+        except KeyError:
+            raise ConfigError(f"unknown target {name!r}; configured targets: {sorted(self.targets)}") from None
+
         raise ConfigError(
             f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, or give a dotted path"
         )
-    try:
-        model = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"cannot import model {name!r}: {error}") from error
+    model = _import(name, "model")
     if not (isinstance(model, type) and issubclass(model, DiffSyncModel)):
         raise ConfigError(f"{name!r} is not a DiffSync model class")
     return model
+
+
+def _import(path: str, what: str) -> Any:
+    """The object at dotted `path`, or a ConfigError saying what could not be imported."""
+    module_name, _, attr = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise ConfigError(f"cannot import {what} {path!r}: {error}") from error

@@ -185,24 +185,32 @@ class SourceSync:
         )
 
     async def _dead_letter(self, dead: list[tuple[Origin, DeadLetter]]) -> None:
-        """Produce the original bytes and key with the reason in headers; wait for every acknowledgement."""
-        producer = self.app.producer
-        pending = [
-            await producer.send(self.dlq, origin.message_key, origin.value, None, None, letter.headers())
-            for origin, letter in dead
-        ]
-        await asyncio.gather(*pending)
-        for origin, letter in dead:
-            log.error(
-                "event dead-lettered",
-                source=self.source,
-                code=letter.code,
-                reason=letter.reason,
-                attempts=letter.attempts,
-                topic=origin.topic,
-                partition=origin.partition,
-                offset=origin.offset,
-            )
+        await dead_letter(self.app, self.dlq, dead, source=self.source)
+
+
+async def dead_letter(app: faust.App, topic: str, dead: list[tuple[Origin, DeadLetter]], **system: str) -> None:
+    """Produce the original bytes and key with the reason in headers; wait for every acknowledgement.
+
+    `system` names whose letters these are in the log, e.g. source="ipam" (or target="inventory").
+    """
+    producer = app.producer
+    pending = [
+        await producer.send(topic, origin.message_key, origin.value, None, None, letter.headers())
+        for origin, letter in dead
+    ]
+    await asyncio.gather(*pending)
+    metrics.observe_dead_letters(next(iter(system.values())), (letter.code for _, letter in dead))
+    for origin, letter in dead:
+        log.error(
+            "event dead-lettered",
+            **system,
+            code=letter.code,
+            reason=letter.reason,
+            attempts=letter.attempts,
+            topic=origin.topic,
+            partition=origin.partition,
+            offset=origin.offset,
+        )
 
 
 def _origin(message: Message) -> Origin:

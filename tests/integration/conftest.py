@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,6 +89,42 @@ def stream(kafka_bootstrap: str) -> Stream:
 
 class WorkerProcess:
     """A real `streamsync worker` process, its output captured to a file for failure reports."""
+@pytest.fixture
+def broker(stream: Stream) -> Iterator[Any]:
+    """The streamsync event broker Nautobot registered from EVENT_BROKERS, writing for this test's topic prefix."""
+    from nautobot.core.events import _EVENT_BROKERS
+
+    from streamsync.events import StreamsyncEventBroker
+    from streamsync.settings import StreamsyncSettings
+    from streamsync.topics import events_topic
+
+    brokers = [b for b in _EVENT_BROKERS if isinstance(b, StreamsyncEventBroker)]
+    assert len(brokers) == 1, f"EVENT_BROKERS in nautobot_config.py should register it once: {_EVENT_BROKERS}"
+    broker = brokers[0]
+    broker.configure(StreamsyncSettings.load({"topic_prefix": stream.prefix}))
+    assert broker.topic == events_topic("nautobot", stream.prefix)
+    yield broker
+    broker.configure()
+
+
+@pytest.fixture
+def alice() -> Any:
+    """A normal (not superuser) Nautobot user."""
+    from django.contrib.auth import get_user_model
+
+    user, _ = get_user_model().objects.get_or_create(username="alice")
+    return user
+
+
+@pytest.fixture
+def group() -> str:
+    from nautobot.ipam.models import VLANGroup
+
+    name = f"g-{uuid.uuid4().hex[:8]}"
+    VLANGroup.objects.create(name=name)
+    return name
+
+
 
     def __init__(self, stream: Stream, log_path: Path, *args: str) -> None:
         self.log_path = log_path

@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streamsync.envelope import Event, Op, decode
-from streamsync.topics import events_topic
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -35,41 +33,6 @@ class Message:
     event: Event
     headers: dict[str, str]
     timestamp_ms: int
-
-
-@pytest.fixture
-def broker(stream: Stream) -> Iterator[Any]:
-    """The streamsync event broker Nautobot registered from EVENT_BROKERS, writing for this test's topic."""
-    from nautobot.core.events import _EVENT_BROKERS
-
-    from streamsync.events import StreamsyncEventBroker
-    from streamsync.settings import StreamsyncSettings
-
-    brokers = [b for b in _EVENT_BROKERS if isinstance(b, StreamsyncEventBroker)]
-    assert len(brokers) == 1, f"EVENT_BROKERS in nautobot_config.py should register it once: {_EVENT_BROKERS}"
-    broker = brokers[0]
-    broker.configure(StreamsyncSettings.load({"topic_prefix": stream.prefix}))
-    assert broker.topic == events_topic("nautobot", stream.prefix)
-    yield broker
-    broker.configure()
-
-
-@pytest.fixture
-def alice() -> Any:
-    """A normal (not superuser) Nautobot user."""
-    from django.contrib.auth import get_user_model
-
-    user, _ = get_user_model().objects.get_or_create(username="alice")
-    return user
-
-
-@pytest.fixture
-def group() -> str:
-    from nautobot.ipam.models import VLANGroup
-
-    name = f"g-{uuid.uuid4().hex[:8]}"
-    VLANGroup.objects.create(name=name)
-    return name
 
 
 def _vlan_key(vid: int, group: str) -> str:

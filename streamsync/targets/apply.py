@@ -1,0 +1,100 @@
+"""Apply a batch of Nautobot's change events to a target through its DiffSync models.
+
+The same steps as the engine that writes Nautobot, mirrored: fold the events per key, load only the
+batch's keys from the target (`TargetAdapter.load_keys`), diff each object and call the target
+model's `create` / `update` / `delete`, parents before children (deletes the other way round), each
+object's failure its own. Nothing here knows about Kafka.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from diffsync import DiffSyncModel
+
+from streamsync.engine import BatchResult, Change, ObjectResult, Outcome, _changed, _reason, fold
+from streamsync.envelope import Event, Op
+from streamsync.registry import ModelRegistry
+from streamsync.targets.base import TargetAdapter, TargetUnavailable
+
+NAUTOBOT = "nautobot"  # the source of every event a target receives
+
+
+class TargetEngine:
+    """Turns batches of Nautobot's change events into the smallest set of writes in one target."""
+
+    def __init__(self, registry: ModelRegistry, make_adapter: Callable[[], TargetAdapter]) -> None:
+        # Nautobot's DiffSync models of the events (they check each event), by the same names as the target's.
+        self.registry = registry
+        self.make_adapter = make_adapter
+
+    def apply(self, events: Sequence[Event]) -> BatchResult:
+        """Apply `events` (in partition order); TargetUnavailable means: nothing is settled, try the batch again."""
+        started = time.perf_counter()
+        result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
+        changes, result.rejected = fold(events, self.registry, NAUTOBOT)
+        if changes:
+            adapter = self.make_adapter()
+            try:
+                self._apply(adapter, list(changes.values()), result)
+            finally:
+                adapter.close()
+        result.timings["total"] = time.perf_counter() - started
+        return result
+
+    def _apply(self, adapter: TargetAdapter, changes: list[Change], result: BatchResult) -> None:
+        clock = time.perf_counter
+        started = clock()
+        keys: dict[str, list[dict[str, Any]]] = {}
+        for change in changes:
+            keys.setdefault(change.model.get_type(), []).append(change.ids)
+        adapter.load_keys(keys)
+        loaded = clock()
+        rank = {model: i for i, model in enumerate(self.registry.in_order({c.model for c in changes}))}
+        upserts = sorted((c for c in changes if c.op is Op.UPSERT), key=lambda c: rank[c.model])
+        deletes = sorted((c for c in changes if c.op is Op.DELETE), key=lambda c: -rank[c.model])
+        result.objects.extend(self._apply_one(adapter, change) for change in upserts + deletes)
+        saved = clock()
+        adapter.commit()
+        result.timings.update(load=loaded - started, save=saved - loaded, commit=clock() - saved)
+
+    @staticmethod
+    def _apply_one(adapter: TargetAdapter, change: Change) -> ObjectResult:
+        """Diff one object against the target and write the difference; its failure is its own."""
+        name = change.model.get_type()
+        model: type[DiffSyncModel] = getattr(adapter, name)
+        unique_id = model.create_unique_id(**change.ids)
+        dst = adapter.get_or_none(model, unique_id)
+
+        def done(outcome: Outcome, reason: str = "") -> ObjectResult:
+            return ObjectResult(change.key, name, outcome, reason, events=change.events)
+
+        # The target keeps the attributes it declares; Nautobot's events carry all of the model's.
+        attrs = {k: v for k, v in change.attrs.items() if k in model._attributes}
+        write: Callable[[], DiffSyncModel | None]
+        if change.op is Op.DELETE:
+            if dst is None:
+                return done(Outcome.UNCHANGED)  # deleting what the target does not have
+            outcome, write = Outcome.DELETED, dst.delete
+        elif dst is None:
+            outcome = Outcome.CREATED
+            write = lambda: model.create(adapter=adapter, ids=change.ids, attrs=attrs)  # noqa: E731
+        else:
+            changed = _changed(attrs, dst.get_attrs())
+            if not changed:
+                return done(Outcome.UNCHANGED)
+            outcome, write = Outcome.UPDATED, lambda: dst.update(changed)
+        try:
+            with adapter.object_scope():
+                if write() is None:  # diffsync's convention for a CRUD method that failed
+                    return done(Outcome.FAILED, f"{name} {outcome.value[:-1]} returned None")
+        except TargetUnavailable:
+            raise
+        except Exception as error:  # one object's failure must not fail the batch
+            return done(Outcome.FAILED, _reason(error))
+        if outcome is Outcome.DELETED and dst is not None:
+            adapter.remove(dst)
+        return done(outcome)

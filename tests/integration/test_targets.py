@@ -1,0 +1,289 @@
+"""Nautobot to a remote system: the example SQLite inventory target, in process and behind a real worker.
+
+The store is a real SQLite database file; Nautobot's changes travel broker → outbox → relay →
+`<prefix>.nautobot.events` → target agent, on the real stack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamsync.engine import Outcome
+from streamsync.envelope import Event
+from streamsync.targets import TargetUnavailable
+from streamsync.targets.apply import TargetEngine
+from streamsync.targets.sqlite import SQLiteInventory
+from tests.integration.conftest import Stream, WorkerProcess, wait_for, write_nautobot_config
+
+pytestmark = pytest.mark.integration
+
+REFUSE_FORBIDDEN = """
+CREATE TRIGGER refuse_forbidden BEFORE INSERT ON vlan WHEN NEW.name = 'forbidden'
+BEGIN SELECT RAISE(ABORT, 'refused by the inventory: name is forbidden'); END
+"""
+
+
+def _rows(path: Path) -> dict[tuple[int, str], dict[str, Any]]:
+    """Every VLAN row of the inventory, by (vid, group)."""
+    with sqlite3.connect(path) as db:
+        db.row_factory = sqlite3.Row
+        try:
+            rows = db.execute("SELECT * FROM vlan").fetchall()
+        except sqlite3.OperationalError:  # not created yet
+            return {}
+    return {(row["vid"], row["vlan_group"]): dict(row) for row in rows}
+
+
+def _event(op: str, vid: int, group: str | None, **attrs: Any) -> Event:
+    return Event.model_validate(
+        {
+            "id": str(uuid.uuid4()),
+            "source": "nautobot",
+            "model": "vlan",
+            "op": op,
+            "key": {"vid": vid, "vlan_group__name": group},
+            "attrs": attrs,
+            "ts": "2026-11-25T12:00:00Z",
+        }
+    )
+
+
+def _vlan(vid: int, group: str | None, name: str, **attrs: Any) -> Event:
+    """A Nautobot VLAN event as the event broker writes it: every attribute of the model."""
+    return _event(
+        "upsert",
+        vid,
+        group,
+        **{
+            "name": name,
+            "status__name": "Active",
+            "role__name": None,
+            "tenant__name": None,
+            "description": "",
+            "tags": [],
+        }
+        | attrs,
+    )
+
+
+@pytest.fixture
+def inventory(tmp_path: Path) -> Path:
+    return tmp_path / "inventory.db"
+
+
+@pytest.fixture
+def engine(inventory: Path) -> TargetEngine:
+    from streamsync.settings import TargetSettings
+
+    config = TargetSettings(adapter="streamsync.targets.sqlite.SQLiteInventory", models=["vlan"])
+    return TargetEngine(config.registry(), lambda: config.adapter_class()(path=str(inventory)))
+
+
+def test_creates_updates_and_deletes_reach_the_store_and_a_repeat_writes_nothing(
+    engine: TargetEngine, inventory: Path
+) -> None:
+    first = [_vlan(10, "dc1", "users"), _vlan(11, "dc1", "voice"), _vlan(12, None, "global")]
+    result = engine.apply(first)
+    assert [o.outcome for o in result.objects] == [Outcome.CREATED] * 3
+    assert _rows(inventory)[(12, "")]["name"] == "global"
+
+    second = [
+        _vlan(10, "dc1", "users", description="floor 3"),
+        _event("delete", 11, "dc1"),
+        _event("delete", 99, "dc1"),  # never there
+        _vlan(12, None, "global"),  # as it is
+    ]
+    result = engine.apply(second)
+    assert {o.key: o.outcome for o in result.objects} == {
+        'vlan:{"vid":10,"vlan_group__name":"dc1"}': Outcome.UPDATED,
+        'vlan:{"vid":11,"vlan_group__name":"dc1"}': Outcome.DELETED,
+        'vlan:{"vid":99,"vlan_group__name":"dc1"}': Outcome.UNCHANGED,
+        'vlan:{"vid":12,"vlan_group__name":null}': Outcome.UNCHANGED,
+    }
+    assert _rows(inventory) == {
+        (10, "dc1"): {
+            "vid": 10,
+            "vlan_group": "dc1",
+            "name": "users",
+            "status": "Active",
+            "tenant": None,
+            "description": "floor 3",
+        },
+        (12, ""): {
+            "vid": 12,
+            "vlan_group": "",
+            "name": "global",
+            "status": "Active",
+            "tenant": None,
+            "description": "",
+        },
+    }
+    # Delivered again (at least once): the diff finds nothing to write.
+    assert {o.outcome for o in engine.apply(first + second).objects} == {Outcome.UNCHANGED}
+
+
+def test_an_object_the_store_refuses_fails_alone(engine: TargetEngine, inventory: Path) -> None:
+    engine.apply([_vlan(1, "dc1", "seed")])
+    with sqlite3.connect(inventory) as db:
+        db.execute(REFUSE_FORBIDDEN)
+    result = engine.apply([_vlan(2, "dc1", "forbidden"), _vlan(3, "dc1", "fine"), _event("delete", 1, "dc1")])
+    outcomes = {o.key: (o.outcome, o.reason) for o in result.objects}
+    assert outcomes['vlan:{"vid":2,"vlan_group__name":"dc1"}'][0] is Outcome.FAILED
+    assert "refused by the inventory" in outcomes['vlan:{"vid":2,"vlan_group__name":"dc1"}'][1]
+    assert set(_rows(inventory)) == {(3, "dc1")}
+
+
+def test_events_that_do_not_fit_the_model_are_rejected_and_nothing_is_written(
+    engine: TargetEngine, inventory: Path
+) -> None:
+    result = engine.apply([_event("upsert", 5, "dc1", name="x", colour="red"), _vlan(6, "dc1", "ok")])
+    assert [r.code.value for r in result.rejected] == ["undeclared_attribute"]
+    assert set(_rows(inventory)) == {(6, "dc1")}
+
+
+def test_a_locked_store_is_unavailable_and_keeps_nothing_of_the_batch(engine: TargetEngine, inventory: Path) -> None:
+    engine.apply([_vlan(1, "dc1", "seed")])
+    blocker = sqlite3.connect(inventory, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        fast = TargetEngine(engine.registry, lambda: SQLiteInventory(path=str(inventory), timeout=0.2))
+        with pytest.raises(TargetUnavailable, match="locked"):
+            fast.apply([_vlan(2, "dc1", "two")])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert set(_rows(inventory)) == {(1, "dc1")}
+    engine.apply([_vlan(2, "dc1", "two")])
+    assert set(_rows(inventory)) == {(1, "dc1"), (2, "dc1")}
+
+
+@pytest.fixture
+def target_stream(stream: Stream, tmp_path: Path, inventory: Path) -> Stream:
+    """The test's stream with "inventory" both a source and a target, writing to a SQLite file."""
+    config = write_nautobot_config(
+        tmp_path / "nautobot_config.py",
+        sources={"ipam": {"models": ["vlan"]}, "inventory": {"models": ["vlan"]}},
+        targets={
+            "inventory": {
+                "adapter": "streamsync.targets.sqlite.SQLiteInventory",
+                "models": ["vlan"],
+                "options": {"path": str(inventory)},
+            }
+        },
+        batch_timeout=0.3,
+    )
+    return dataclasses.replace(stream, extra_env={"NAUTOBOT_CONFIG": str(config)})
+
+
+def _publish(stream: Stream, tmp_path: Path, source: str, *events: dict[str, Any]) -> None:
+    path = tmp_path / f"{uuid.uuid4().hex}.jsonl"
+    envelope = {"schema": "streamsync.event/v1", "source": source, "model": "vlan", "ts": "2026-11-25T12:00:00Z"}
+    path.write_text("".join(json.dumps({**envelope, "id": str(uuid.uuid4()), **e}) + "\n" for e in events))
+    published = stream.cli("publish", source, str(path))
+    assert published.returncode == 0, published.stderr
+
+
+def test_a_worker_writes_users_changes_to_the_target_but_not_the_targets_own_changes(
+    broker: Any,
+    alice: Any,
+    group: str,
+    target_stream: Stream,
+    inventory: Path,
+    tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    worker = start_worker(on=target_stream)
+    active = Status.objects.get(name="Active")
+    vlan_group = VLANGroup.objects.get(name=group)
+    with web_request_context(alice):
+        VLAN.objects.create(vid=100, name="users", vlan_group=vlan_group, status=active)
+        VLAN.objects.create(vid=101, name="voice", vlan_group=vlan_group, status=active, description="phones")
+
+    def row(vid: int) -> dict[str, Any] | None:
+        return _rows(inventory).get((vid, group))
+
+    wait_for(lambda: row(100) is not None and row(101) is not None, 90, "the new VLANs in the inventory", worker)
+    assert row(101) == {
+        "vid": 101,
+        "vlan_group": group,
+        "name": "voice",
+        "status": "Active",
+        "tenant": None,
+        "description": "phones",
+    }
+
+    with web_request_context(alice):
+        vlan = VLAN.objects.get(vid=100, vlan_group=vlan_group)
+        vlan.description = "floor 3"
+        vlan.validated_save()
+        VLAN.objects.get(vid=101, vlan_group=vlan_group).delete()
+    wait_for(
+        lambda: (row(100) or {}).get("description") == "floor 3" and row(101) is None,
+        60,
+        "the update and the delete in the inventory",
+        worker,
+    )
+
+    # The inventory's own change comes back from Nautobot marked as its own, and is skipped;
+    # ipam's change is Nautobot's news for the inventory, and is written.
+    key = {"vid": 300, "vlan_group__name": group}
+    _publish(target_stream, tmp_path, "inventory", {"op": "upsert", "key": key, "attrs": {"name": "from-inventory"}})
+    _publish(
+        target_stream, tmp_path, "ipam", {"op": "upsert", "key": {**key, "vid": 301}, "attrs": {"name": "from-ipam"}}
+    )
+    wait_for(lambda: row(301) is not None, 90, "ipam's VLAN in the inventory", worker)
+    wait_for(lambda: '"echoes_skipped": 1' in worker.output(), 60, "the inventory's own change skipped", worker)
+    assert VLAN.objects.filter(vid=300, vlan_group=vlan_group, name="from-inventory").exists()
+    assert row(300) is None, "the inventory's own change was written back to it"
+
+
+def test_a_change_the_target_refuses_is_dead_lettered_and_the_rest_goes_on(
+    broker: Any,
+    alice: Any,
+    group: str,
+    target_stream: Stream,
+    inventory: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    with sqlite3.connect(inventory) as db:
+        db.execute(
+            "CREATE TABLE vlan (vid INTEGER, vlan_group TEXT, name TEXT, status TEXT, tenant TEXT, "
+            "description TEXT NOT NULL DEFAULT '', PRIMARY KEY (vid, vlan_group))"
+        )
+        db.execute(REFUSE_FORBIDDEN)
+    worker = start_worker(on=target_stream)
+    active = Status.objects.get(name="Active")
+    with web_request_context(alice):
+        for vid, name in ((200, "forbidden"), (201, "fine")):
+            VLAN.objects.create(vid=vid, name=name, vlan_group=VLANGroup.objects.get(name=group), status=active)
+
+    wait_for(lambda: (201, group) in _rows(inventory), 90, "the accepted VLAN in the inventory", worker)
+
+    def letters() -> list[dict[str, Any]]:
+        listed = target_stream.cli("dlq", "list", "inventory", "--json")
+        assert listed.returncode == 0, listed.stderr
+        return [json.loads(line) for line in listed.stdout.splitlines()]
+
+    wait_for(lambda: len(letters()) == 1, 60, "the refused VLAN's dead letter", worker)
+    (letter,) = letters()
+    assert letter["code"] == "apply_failed"
+    assert "refused by the inventory" in letter["reason"]
+    assert letter["original_topic"] == f"{target_stream.prefix}.nautobot.events"
+    assert json.loads(letter["value"])["key"] == {"vid": 200, "vlan_group__name": group}
+    assert (200, group) not in _rows(inventory)
