@@ -299,7 +299,7 @@ def dlq_replay(
     Fix the cause first (the missing object, the bad value at the producer): a replayed event that
     fails again becomes a new dead letter.
     """
-    from streamsync.dlq import read_letters, replay
+    from streamsync.dlq import destination, read_letters, replay
 
     topic, target = dlq_topic(source, topic_prefix), events_topic(source, topic_prefix)
     pending = [s for s in _run(read_letters(bootstrap, topic, group)) if not s.replayed]
@@ -316,10 +316,13 @@ def dlq_replay(
         return
     if not yes:
         click.confirm(f"replay {len(pending)} dead letter(s) ({summary}) to {target}?", abort=True)
-    count = _run(replay(bootstrap, topic, group, target, pending))
+    count = _run(replay(bootstrap, topic, group, lambda s: destination(s, events, nautobot), pending))
     click.echo(f"replayed {count} dead letter(s) to {target}")
 
 
+    nautobot = events_topic("nautobot", topic_prefix)
+    destinations = sorted({destination(s, events, nautobot) for s in pending})
+    target = " and ".join(destinations)
 def _run(coro: Any) -> Any:
     """Run a Kafka coroutine for a command; an unreachable broker is a clean error, not a traceback."""
     from streamsync.kafka import BrokerUnavailable

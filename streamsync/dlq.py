@@ -6,6 +6,7 @@ letter is re-driven once; a replayed event that fails again comes back as a new 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka import ConsumerRecord, TopicPartition
@@ -62,11 +63,30 @@ def _stored(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], replayed_b
     return StoredLetter(tp.partition, record.offset, record.key, record.value, letter, record.offset < replayed_below)
 
 
+def destination(stored: StoredLetter, events_topic: str, nautobot_topic: str) -> str:
+    """Where a letter is replayed: back to the source's events topic.
+
+    A target's letters are Nautobot's change events: they go back to Nautobot's events topic.
+    """
+    if stored.letter is not None and stored.letter.original_topic == nautobot_topic:
+        return nautobot_topic
+    return events_topic
+
+
 async def replay(
-    bootstrap: KafkaConnection | str, topic: str, group: str, target: str, letters: list[StoredLetter]
+    bootstrap: KafkaConnection | str,
+    topic: str,
+    group: str,
+    target: str | Callable[[StoredLetter], str],
+    letters: list[StoredLetter],
 ) -> int:
-    """Produce `letters` (original key and bytes) to `target`, then remember they were replayed."""
-    count = await produce_raw(bootstrap, target, ((s.key, s.value) for s in letters))
+    """Produce `letters` (original key and bytes) to `target` (one topic, or one per letter); remember they went."""
+    by_topic: dict[str, list[StoredLetter]] = {}
+    for stored in letters:
+        by_topic.setdefault(target if isinstance(target, str) else target(stored), []).append(stored)
+    count = 0
+    for name, batch in by_topic.items():
+        count += await produce_raw(bootstrap, name, ((s.key, s.value) for s in batch))
     positions: dict[TopicPartition, int] = {}
     for stored in letters:
         tp = TopicPartition(topic, stored.partition)

@@ -29,6 +29,7 @@ from diffsync import DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
+from streamsync import ownership
 from streamsync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
 from streamsync.envelope import Event, Op, RejectCode, canonical_key, describe
 from streamsync.registry import ModelRegistry, RejectedEvent
@@ -83,6 +84,8 @@ class ObjectResult:
     # A failure that may pass later, e.g. a foreign key whose object has not arrived yet.
     retryable: bool = False
     events: list[Event] = field(default_factory=list)
+    # The Nautobot object's primary key, when the outcome concerns one that exists or existed.
+    pk: Any = None
 
 
 @dataclass
@@ -259,7 +262,10 @@ class SyncEngine:
         # One transaction around the change context: the change log commits with the data it describes.
         detail = f"streamsync:{source}" if source else "streamsync"
         with transaction.atomic(), web_request_context(self._user(), context_detail=detail):
-            result.objects.extend(self._apply_all(pending, nautobot, remote))
+            objects = self._apply_all(pending, nautobot, remote)
+            result.objects.extend(objects)
+            if source:  # what the source created, updated or asserted is its own (docs/resync.md)
+                ownership.record(source, [(c.model, c.op, o) for c, o in zip(pending, objects, strict=True)])
             saved = clock()
         finished = clock()
         for name, seconds in (
@@ -304,8 +310,8 @@ class SyncEngine:
         dst = nautobot.get_or_none(model_name, unique_id)
         src = remote.get_or_none(model_name, unique_id)
 
-        def done(outcome: Outcome, reason: str = "", retryable: bool = False) -> ObjectResult:
-            return ObjectResult(change.key, model_name, outcome, reason, retryable, change.events)
+        def done(outcome: Outcome, reason: str = "", retryable: bool = False, pk: Any = None) -> ObjectResult:
+            return ObjectResult(change.key, model_name, outcome, reason, retryable, change.events, pk)
 
         if (model_name, unique_id) in nautobot.ambiguous:
             return done(Outcome.FAILED, f"{model_name} {change.ids} matches more than one object in Nautobot")
@@ -318,26 +324,26 @@ class SyncEngine:
                 return done(Outcome.FAILED, f"{model_name}: {describe(error)}")
             remote.add(src)
 
-        action: Callable[[], Outcome]
+        action: Callable[[], tuple[Outcome, Any]]
         if src is None:
             if dst is None:
                 return done(Outcome.UNCHANGED)  # deleting what is already gone
-            action = lambda: self._delete(dst)  # noqa: E731
+            action = lambda: (self._delete(dst), dst.pk)  # noqa: E731
         elif dst is None:
             action = lambda: self._create_or_adopt(change, nautobot, src)  # noqa: E731
         else:
             changed = _changed(src.get_attrs(), dst.get_attrs())
             if not changed:
-                return done(Outcome.UNCHANGED)
-            action = lambda: _update(dst, changed)  # noqa: E731
+                return done(Outcome.UNCHANGED, pk=dst.pk)
+            action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
         try:
             with transaction.atomic():
-                outcome = action()
+                outcome, pk = action()
         except Exception as error:  # one object's failure must not fail the batch
             return done(Outcome.FAILED, _reason(error), _is_retryable(error))
         if outcome is Outcome.DELETED and dst is not None:
             nautobot.remove(dst)
-        return done(outcome)
+        return done(outcome, pk=pk)
 
     @staticmethod
     def _delete(dst: DiffSyncModel) -> Outcome:
@@ -349,26 +355,33 @@ class SyncEngine:
                 raise
         return Outcome.DELETED
 
-    def _create_or_adopt(self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> Outcome:
+    def _create_or_adopt(
+        self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel
+    ) -> tuple[Outcome, Any]:
         """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it.
 
         Adopting updates only what the events name: the rest is the existing object's, not defaults.
+        Returns the outcome and the object's primary key.
         """
         from django.db import transaction
 
+        ids = src.get_identifiers()
         try:
             with transaction.atomic():
-                created = change.model.create(adapter=nautobot, ids=src.get_identifiers(), attrs=src.get_attrs())
+                created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
         except Exception:
             existing = nautobot.load_one(change.model, change.ids)
             if existing is None:
                 raise
             changed = _changed(change.attrs, existing.get_attrs())
-            return _update(existing, changed) if changed else Outcome.UNCHANGED
+            return (_update(existing, changed) if changed else Outcome.UNCHANGED), existing.pk
+        # contrib's create() does not hand back the new row: one indexed lookup, for creates only.
+        pk = change.model.get_queryset().filter(**ids).values_list("pk", flat=True).first()  # type: ignore[attr-defined]
         if created is not None:
+            created.pk = pk  # type: ignore[attr-defined]
             with contextlib.suppress(ObjectAlreadyExists):
                 nautobot.add(created)
-        return Outcome.CREATED
+        return Outcome.CREATED, pk
 
     def _user(self) -> Any:
         """The Nautobot user the change log attributes streamsync's writes to."""

@@ -19,6 +19,8 @@ from pydantic import BaseModel, Field
 from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING
 from streamsync.engine import BatchResult, Outcome, SyncEngine
 from streamsync.envelope import Event, decode
+from streamsync.state import StateRecord
+from streamsync.state import merge as merge_state
 
 if TYPE_CHECKING:
     from streamsync.models.state import ParkedEvent
@@ -66,11 +68,12 @@ def _now() -> datetime:
 
 def apply_or_park(
     engine: SyncEngine, source: str, events: Sequence[Event], origins: dict[int, Origin], policy: RetryPolicy
-) -> tuple[BatchResult, list[int]]:
+) -> tuple[BatchResult, list[int], list[StateRecord]]:
     """Apply a batch; park its retryable failures and every event queued behind a parked key.
 
-    Returns the engine's result and the ids (`id(event)`) of the events that were parked, which the
-    caller must not dead-letter.
+    Returns the engine's result, the ids (`id(event)`) of the events that were parked, which the
+    caller must not dead-letter, and the touched keys' records for the state topic (merged into the
+    state table in the same transaction: applied, failed and parked events alike; rejected ones not).
     """
     from django.db import transaction
     from django.db.models import Min
@@ -99,7 +102,9 @@ def apply_or_park(
                 rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in failure.events]
                 parked += [id(e) for e in failure.events]
         ParkedEvent.objects.bulk_create(rows)
-    return result, parked
+        rejected = {id(r.event) for r in result.rejected}
+        state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
+    return result, parked, state
 
 
 def _row(source: str, event: Event, origin: Origin, attempts: int, retry_at: datetime, reason: str) -> ParkedEvent:

@@ -1,12 +1,13 @@
 """The sync agent: the hot path from a Kafka batch to a Nautobot commit.
 
-    take_events(n, within=t) → decode → engine.apply (one DB thread) → dead letters → ack → commit
+    take_events(n, within=t) → decode → engine.apply + state merge (one DB thread) → state topic
+      → dead letters → ack → commit
 
 faust acks the whole buffered batch when the loop body returns, and commits acked offsets
 afterwards: so the body returns only once every event of the batch is either in the database or
-on the dead-letter topic. An exception must never escape the loop (the `finally` inside
-`take_events` would ack unapplied events): database and broker trouble is retried here, with
-back-off, until it succeeds.
+on the dead-letter topic, and the touched keys' full states are on the state topic. An exception
+must never escape the loop (the `finally` inside `take_events` would ack unapplied events):
+database and broker trouble is retried here, with back-off, until it succeeds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from streamsync.engine import BatchResult, SyncEngine
 from streamsync.envelope import EnvelopeError, Event, decode
 from streamsync.retry import Origin, apply_or_park, forget, retry_due
 from streamsync.settings import StreamsyncSettings
-from streamsync.topics import dlq_topic, events_topic
+from streamsync.state import StateRecord
+from streamsync.topics import dlq_topic, events_topic, state_topic
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -106,6 +108,7 @@ class SourceSync:
         self.db = db
         self.engine = SyncEngine(settings.source(source).registry(), username=settings.user)
         self.dlq = dlq_topic(source, settings.topic_prefix)
+        self.state = state_topic(source, settings.topic_prefix)
         self.policy = settings.retry
         self._retrying = asyncio.Lock()
 
@@ -124,12 +127,16 @@ class SourceSync:
             events.append(event)
             origins[id(event)] = origin
 
-        result, parked = await until_done(
+        result, parked, state = await until_done(
             "batch",
             lambda: self.db.run(apply_or_park, self.engine, self.source, events, origins, self.policy),
             self._stopping,
             source=self.source,
         )
+        if state:
+            # After the commit, before the ack: a crash in between re-applies the batch and re-sends
+            # the same full states, which is harmless.
+            await until_done("state", lambda: self._publish_state(state), self._stopping, source=self.source)
 
         for rejection in result.rejected:
             origin = origins[id(rejection.event)]
@@ -169,6 +176,12 @@ class SourceSync:
                 )
             if result is not None:
                 log.info("retry batch", source=self.source, **result.as_log())
+
+    async def _publish_state(self, records: Sequence[StateRecord]) -> None:
+        """Produce the touched keys' full states (tombstones for deletes); wait for every acknowledgement."""
+        producer = self.app.producer
+        pending = [await producer.send(self.state, *record.kafka(), None, None, None) for record in records]
+        await asyncio.gather(*pending)
 
     def _stopping(self) -> bool:
         return bool(self.app.should_stop)

@@ -287,3 +287,11 @@ def test_a_change_the_target_refuses_is_dead_lettered_and_the_rest_goes_on(
     assert letter["original_topic"] == f"{target_stream.prefix}.nautobot.events"
     assert json.loads(letter["value"])["key"] == {"vid": 200, "vlan_group__name": group}
     assert (200, group) not in _rows(inventory)
+
+    # The inventory's owners lift the rule; the replayed letter goes back to Nautobot's events topic.
+    with sqlite3.connect(inventory) as db:
+        db.execute("DROP TRIGGER refuse_forbidden")
+    replayed = target_stream.cli("dlq", "replay", "inventory", "--yes")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"to {target_stream.prefix}.nautobot.events" in replayed.stdout
+    wait_for(lambda: (200, group) in _rows(inventory), 60, "the replayed VLAN in the inventory", worker)

@@ -1,0 +1,55 @@
+"""Helpers shared by the state topic, snapshot, resync and replay tests: VLAN events and what the topics hold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from streamsync.envelope import canonical_key
+from tests.integration.conftest import Stream
+
+
+def vlan_event(op: str, vid: int, group: str, **attrs: Any) -> dict[str, Any]:
+    """An envelope-v1 event for VLAN `vid` of `group`, source ipam."""
+    return {
+        "schema": "streamsync.event/v1",
+        "id": str(uuid.uuid4()),
+        "source": "ipam",
+        "model": "vlan",
+        "op": op,
+        "key": {"vid": vid, "vlan_group__name": group},
+        "attrs": attrs,
+        "ts": "2026-11-25T17:00:00.123Z",
+    }
+
+
+def vlan_key(vid: int, group: str) -> str:
+    """The canonical key of VLAN `vid` of `group`."""
+    return canonical_key("vlan", {"vid": vid, "vlan_group__name": group})
+
+
+def publish(stream: Stream, tmp_path: Path, *events: dict[str, Any]) -> None:
+    """`streamsync publish ipam` a file of these events."""
+    path = tmp_path / f"events-{uuid.uuid4().hex[:6]}.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events))
+    result = stream.cli("publish", "ipam", str(path))
+    assert result.returncode == 0, result.stderr
+
+
+def state_values(stream: Stream, source: str = "ipam") -> dict[str, dict[str, Any] | None]:
+    """The state topic as a consumer sees it: per key the latest value, decoded (None for a tombstone)."""
+    from streamsync.state import read_state
+    from streamsync.topics import state_topic
+
+    read = asyncio.run(read_state(stream.bootstrap, state_topic(source, stream.prefix)))
+    return {key: json.loads(value) if value is not None else None for key, value in read.values.items()}
+
+
+def vlans(group: str) -> dict[int, tuple[str, str]]:
+    """The VLANs of `group` in Nautobot: vid -> (name, description)."""
+    from nautobot.ipam.models import VLAN
+
+    return {v.vid: (v.name, v.description) for v in VLAN.objects.filter(vlan_group__name=group)}

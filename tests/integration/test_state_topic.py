@@ -1,0 +1,86 @@
+"""The compacted state topic: the latest full state of every object of a source, kept current by the worker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Stream, wait_for
+from tests.integration.state_helpers import publish, state_values, vlan_event, vlan_key, vlans
+
+pytestmark = pytest.mark.integration
+
+
+def test_state_topic_holds_merged_full_state_and_tombstones(stream: Stream, start_worker: Any, tmp_path: Path) -> None:
+    from nautobot.ipam.models import VLANGroup
+
+    group = f"st-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", "--retry-backoff", "60")
+
+    first = vlan_event("upsert", 10, group, name="users", description="floor 3", status__name="Reserved")
+    publish(stream, tmp_path, first, vlan_event("upsert", 20, group, name="voice"))
+    wait_for(lambda: vlans(group) == {10: ("users", "floor 3"), 20: ("voice", "")}, 120, "two VLANs", worker)
+
+    # A later batch names one attribute: the state keeps every attribute the source has set.
+    partial = vlan_event("upsert", 10, group, description="floor 4")
+    publish(
+        stream,
+        tmp_path,
+        partial,
+        vlan_event("delete", 20, group),
+        # Nautobot cannot apply it (no such status; parked for a retry), but it is what the source says.
+        vlan_event("upsert", 30, group, name="guest", status__name="No such status"),
+        # Rejected (an attribute VLANs do not have): not part of the state.
+        vlan_event("upsert", 40, group, name="bad", colour="red"),
+    )
+    wait_for(
+        lambda: vlan_key(20, group) in state_values(stream) and state_values(stream)[vlan_key(20, group)] is None,
+        60,
+        "VLAN 20's tombstone",
+        worker,
+    )
+    state = state_values(stream)
+    assert state[vlan_key(10, group)] == {
+        "schema": "streamsync.event/v1",
+        "id": partial["id"],
+        "source": "ipam",
+        "model": "vlan",
+        "op": "upsert",
+        "key": {"vid": 10, "vlan_group__name": group},
+        "attrs": {"name": "users", "description": "floor 4", "status__name": "Reserved"},
+        "ts": "2026-11-25T17:00:00.123000Z",
+    }
+    assert state[vlan_key(30, group)]["attrs"] == {"name": "guest", "status__name": "No such status"}
+    assert vlan_key(40, group) not in state
+    assert vlans(group) == {10: ("users", "floor 4")}
+
+    # The merge base outlives the worker: a new one merges onto what the old one stored.
+    assert worker.stop() == 0
+    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", "--retry-backoff", "60")
+    publish(stream, tmp_path, vlan_event("upsert", 10, group, name="staff"))
+    wait_for(lambda: state_values(stream)[vlan_key(10, group)]["attrs"]["name"] == "staff", 120, "the merge", worker)
+    assert state_values(stream)[vlan_key(10, group)]["attrs"] == {
+        "name": "staff",
+        "description": "floor 4",
+        "status__name": "Reserved",
+    }
+    assert _cleanup_policy(stream, f"{stream.prefix}.ipam.state") == "compact"
+
+
+def _cleanup_policy(stream: Stream, topic: str) -> str:
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from streamsync.kafka import admin_client
+
+    async def describe() -> str:
+        async with admin_client(stream.bootstrap) as admin:
+            [response] = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        [resource] = response.to_object()["resources"]
+        return next(c["config_value"] for c in resource["config_entries"] if c["config_names"] == "cleanup.policy")
+
+    return asyncio.run(describe())
