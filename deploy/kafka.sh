@@ -19,6 +19,12 @@
 #   STREAMSYNC_KAFKA_START_TIMEOUT   seconds to wait for readiness (default: 90)
 #   STREAMSYNC_KAFKA_HEAP_OPTS       JVM heap flags (default: -Xms256m -Xmx1g)
 #   STREAMSYNC_KAFKA_JAVA_OPTS       extra JVM flags (default: empty)
+#   STREAMSYNC_KAFKA_EXTRA_PROPERTIES a file appended to server.properties on each start; a key given
+#                                    there wins over the one above it (e.g. listeners with an SSL or
+#                                    SASL_SSL listener added, ssl.*, sasl.*; see docs/security.md)
+#   STREAMSYNC_KAFKA_SCRAM_CREDENTIALS SCRAM users created when the storage is first formatted, one per
+#                                    line: SCRAM-SHA-512=[name=alice,password=alice-secret]
+#                                    (they are ignored once the data directory exists: reset first)
 #   JAVA_HOME                        if set, $JAVA_HOME/bin/java is used
 set -euo pipefail
 
@@ -35,6 +41,8 @@ CONTROLLER_PORT="${STREAMSYNC_KAFKA_CONTROLLER_PORT:-9093}"
 START_TIMEOUT="${STREAMSYNC_KAFKA_START_TIMEOUT:-90}"
 HEAP_OPTS="${STREAMSYNC_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 EXTRA_JAVA_OPTS="${STREAMSYNC_KAFKA_JAVA_OPTS:-}"
+EXTRA_PROPERTIES="${STREAMSYNC_KAFKA_EXTRA_PROPERTIES:-}"
+SCRAM_CREDENTIALS="${STREAMSYNC_KAFKA_SCRAM_CREDENTIALS:-}"
 HOST="127.0.0.1"
 
 KAFKA_DIR="$STREAMSYNC_HOME/kafka"
@@ -71,6 +79,8 @@ validate_settings() {
   done
   [[ "$PORT" != "$CONTROLLER_PORT" ]] ||
     die "STREAMSYNC_KAFKA_PORT and STREAMSYNC_KAFKA_CONTROLLER_PORT are both $PORT"
+  [[ -z "$EXTRA_PROPERTIES" || -r "$EXTRA_PROPERTIES" ]] ||
+    die "STREAMSYNC_KAFKA_EXTRA_PROPERTIES='$EXTRA_PROPERTIES' is not a readable file"
 }
 
 # Serialise start/stop/reset of this script (the lock fd is closed for the broker).
@@ -231,6 +241,14 @@ share.coordinator.state.topic.min.isr=1
 
 group.initial.rebalance.delay.ms=0
 EOF
+  if [[ -n "$EXTRA_PROPERTIES" ]]; then
+    # Java's Properties keeps the last value of a key: what is appended here wins.
+    {
+      echo
+      echo "# Appended from STREAMSYNC_KAFKA_EXTRA_PROPERTIES=$EXTRA_PROPERTIES"
+      cat "$EXTRA_PROPERTIES"
+    } >>"$SERVER_PROPS"
+  fi
 }
 
 format_storage_if_needed() {
@@ -248,9 +266,17 @@ format_storage_if_needed() {
   cluster_id="$("$JAVA" -cp "$LIBDIR/*" -Dlog4j2.configurationFile="$LOG4J_CONFIG" \
     kafka.tools.StorageTool random-uuid 2>>"$LOG_FILE" | tail -n 1)"
   [[ -n "$cluster_id" ]] || fail_with_log "could not generate a cluster id"
-  log "formatting $DATA_DIR (cluster id $cluster_id)"
+  # SCRAM users live in KRaft's metadata log: they are written with the first records, at format time.
+  local -a scram=()
+  local entry
+  while IFS= read -r entry; do
+    if [[ -n "${entry//[[:space:]]/}" ]]; then
+      scram+=(--add-scram "$entry")
+    fi
+  done <<<"$SCRAM_CREDENTIALS"
+  log "formatting $DATA_DIR (cluster id $cluster_id, $((${#scram[@]} / 2)) SCRAM user(s))"
   if ! "$JAVA" -cp "$LIBDIR/*" -Dlog4j2.configurationFile="$LOG4J_CONFIG" \
-    kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" --standalone \
+    kafka.tools.StorageTool format -t "$cluster_id" -c "$SERVER_PROPS" --standalone "${scram[@]}" \
     >>"$LOG_FILE" 2>&1; then
     fail_with_log "kafka.tools.StorageTool format failed"
   fi

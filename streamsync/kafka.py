@@ -354,6 +354,9 @@ async def unavailable_message(connection: KafkaConnection, error: BaseException)
     connection attempt to the first server brings the reason (refused credentials, TLS) to the message.
     """
     reason = await probe(connection) or _describe(error)
+    if connection.security_protocol in TLS_PROTOCOLS and not connection.ssl_certfile and "closed" in reason:
+        # With TLS 1.3 a broker that requires client certificates says so only by closing the connection.
+        reason += " (if the listener requires client certificates, set ssl_certfile and ssl_keyfile)"
     security = connection.describe()
     how = security["protocol"]
     if "user" in security:
@@ -391,7 +394,8 @@ def _describe(error: BaseException) -> str:
         return f"TLS handshake failed: {text}"
     if isinstance(error, TimeoutError):
         return "timed out"
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+    name = type(error).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 def admin_client(kafka: KafkaConnection | str) -> Any:

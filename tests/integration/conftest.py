@@ -243,10 +243,11 @@ def _deploy(script: str, command: str, env: dict[str, str], timeout: float = 180
 class PrivateKafka:
     """A one-node broker of one test's own (deploy/kafka.sh with its own home and ports), to stop and start.
 
-    Kafka's jars are not fetched again: the stack's cached ones are linked in.
+    Kafka's jars are not fetched again: the stack's cached ones are linked in. `extra_env` takes
+    more of deploy/kafka.sh's settings, e.g. STREAMSYNC_KAFKA_EXTRA_PROPERTIES for TLS/SASL listeners.
     """
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.port = free_port()
         self.controller_port = free_port()
@@ -255,6 +256,7 @@ class PrivateKafka:
             "STREAMSYNC_KAFKA_PORT": str(self.port),
             "STREAMSYNC_KAFKA_CONTROLLER_PORT": str(self.controller_port),
             "STREAMSYNC_KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+            **(extra_env or {}),
         }
         _deploy("kafka.sh", "fetch", {})  # fills (or finds) the stack's jar cache
         (home / "kafka").mkdir(parents=True, exist_ok=True)
