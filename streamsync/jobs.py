@@ -1,0 +1,125 @@
+"""Nautobot Jobs of the app: the full resync, runnable from the UI and listed in the SSoT dashboard.
+
+The Job is a nautobot-ssot `DataSource`, so it shows in the SSoT dashboard with its Sync records
+(dry-run or not, load/diff/sync times, the create/update/delete summary), but its work is
+`streamsync.resync`'s, exactly what `streamsync resync SOURCE` does: read the source's state topic,
+plan against Nautobot over what the source owns, apply through the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from typing import Any
+
+from nautobot.core.celery import register_jobs
+from nautobot.extras.jobs import ChoiceVar
+from nautobot_ssot.jobs.base import DataSource
+
+from streamsync import resync
+from streamsync.engine import SyncEngine
+from streamsync.settings import StreamsyncSettings
+
+name = "streamsync"  # the Jobs' group in Nautobot's Jobs list
+
+
+def _source_choices() -> list[tuple[str, str]]:
+    """The configured sources, read when Nautobot loads the app's Jobs."""
+    try:
+        return [(source, source) for source in sorted(StreamsyncSettings.load().sources)]
+    except ValueError:  # an invalid PLUGINS_CONFIG: the worker says why; the Job offers nothing
+        return []
+
+
+class _Progress:
+    """Logs each phase's progress to the Job's log at most every `every` seconds, and at its end."""
+
+    def __init__(self, logger: Any, every: float = 5.0) -> None:
+        self.logger = logger
+        self.every = every
+        self._last: dict[str, float] = {}
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last.get(phase, 0.0) < self.every:
+            return
+        self._last[phase] = now
+        self.logger.info("%s: %d of %d", phase, done, total)
+
+
+class StreamsyncResync(DataSource):
+    """Bring Nautobot back to a source's state topic: repairs whatever streaming missed."""
+
+    source = ChoiceVar(choices=_source_choices, description="The source whose state topic is the truth.")
+
+    class Meta:
+        """What Nautobot and the SSoT dashboard show."""
+
+        name = "streamsync resync"
+        description = (
+            "Diff a streamsync source's state topic against Nautobot and apply the difference. Objects the "
+            "source does not own are never deleted (docs/resync.md)."
+        )
+        data_source = "streamsync state topic"
+        has_sensitive_variables = False
+
+    def run(self, *args: Any, **kwargs: Any) -> None:
+        """Keep the chosen source; the base class creates the Sync record and calls `sync_data`."""
+        self.source_name = kwargs.pop("source")
+        super().run(*args, **kwargs)
+
+    def sync_data(self, memory_profiling: bool) -> None:
+        """Read, plan, and (unless dry-run) apply: the Sync record gets the times and the summary."""
+        if not self.sync:
+            return
+        settings = StreamsyncSettings.load()
+        registry = settings.source(self.source_name).registry()
+        progress = _Progress(self.logger)
+
+        started = time.perf_counter()
+        state = resync.read(settings.kafka(), self.source_name, settings.topic_prefix, progress)
+        read_at = time.perf_counter()
+        self.logger.info("Read %d state record(s), %d live key(s)", state.records, len(state.live()))
+        self.sync.source_load_time = timedelta(seconds=read_at - started)
+
+        plan = resync.plan(self.source_name, registry, state, progress)
+        self.sync.diff_time = timedelta(seconds=time.perf_counter() - read_at)
+        totals = plan.totals()
+        self.sync.summary = {
+            "create": totals.create,
+            "update": totals.update,
+            "delete": totals.delete,
+            "no-change": totals.unchanged,
+            "skip": len(plan.problems),
+        }
+        self.sync.diff = {
+            name: {"create": c.create, "update": c.update, "delete": c.delete, "no-change": c.unchanged}
+            for name, c in plan.counts.items()
+        }
+        self.sync.save()
+        self.logger.info("Plan:\n%s", resync.format_summary(plan))
+        for problem in plan.problems[:50]:
+            self.logger.warning("Left alone: %s: %s", problem.key, problem.reason)
+
+        if self.sync.dry_run:
+            self.logger.info("Dry run: nothing written.")
+            return
+        applied_at = time.perf_counter()
+        result = resync.apply(plan, SyncEngine(registry, username=settings.user), progress)
+        self.sync.sync_time = timedelta(seconds=time.perf_counter() - applied_at)
+        self.sync.save()
+        self.logger.info(
+            "Applied: %d created, %d updated, %d deleted, %d claimed",
+            result.count("created"),
+            result.count("updated"),
+            result.count("deleted"),
+            result.claimed,
+        )
+        if result.failed:
+            for line in resync.describe_failures(result.failed):
+                self.logger.error("Failed: %s", line)
+            raise RuntimeError(f"{len(result.failed)} object(s) could not be applied; see the log")
+
+
+jobs = [StreamsyncResync]
+register_jobs(*jobs)
