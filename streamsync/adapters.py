@@ -20,25 +20,34 @@ from nautobot_ssot.contrib import NautobotAdapter
 
 
 class PartialNautobotAdapter(NautobotAdapter):
-    """Loads from Nautobot only the objects whose identifiers are in `keys`: one query per model."""
+    """Loads from Nautobot only the objects whose identifiers are in `keys`: one query per model.
+
+    `keys=None` loads every object of the adapter's models (a resync), reading the table in chunks
+    so that Django's row cache and the DiffSync objects are not both held whole.
+    """
 
     top_level: ClassVar[list[str]] = []
+    chunk_size: ClassVar[int] = 2000
 
-    def __init__(self, *args: Any, keys: Mapping[str, list[dict[str, Any]]], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, keys: Mapping[str, list[dict[str, Any]]] | None, **kwargs: Any) -> None:
         self._keys = keys
         # (model name, unique id) of keys that match more than one row: no event may write those.
         self.ambiguous: set[tuple[str, str]] = set()
         super().__init__(*args, job=None, **kwargs)
 
     def _load_objects(self, diffsync_model: Any) -> None:
-        keys = self._keys.get(diffsync_model.get_type(), [])
-        if not keys:
-            return
-        # `vlan_group__name=None` filters as IS NULL, which is what a null identifier means.
-        match = reduce(operator.or_, (Q(**key) for key in keys))
         parameter_names = diffsync_model.get_synced_attributes()
-        queryset = diffsync_model._get_queryset().filter(match).prefetch_related(*_to_many(diffsync_model))
-        for database_object in queryset:
+        queryset = diffsync_model._get_queryset().prefetch_related(*_to_many(diffsync_model))
+        rows: Iterable[Any]
+        if self._keys is None:
+            rows = queryset.iterator(chunk_size=self.chunk_size)
+        else:
+            keys = self._keys.get(diffsync_model.get_type(), [])
+            if not keys:
+                return
+            # `vlan_group__name=None` filters as IS NULL, which is what a null identifier means.
+            rows = queryset.filter(reduce(operator.or_, (Q(**key) for key in keys)))
+        for database_object in rows:
             try:
                 self._load_single_object(database_object, diffsync_model, parameter_names)
             except ObjectAlreadyExists as error:

@@ -323,6 +323,102 @@ def dlq_replay(
     nautobot = events_topic("nautobot", topic_prefix)
     destinations = sorted({destination(s, events, nautobot) for s in pending})
     target = " and ".join(destinations)
+# ---------------------------------------------------------------- state topic: snapshot, resync, replay
+
+
+def _source_setup(ctx: click.Context, source: str) -> tuple[Any, Any]:
+    """Nautobot set up, quiet logs on stderr, and (settings, SOURCE's model registry)."""
+    setup_nautobot(ctx.obj["config"])
+    from streamsync import logging as streamsync_logging
+    from streamsync.settings import ConfigError, StreamsyncSettings
+
+    streamsync_logging.configure("WARNING")
+    try:
+        settings = StreamsyncSettings.load()
+        return settings, settings.source(source).registry()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+
+
+class _Progress:
+    """`progress(phase, done, total)` as one click progress bar per phase, on stderr."""
+
+    LABELS = {"read": "reading the state topic", "plan": "comparing with Nautobot", "apply": "applying"}
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._phase = ""
+        self._done = 0
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != self._phase:
+            self.close()
+            self._phase, self._done = phase, 0
+            self._bar = click.progressbar(
+                length=max(total, 1), label=self.LABELS.get(phase, phase), file=click.get_text_stream("stderr")
+            ).__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        """Finish the current bar."""
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+
+@main.command()
+@click.argument("source")
+@click.option("--dry-run", is_flag=True, help="Show the difference; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--chunk-size", type=click.IntRange(1, 10_000), default=500, show_default=True, help="Objects per transaction."
+)
+@click.pass_context
+def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size: int) -> None:
+    """Bring Nautobot to SOURCE's state topic: create, update, and delete what SOURCE owns.
+
+    Objects SOURCE does not own (made by hand, or by another source) are never deleted.
+    """
+    settings, registry = _source_setup(ctx, source)
+    from streamsync import resync as rs
+    from streamsync.engine import SyncEngine
+    from streamsync.kafka import BrokerUnavailable
+
+    progress = _Progress()
+    try:
+        state = rs.read(settings.kafka(), source, settings.topic_prefix, progress)
+        plan = rs.plan(source, registry, state, progress)
+    except (rs.ResyncError, BrokerUnavailable) as error:
+        raise click.ClickException(str(error)) from error
+    finally:
+        progress.close()
+    click.echo(rs.format_summary(plan))
+    for problem in plan.problems:
+        click.echo(f"left alone: {problem.key}: {problem.reason}", err=True)
+    if dry_run:
+        click.echo("dry run: nothing changed")
+        return
+    if not plan.changes and not plan.claims:
+        click.echo(f"Nautobot already matches the state of {source}")
+        return
+    if not yes:
+        click.confirm(f"apply {plan.changes} change(s) to Nautobot?", abort=True)
+    try:
+        result = rs.apply(plan, SyncEngine(registry, username=settings.user), progress, chunk_size)
+    finally:
+        progress.close()
+    click.echo(
+        f"created {result.count('created')}, updated {result.count('updated')}, deleted {result.count('deleted')}, "
+        f"claimed {result.claimed} in {result.seconds:.1f}s"
+    )
+    problems = [f"{f.key}: {f.reason}" for f in result.failed] + [f"{r.key}: {r.reason}" for r in result.rejected]
+    if problems:
+        for line in problems[:50]:
+            click.echo(f"failed: {line}", err=True)
+        raise click.ClickException(f"{len(problems)} object(s) could not be applied")
+
+
 def _run(coro: Any) -> Any:
     """Run a Kafka coroutine for a command; an unreachable broker is a clean error, not a traceback."""
     from streamsync.kafka import BrokerUnavailable

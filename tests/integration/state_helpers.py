@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 from streamsync.envelope import canonical_key
-from tests.integration.conftest import Stream
+from tests.integration.conftest import Stream, write_nautobot_config
 
 
-def vlan_event(op: str, vid: int, group: str, **attrs: Any) -> dict[str, Any]:
-    """An envelope-v1 event for VLAN `vid` of `group`, source ipam."""
+def vlan_event(op: str, vid: int, group: str, source: str = "ipam", **attrs: Any) -> dict[str, Any]:
+    """An envelope-v1 event for VLAN `vid` of `group`."""
     return {
         "schema": "streamsync.event/v1",
         "id": str(uuid.uuid4()),
-        "source": "ipam",
+        "source": source,
         "model": "vlan",
         "op": op,
         "key": {"vid": vid, "vlan_group__name": group},
@@ -31,15 +32,15 @@ def vlan_key(vid: int, group: str) -> str:
     return canonical_key("vlan", {"vid": vid, "vlan_group__name": group})
 
 
-def publish(stream: Stream, tmp_path: Path, *events: dict[str, Any]) -> None:
-    """`streamsync publish ipam` a file of these events."""
+def publish(stream: Stream, tmp_path: Path, *events: dict[str, Any], source: str = "ipam") -> None:
+    """`streamsync publish SOURCE` a file of these events."""
     path = tmp_path / f"events-{uuid.uuid4().hex[:6]}.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    result = stream.cli("publish", "ipam", str(path))
+    result = stream.cli("publish", source, str(path))
     assert result.returncode == 0, result.stderr
 
 
-def state_values(stream: Stream, source: str = "ipam") -> dict[str, dict[str, Any] | None]:
+def state_values(stream: Stream, source: str = "ipam") -> dict[str, Any]:
     """The state topic as a consumer sees it: per key the latest value, decoded (None for a tombstone)."""
     from streamsync.state import read_state
     from streamsync.topics import state_topic
@@ -53,3 +54,29 @@ def vlans(group: str) -> dict[int, tuple[str, str]]:
     from nautobot.ipam.models import VLAN
 
     return {v.vid: (v.name, v.description) for v in VLAN.objects.filter(vlan_group__name=group)}
+
+
+def own_source(stream: Stream, tmp_path: Path) -> tuple[Stream, str]:
+    """A source of this test's own (writing VLANs), and the stream whose processes know it.
+
+    Ownership is per source name and the test database is shared by a whole run: a source of its
+    own keeps a test's resync from seeing other tests' objects as its own.
+    """
+    source = f"s{uuid.uuid4().hex[:8]}"
+    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={source: {"models": ["vlan"]}})
+    return dataclasses.replace(stream, extra_env={**stream.extra_env, "NAUTOBOT_CONFIG": str(config)}), source
+
+
+def produce_state(stream: Stream, source: str, records: list[tuple[str, dict[str, Any] | None]]) -> None:
+    """Write (key, value) records to SOURCE's state topic as they are; None is a tombstone."""
+    from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
+    from streamsync.topics import state_topic
+
+    topic = state_topic(source, stream.prefix)
+
+    async def produce() -> None:
+        await ensure_topics(stream.bootstrap, [TopicSpec(topic, compacted=True)])
+        raw = [(key.encode(), json.dumps(value).encode() if value is not None else None) for key, value in records]
+        await produce_raw(stream.bootstrap, topic, raw)
+
+    asyncio.run(produce())

@@ -1,0 +1,275 @@
+"""Full resync: the state topic's picture of a source, diffed against Nautobot and applied.
+
+    read (state topic to its end) → plan (one load per model) → summary → apply (engine, in chunks)
+
+The safety net for whatever streaming missed: hand edits in Nautobot, a restored database, a
+snapshot's tombstones. Scope is what the source owns (streamsync.ownership): objects the state
+names are created or updated; owned objects the state does not name are deleted; an object
+neither owned nor named is never touched.
+
+Built for a whole source at once (10,000s of objects): the topic is kept as raw bytes per key
+and decoded one model at a time; Nautobot is read once per model, in chunks; unchanged objects
+cost no query of their own; only the objects that differ go through `SyncEngine.apply`, which
+records ownership like any batch. Every function here is synchronous, for the CLI and for a
+Nautobot Job alike; `progress(phase, done, total)` reports how far each phase got.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+
+from streamsync import ownership
+from streamsync.envelope import EnvelopeError, Event, Op, decode, describe
+from streamsync.kafka import KafkaConnection
+from streamsync.state import StateRead, model_of, read_state
+from streamsync.tables import format_table
+from streamsync.topics import state_topic
+
+if TYPE_CHECKING:
+    from diffsync import DiffSyncModel
+
+    from streamsync.engine import ObjectResult, SyncEngine
+    from streamsync.registry import ModelRegistry
+
+# (phase, done, total): phases are "read", "plan" and "apply".
+Progress = Callable[[str, int, int], None]
+
+# Objects per engine batch when applying: one transaction and change context each.
+CHUNK_SIZE = 500
+
+
+class ResyncError(RuntimeError):
+    """A resync that cannot start (no state topic); the message says what to do."""
+
+
+@dataclass
+class ModelCounts:
+    """What a resync does to one model's objects."""
+
+    create: int = 0
+    update: int = 0
+    delete: int = 0
+    unchanged: int = 0
+    claim: int = 0  # unchanged, not owned yet: becomes the source's
+
+    @property
+    def changes(self) -> int:
+        """Objects written to."""
+        return self.create + self.update + self.delete
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A state record or object the resync leaves alone, and why."""
+
+    key: str
+    reason: str
+
+
+@dataclass
+class ResyncPlan:
+    """The difference between the state topic and Nautobot, for one source; `apply` carries it out."""
+
+    source: str
+    # The state as read: per live key its record (bytes), decoded again only for what is applied.
+    state: dict[str, bytes]
+    # Upserts in model dependency order (parents first): keys into `state`.
+    upserts: list[str] = field(default_factory=list)
+    # Owned objects the state lacks, children first: delete events by their current identifiers.
+    deletes: list[Event] = field(default_factory=list)
+    # Unowned objects that already match the state: (model, key, primary key) to claim.
+    claims: list[tuple[type[DiffSyncModel], str, Any]] = field(default_factory=list)
+    counts: dict[str, ModelCounts] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    records_read: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changes(self) -> int:
+        """Objects the apply would write to."""
+        return len(self.upserts) + len(self.deletes)
+
+    def totals(self) -> ModelCounts:
+        """The counts summed over every model."""
+        total = ModelCounts()
+        for counts in self.counts.values():
+            for name in ("create", "update", "delete", "unchanged", "claim"):
+                setattr(total, name, getattr(total, name) + getattr(counts, name))
+        return total
+
+
+@dataclass
+class ResyncResult:
+    """What the apply did: per model and outcome, and the objects that failed."""
+
+    outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
+    failed: list[ObjectResult] = field(default_factory=list)
+    rejected: list[Problem] = field(default_factory=list)
+    claimed: int = 0
+    seconds: float = 0.0
+
+    def count(self, outcome: str) -> int:
+        """Objects with this outcome, over every model."""
+        return sum(per.get(outcome, 0) for per in self.outcomes.values())
+
+
+def read(kafka: KafkaConnection | str, source: str, prefix: str, progress: Progress | None = None) -> StateRead:
+    """Read `source`'s state topic to its current end (the latest record per key)."""
+    topic = state_topic(source, prefix)
+    report = (lambda done, total: progress("read", done, total)) if progress else None
+    state = asyncio.run(read_state(kafka, topic, progress=report))
+    if not state.exists:
+        raise ResyncError(
+            f"no state topic {topic}: a worker creates it for the sources it runs, "
+            f"and `streamsync snapshot {source} --adapter ...` fills it from an existing adapter"
+        )
+    return state
+
+
+def plan(source: str, registry: ModelRegistry, state: StateRead, progress: Progress | None = None) -> ResyncPlan:
+    """Compare the state with Nautobot, model by model (parents first): one load per model."""
+    started = time.perf_counter()
+    live = state.live()
+    result = ResyncPlan(source=source, state=live, records_read=state.records)
+    by_model: dict[str, list[str]] = {}
+    for key in live:
+        by_model.setdefault(model_of(key), []).append(key)
+    for name in sorted(set(by_model) - set(registry.names())):
+        reason = f"model {name!r} is not one source {source!r} writes; its records are ignored"
+        result.problems.append(Problem(f"{name}:*", f"{len(by_model[name])} record(s): {reason}"))
+
+    models = registry.in_order(registry)
+    done = 0
+    deletes: list[list[Event]] = []
+    for model in models:
+        name = model.get_type()
+        deletes.append(_plan_model(result, model, registry, by_model.get(name, [])))
+        done += len(by_model.get(name, []))
+        if progress is not None:
+            progress("plan", done, len(live))
+    result.deletes = [event for per_model in reversed(deletes) for event in per_model]
+    result.seconds["plan"] = time.perf_counter() - started
+    return result
+
+
+def _plan_model(plan: ResyncPlan, model: type[DiffSyncModel], registry: ModelRegistry, keys: list[str]) -> list[Event]:
+    """Plan one model's upserts and claims into `plan`; returns its deletes."""
+    from streamsync.adapters import adapter_classes
+    from streamsync.engine import _changed
+
+    name = model.get_type()
+    counts = plan.counts.setdefault(name, ModelCounts())
+    wanted: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}  # unique id -> key, ids, attrs
+    for key in keys:
+        try:
+            event = decode(plan.state[key])
+            _, ids, attrs = registry.split(event)
+        except EnvelopeError as error:
+            plan.problems.append(Problem(key, error.reason))
+            continue
+        wanted[model.create_unique_id(**ids)] = (key, ids, attrs)
+
+    owned = ownership.owned_ids(plan.source, model)
+    if not wanted and not owned:
+        return []  # nothing of this model is the source's: no need to read the table
+    nautobot_cls, _ = adapter_classes([model])
+    nautobot = nautobot_cls(keys=None)
+    nautobot.load()
+    for unique_id, (key, ids, attrs) in wanted.items():
+        if (name, unique_id) in nautobot.ambiguous:
+            plan.problems.append(Problem(key, f"{name} {ids} matches more than one object in Nautobot"))
+            continue
+        dst = nautobot.get_or_none(model, unique_id)
+        if dst is None:
+            counts.create += 1
+            plan.upserts.append(key)
+            continue
+        current = dst.get_attrs()
+        try:
+            # As the engine builds it: what the state names, over what Nautobot has.
+            src = model(**ids, **{**current, **attrs})
+        except ValidationError as error:
+            plan.problems.append(Problem(key, f"{name}: {describe(error)}"))
+            continue
+        if _changed(src.get_attrs(), current):
+            counts.update += 1
+            plan.upserts.append(key)
+        else:
+            counts.unchanged += 1
+            if dst.pk not in owned:
+                counts.claim += 1
+                plan.claims.append((model, key, dst.pk))
+
+    deletes = []
+    for dst in nautobot.get_all(model):
+        if dst.pk in owned and dst.get_unique_id() not in wanted:
+            ids = to_jsonable_python(dst.get_identifiers())
+            counts.delete += 1
+            deletes.append(Event(source=plan.source, model=name, op=Op.DELETE, key=ids))
+    return deletes
+
+
+def apply(
+    plan: ResyncPlan, engine: SyncEngine, progress: Progress | None = None, chunk_size: int = CHUNK_SIZE
+) -> ResyncResult:
+    """Carry out `plan` through the engine, `chunk_size` objects per transaction; claim what already matched.
+
+    Each chunk is diffed again as it is applied, so an object that changed since the plan gets
+    what the state says, not what the plan saw.
+    """
+    started = time.perf_counter()
+    result = ResyncResult()
+    # Decoded a chunk at a time: the plan keeps only the state's bytes.
+    work = itertools.chain((decode(plan.state[key]) for key in plan.upserts), plan.deletes)
+    total = plan.changes + len(plan.claims)
+    done = 0
+    while events := list(itertools.islice(work, chunk_size)):
+        batch = engine.apply(events, source=plan.source)
+        for obj in batch.objects:
+            per_model = result.outcomes.setdefault(obj.model, {})
+            per_model[obj.outcome.value] = per_model.get(obj.outcome.value, 0) + 1
+        result.failed += batch.failed
+        result.rejected += [Problem(r.event.canonical_key, r.reason) for r in batch.rejected]
+        done += len(events)
+        if progress is not None:
+            progress("apply", done, total)
+    if plan.claims:
+        result.claimed = _claim(plan)
+        if progress is not None:
+            progress("apply", total, total)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _claim(plan: ResyncPlan) -> int:
+    from django.db import transaction
+
+    with transaction.atomic():
+        return ownership.claim(plan.source, plan.claims)
+
+
+def format_summary(plan: ResyncPlan) -> str:
+    """The plan as a table: per model, objects to create, update and delete, unchanged, and to claim."""
+    header = ("MODEL", "CREATE", "UPDATE", "DELETE", "UNCHANGED", "CLAIM")
+    rows = [(name, c) for name, c in plan.counts.items() if c.changes or c.unchanged or c.claim]
+    body = [
+        (name, str(c.create), str(c.update), str(c.delete), str(c.unchanged), str(c.claim))
+        for name, c in [*rows, ("total", plan.totals())]
+    ]
+    return format_table(header, body, numeric_from=1)
+
+
+def describe_failures(failed: Sequence[ObjectResult], limit: int = 50) -> list[str]:
+    """One line per failed object (the first `limit`)."""
+    lines = [f"{f.key}: {f.reason}" for f in failed[:limit]]
+    if len(failed) > limit:
+        lines.append(f"... and {len(failed) - limit} more")
+    return lines
