@@ -369,6 +369,58 @@ class _Progress:
 
 @main.command()
 @click.argument("source")
+@click.option("--adapter", "adapter_path", required=True, help="Dotted path to a DiffSync or nautobot-ssot adapter.")
+@click.option("--dry-run", is_flag=True, help="Load and count; write and publish nothing.")
+@click.pass_context
+def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) -> None:
+    """Publish what an existing adapter's load() holds as SOURCE's full state, with tombstones for the rest.
+
+    Then `streamsync resync SOURCE` brings Nautobot to that state.
+    """
+    import time
+
+    settings, registry = _source_setup(ctx, source)
+    from streamsync import snapshot as snap
+    from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
+    from streamsync.state import read_state
+
+    kafka, topic = settings.kafka(), state_topic(source, settings.topic_prefix)
+    started = time.monotonic()
+    try:
+        adapter = snap.load_adapter(adapter_path)
+        click.echo(f"loading {adapter_path} ...", err=True)
+        try:
+            adapter.load()
+        except Exception as error:
+            raise snap.SnapshotError(f"{adapter_path}.load() failed: {error!r}") from error
+        taken = snap.collect(adapter, registry, source)
+    except snap.SnapshotError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(
+        f"loaded {len(taken.changes)} object(s) of {', '.join(sorted(taken.covered)) or 'no model'} "
+        f"in {time.monotonic() - started:.1f}s",
+        err=True,
+    )
+    if taken.skipped:
+        click.echo(f"skipped, not written by source {source}: {snap.describe_skipped(taken.skipped)}", err=True)
+    tombstones = snap.find_tombstones(taken, source, _run(read_state(kafka, topic)).live())
+    summary = f"{len(taken.changes)} object(s) and {len(tombstones)} tombstone(s) to {topic}"
+    if dry_run:
+        click.echo(f"dry run: would publish {summary}")
+        return
+    records = snap.write(taken, source)
+
+    async def publish() -> int:
+        spec = TopicSpec(topic, settings.topic_partitions, settings.topic_replication, compacted=True)
+        await ensure_topics(kafka, [spec])
+        return await produce_raw(kafka, topic, (record.kafka() for record in records))
+
+    _run(publish())
+    click.echo(f"published {summary}")
+
+
+@main.command()
+@click.argument("source")
 @click.option("--dry-run", is_flag=True, help="Show the difference; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option(
@@ -417,6 +469,110 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
         for line in problems[:50]:
             click.echo(f"failed: {line}", err=True)
         raise click.ClickException(f"{len(problems)} object(s) could not be applied")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--offset", type=click.IntRange(min=0), help="Move to this offset (clamped to each partition's range).")
+@click.option("--datetime", "when", help="Move to the first event at or after this time (ISO 8601; UTC if no zone).")
+@click.option("--earliest", is_flag=True, help="Move to the start of each partition.")
+@click.option("--partition", "only", type=int, multiple=True, help="Only this partition (repeatable; default: all).")
+@click.option("--dry-run", is_flag=True, help="Show the moves; change nothing.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@kafka_options
+def replay(
+    source: str,
+    offset: int | None,
+    when: str | None,
+    earliest: bool,
+    only: tuple[int, ...],
+    dry_run: bool,
+    yes: bool,
+    bootstrap: KafkaConnection,
+    topic_prefix: str,
+    group: str,
+) -> None:
+    """Reprocess SOURCE's events from an offset or a time: move the workers' group offsets back.
+
+    The workers must be stopped; the next one to start reprocesses from there. Reprocessing is safe:
+    applying an event whose change is already in Nautobot changes nothing.
+    """
+    from datetime import UTC, datetime
+
+    from streamsync.replay import ReplayRefused, active_members, format_resets, plan_reset, refusal, reset
+
+    if sum((offset is not None, when is not None, earliest)) != 1:
+        raise click.UsageError("give exactly one of --offset, --datetime or --earliest")
+    at = None
+    if when is not None:
+        try:
+            at = datetime.fromisoformat(when)
+        except ValueError as error:
+            raise click.BadParameter(f"{when!r} is not an ISO 8601 time", param_hint="--datetime") from error
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    topic = events_topic(source, topic_prefix)
+    try:
+        resets = _run(plan_reset(bootstrap, group, topic, offset=offset, at=at, only=only))
+    except ReplayRefused as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(format_resets(topic, resets))
+    events = sum(r.reprocess for r in resets)
+    if all(r.current is None for r in resets):
+        click.echo(f"note: group {group} has committed nothing on {topic}: is it the workers' group?", err=True)
+    members = _run(active_members(bootstrap, group))
+    if dry_run:
+        click.echo(f"dry run: group {group} would reprocess {events} event(s); nothing changed")
+        if members:
+            click.echo(f"note: {refusal(group, members)}", err=True)
+        return
+    if members:
+        raise click.ClickException(refusal(group, members))
+    if not yes:
+        click.confirm(f"reset group {group} on {topic}: {events} event(s) to reprocess?", abort=True)
+    try:
+        _run(reset(bootstrap, group, topic, resets))
+    except ReplayRefused as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"group {group} will reprocess {events} event(s) of {topic} when its workers start")
+
+
+@main.command("setup-user")
+@click.option("--user", help="Nautobot username (default: PLUGINS_CONFIG user, else 'streamsync').")
+@click.option("--source", "sources", multiple=True, help="Only these sources' models (default: every configured one).")
+@click.pass_context
+def setup_user(ctx: click.Context, user: str | None, sources: tuple[str, ...]) -> None:
+    """Create the Nautobot user streamsync writes as, with view/add/change/delete on the configured models only.
+
+    Idempotent: creates the user (not staff, no usable password) and its "streamsync: <user>" object
+    permission when missing, and extends the permission to models configured since. Prints what it granted.
+    """
+    setup_nautobot(ctx.obj["config"])
+    from streamsync.permissions import grant, source_models
+    from streamsync.settings import ConfigError, StreamsyncSettings
+
+    try:
+        settings = StreamsyncSettings.load({"user": user})
+        models = source_models(settings, sources or settings.sources)
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    if not models:
+        raise click.ClickException("the configured sources write no Nautobot models: nothing to grant")
+    for line in grant(settings.user, models).lines():
+        click.echo(line)
+
+
+def _check_user(settings: Any, sources: list[str]) -> None:
+    """Refuse to start unless the Nautobot user may write the sources' models (created, with them, if missing)."""
+    from django.db import DatabaseError
+
+    from streamsync.permissions import UserNotPermitted, check_worker_user
+
+    try:
+        check_worker_user(settings, sources)
+    except UserNotPermitted as error:
+        raise click.ClickException(str(error)) from error
+    except DatabaseError as error:
+        raise click.ClickException(f"cannot check Nautobot user {settings.user!r}: {error}".strip()) from error
 
 
 def _run(coro: Any) -> Any:

@@ -384,8 +384,10 @@ class SyncEngine:
         return Outcome.CREATED, pk
 
     def _user(self) -> Any:
-        """The Nautobot user the change log attributes streamsync's writes to."""
-        from django.contrib.auth import get_user_model
+        """The Nautobot user the change log attributes streamsync's writes to.
 
-        user, _ = get_user_model().objects.get_or_create(username=self.username)
-        return user
+        Created when missing with only the permissions on this registry's models (streamsync/permissions.py).
+        """
+        from streamsync.permissions import nautobot_models, writer
+
+        return writer(self.username, nautobot_models(self.registry))

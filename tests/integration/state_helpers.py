@@ -56,14 +56,14 @@ def vlans(group: str) -> dict[int, tuple[str, str]]:
     return {v.vid: (v.name, v.description) for v in VLAN.objects.filter(vlan_group__name=group)}
 
 
-def own_source(stream: Stream, tmp_path: Path) -> tuple[Stream, str]:
-    """A source of this test's own (writing VLANs), and the stream whose processes know it.
+def own_source(stream: Stream, tmp_path: Path, **settings: Any) -> tuple[Stream, str]:
+    """A source of this test's own (writing VLANs), and the stream whose processes know it (and `settings`).
 
     Ownership is per source name and the test database is shared by a whole run: a source of its
     own keeps a test's resync from seeing other tests' objects as its own.
     """
     source = f"s{uuid.uuid4().hex[:8]}"
-    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={source: {"models": ["vlan"]}})
+    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={source: {"models": ["vlan"]}}, **settings)
     return dataclasses.replace(stream, extra_env={**stream.extra_env, "NAUTOBOT_CONFIG": str(config)}), source
 
 
