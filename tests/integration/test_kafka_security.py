@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import PrivateKafka, Stream, free_port, wait_for
+from tests.integration.state_helpers import publish, vlan_event
 from tests.tls import KEY_PASSWORD, Pki, make_pki
 
 pytestmark = pytest.mark.integration
@@ -113,28 +114,6 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureKaf
         kafka.stop()
 
 
-def _event(vid: int, group: str, name: str) -> dict[str, Any]:
-    return {
-        "schema": "streamsync.event/v1",
-        "id": str(uuid.uuid4()),
-        "source": "ipam",
-        "model": "vlan",
-        "op": "upsert",
-        "key": {"vid": vid, "vlan_group__name": group},
-        "attrs": {"name": name},
-        "ts": "2026-11-25T17:00:00.123Z",
-    }
-
-
-def _publish(stream: Stream, tmp_path: Path, *events: dict[str, Any]) -> str:
-    path = tmp_path / f"events-{uuid.uuid4().hex[:6]}.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    result = stream.cli("publish", "ipam", str(path))
-    assert result.returncode == 0, result.stderr
-    assert f"published {len(events)} event(s)" in result.stdout
-    return result.stdout + result.stderr
-
-
 def _lag(stream: Stream) -> tuple[int | None, str]:
     """Total lag of the stream's group on its events topic (None before its first commit), and the output."""
     result = stream.cli("lag", "--json", "--group", stream.group)
@@ -160,7 +139,13 @@ def test_publish_worker_and_lag_over_sasl_ssl_scram(
     group = f"dc-{uuid.uuid4().hex[:6]}"
     VLANGroup.objects.create(name=group)
 
-    outputs = [_publish(from_file, tmp_path, _event(10, group, "secured"), _event(11, group, "scram"))]
+    publish(
+        from_file,
+        tmp_path,
+        vlan_event("upsert", 10, group, name="secured"),
+        vlan_event("upsert", 11, group, name="scram"),
+    )
+    outputs: list[str] = []
     worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", "--loglevel", "debug", on=secured)
     wait_for(
         lambda: set(VLAN.objects.filter(vlan_group__name=group).values_list("name", flat=True)) == {"secured", "scram"},
@@ -226,7 +211,7 @@ def test_a_broker_certificate_from_another_ca_is_refused(
 def test_mutual_tls_with_an_encrypted_client_key(secure_kafka: SecureKafka, stream: Stream, tmp_path: Path) -> None:
     secured = secure_kafka.mtls(stream)
     group = f"dc-{uuid.uuid4().hex[:6]}"
-    _publish(secured, tmp_path, _event(20, group, "mtls"))
+    publish(secured, tmp_path, vlan_event("upsert", 20, group, name="mtls"))
     lag = secured.cli("lag")
     assert lag.returncode == 0, lag.stderr
     assert "no consumer group has committed offsets" in lag.stdout  # reached the broker; nothing committed yet
@@ -244,10 +229,10 @@ def test_mutual_tls_with_an_encrypted_client_key(secure_kafka: SecureKafka, stre
 
 def test_sasl_plain_over_tls(secure_kafka: SecureKafka, stream: Stream, tmp_path: Path) -> None:
     plain = secure_kafka.scram(stream, password=PLAIN_PASSWORD, mechanism="PLAIN", user=PLAIN_USER)
-    output = _publish(plain, tmp_path, _event(30, "dc-plain", "plain"))
+    publish(plain, tmp_path, vlan_event("upsert", 30, "dc-plain", name="plain"))
     lag = plain.cli("lag")
     assert lag.returncode == 0, lag.stderr
-    assert PLAIN_PASSWORD not in output + lag.stdout + lag.stderr
+    assert PLAIN_PASSWORD not in lag.stdout + lag.stderr
 
     wrong = secure_kafka.scram(stream, password="not-" + PLAIN_PASSWORD, mechanism="PLAIN", user=PLAIN_USER)
     refused = wrong.cli("lag")

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Stream, wait_for, write_nautobot_config
+from tests.integration.state_helpers import publish, vlan_event
 
 pytestmark = pytest.mark.integration
 
@@ -91,23 +92,6 @@ def test_a_user_lacking_permissions_is_refused_with_what_is_missing_and_grant_ad
         ensure_permitted(username, [VLAN])
 
 
-def _published(stream: Stream, tmp_path: Path, group: str) -> None:
-    event = {
-        "schema": "streamsync.event/v1",
-        "id": str(uuid.uuid4()),
-        "source": "ipam",
-        "model": "vlan",
-        "op": "upsert",
-        "key": {"vid": 42, "vlan_group__name": group},
-        "attrs": {"name": "least-privilege"},
-        "ts": "2026-11-25T17:00:00.123Z",
-    }
-    path = tmp_path / "event.jsonl"
-    path.write_text(json.dumps(event) + "\n")
-    result = stream.cli("publish", "ipam", str(path))
-    assert result.returncode == 0, result.stderr
-
-
 def test_worker_refuses_a_user_without_delete_then_setup_user_fixes_it(
     stream: Stream, start_worker: Any, tmp_path: Path
 ) -> None:
@@ -144,7 +128,7 @@ def test_worker_refuses_a_user_without_delete_then_setup_user_fixes_it(
     group = f"dc-{uuid.uuid4().hex[:6]}"
     VLANGroup.objects.create(name=group)
     worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", on=on)
-    _published(on, tmp_path, group)
+    publish(on, tmp_path, vlan_event("upsert", 42, group, name="least-privilege"))
     wait_for(lambda: VLAN.objects.filter(vlan_group__name=group, vid=42).exists(), 120, "the VLAN", worker)
     vlan = VLAN.objects.get(vlan_group__name=group, vid=42)
     assert set(ObjectChange.objects.filter(changed_object_id=vlan.pk).values_list("user_name", flat=True)) == {username}
@@ -159,7 +143,7 @@ def test_worker_creates_a_missing_user_and_says_so(stream: Stream, start_worker:
     group = f"dc-{uuid.uuid4().hex[:6]}"
     VLANGroup.objects.create(name=group)
     worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", on=on)
-    _published(on, tmp_path, group)
+    publish(on, tmp_path, vlan_event("upsert", 42, group, name="least-privilege"))
     wait_for(lambda: VLAN.objects.filter(vlan_group__name=group, vid=42).exists(), 120, "the VLAN", worker)
     created = [
         json.loads(line)
