@@ -78,9 +78,9 @@ def main(ctx: click.Context, config: str | None) -> None:
 def worker(
     ctx: click.Context,
     sources: tuple[str, ...],
+    targets: tuple[str, ...],
     batch_size: int | None,
     batch_timeout: float | None,
-    targets: tuple[str, ...],
     retry_max_attempts: int | None,
     retry_backoff: float | None,
     loglevel: str,
@@ -97,12 +97,12 @@ def worker(
     from streamsync.agents.app import create_app
     from streamsync.agents.relay import register_relay
     from streamsync.agents.sync import DatabaseThread, register_sync_agent
+    from streamsync.agents.target import register_target_agent
     from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics
     from streamsync.settings import ConfigError, StreamsyncSettings
 
     log_config = streamsync_logging.configure(loglevel.upper())
     try:
-    from streamsync.agents.target import register_target_agent
         settings = StreamsyncSettings.load({"batch_size": batch_size, "batch_timeout": batch_timeout})
         retry = {"max_attempts": retry_max_attempts, "backoff": retry_backoff}
         settings.retry = settings.retry.model_copy(update={k: v for k, v in retry.items() if v is not None})
@@ -113,8 +113,11 @@ def worker(
             raise ConfigError('no sources or targets configured: add PLUGINS_CONFIG["streamsync"]["sources"]')
         for source in chosen:
             settings.source(source).registry()  # unknown source or model: fail now, not mid-stream
+        for target in chosen_targets:
+            settings.target(target).adapter_class()  # and the target's adapter, checked against its models
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
+    _check_user(settings, chosen)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
@@ -123,25 +126,6 @@ def worker(
         for s in chosen
         for name in (events_topic, dlq_topic)
     ]
-    try:
-        loop.run_until_complete(ensure_topics(settings.kafka(), topics))
-        for target in chosen_targets:
-            settings.target(target).adapter_class()  # and the target's adapter, checked against its models
-    except BrokerUnavailable as error:
-        raise click.ClickException(str(error)) from error
-
-    app = create_app(settings)
-    db = DatabaseThread()
-    for source in chosen:
-        register_sync_agent(app, settings, source, db)
-    register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
-    structlog.get_logger("streamsync.worker").info(
-        "worker starting",
-        group=settings.group_id,
-        sources=chosen,
-        targets=chosen_targets,
-        kafka=settings.kafka().describe(),
-        pid=os.getpid(),
     # The replay topic: the latest full state per object, so compacted (docs/resync.md).
     topics += [
         TopicSpec(state_topic(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication, True)
@@ -152,6 +136,25 @@ def worker(
         for name in [dlq_topic(t, settings.topic_prefix) for t in chosen_targets]
         + ([events_topic("nautobot", settings.topic_prefix)] if chosen_targets else [])
     ]
+    try:
+        loop.run_until_complete(ensure_topics(settings.kafka(), topics))
+    except BrokerUnavailable as error:
+        raise click.ClickException(str(error)) from error
+
+    app = create_app(settings)
+    db = DatabaseThread()
+    for source in chosen:
+        register_sync_agent(app, settings, source, db)
+    for target in chosen_targets:
+        register_target_agent(app, settings, target)  # <prefix>.nautobot.events -> the target's models
+    register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
+    structlog.get_logger("streamsync.worker").info(
+        "worker starting",
+        group=settings.group_id,
+        sources=chosen,
+        targets=chosen_targets,
+        kafka=settings.kafka().describe(),
+        pid=os.getpid(),
     )
     faust.Worker(
         app, loop=loop, loglevel=loglevel, logging_config=log_config, redirect_stdouts=False, quiet=True
@@ -161,8 +164,6 @@ def worker(
 @main.command()
 @click.argument("source")
 @click.argument("file", type=click.File("rb"))
-    for target in chosen_targets:
-        register_target_agent(app, settings, target)  # <prefix>.nautobot.events -> the target's models
 @BOOTSTRAP_OPTION
 @click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
 @click.option("--partitions", default=3, show_default=True, help="Partitions if the topic has to be created.")
@@ -296,13 +297,17 @@ def dlq_replay(
 ) -> None:
     """Send SOURCE's dead letters not replayed yet back to its events topic, as they were.
 
+    A target's dead letters (Nautobot's change events it refused) go back to <prefix>.nautobot.events.
     Fix the cause first (the missing object, the bad value at the producer): a replayed event that
     fails again becomes a new dead letter.
     """
     from streamsync.dlq import destination, read_letters, replay
 
-    topic, target = dlq_topic(source, topic_prefix), events_topic(source, topic_prefix)
+    topic, events = dlq_topic(source, topic_prefix), events_topic(source, topic_prefix)
     pending = [s for s in _run(read_letters(bootstrap, topic, group)) if not s.replayed]
+    nautobot = events_topic("nautobot", topic_prefix)
+    destinations = sorted({destination(s, events, nautobot) for s in pending})
+    target = " and ".join(destinations)
     if not pending:
         click.echo("no dead letters to replay")
         return
@@ -320,9 +325,6 @@ def dlq_replay(
     click.echo(f"replayed {count} dead letter(s) to {target}")
 
 
-    nautobot = events_topic("nautobot", topic_prefix)
-    destinations = sorted({destination(s, events, nautobot) for s in pending})
-    target = " and ".join(destinations)
 # ---------------------------------------------------------------- state topic: snapshot, resync, replay
 
 

@@ -46,8 +46,6 @@ class SourceSettings(BaseModel):
         return ModelRegistry(resolve_model(name) for name in self.models)
 
 
-class StreamsyncSettings(BaseModel):
-    """Validated PLUGINS_CONFIG["streamsync"]."""
 class TargetSettings(BaseModel):
     """One remote system that Nautobot's changes are written to (docs/targets.md)."""
 
@@ -87,6 +85,8 @@ class TargetSettings(BaseModel):
         return adapter
 
 
+class StreamsyncSettings(BaseModel):
+    """Validated PLUGINS_CONFIG["streamsync"]."""
 
     # Errors never quote the input: it may hold a Kafka password.
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
@@ -112,6 +112,9 @@ class TargetSettings(BaseModel):
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     retry_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between looks for due retries")
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
+    # Nautobot to remote systems. A system can be a source and a target under one name: then its own
+    # changes, coming back from Nautobot, are not written to it again.
+    targets: dict[str, TargetSettings] = Field(default_factory=dict)
 
     @field_validator("sources", "targets")
     @classmethod
@@ -119,9 +122,6 @@ class TargetSettings(BaseModel):
         for name in systems:
             if not name or not all(c.isalnum() or c in "-_" for c in name):
                 raise ValueError(
-    # Nautobot to remote systems. A system can be a source and a target under one name: then its own
-    # changes, coming back from Nautobot, are not written to it again.
-    targets: dict[str, TargetSettings] = Field(default_factory=dict)
                     f"system name {name!r} must be letters, digits, '-' or '_' (it is part of a topic name)"
                 )
             if name == "nautobot":
@@ -162,13 +162,6 @@ class TargetSettings(BaseModel):
         except KeyError:
             raise ConfigError(f"unknown source {name!r}; configured sources: {sorted(self.sources)}") from None
 
-
-def resolve_model(name: str) -> type[DiffSyncModel]:
-    """A built-in model by `_modelname`, or a user's model by dotted path."""
-    if name in BUILTIN_MODELS:
-        return builtin_model(name)
-    module_name, _, attr = name.rpartition(".")
-    if not module_name:
     def target(self, name: str) -> TargetSettings:
         """A configured target, or a ConfigError listing the configured ones."""
         try:
@@ -176,6 +169,12 @@ def resolve_model(name: str) -> type[DiffSyncModel]:
         except KeyError:
             raise ConfigError(f"unknown target {name!r}; configured targets: {sorted(self.targets)}") from None
 
+
+def resolve_model(name: str) -> type[DiffSyncModel]:
+    """A built-in model by `_modelname`, or a user's model by dotted path."""
+    if name in BUILTIN_MODELS:
+        return builtin_model(name)
+    if "." not in name:
         raise ConfigError(
             f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, or give a dotted path"
         )
