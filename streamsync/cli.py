@@ -73,6 +73,8 @@ def main(ctx: click.Context, config: str | None) -> None:
 @click.option("--batch-timeout", type=float, help="Seconds to wait for a batch to fill (batch_timeout).")
 @click.option("--retry-max-attempts", type=int, help="Attempts before a retryable failure is dead-lettered.")
 @click.option("--retry-backoff", type=float, help="Seconds before the first retry; doubles with each attempt.")
+@click.option("--metrics-port", type=int, help="Port of the Prometheus /metrics endpoint; 0 turns it off (9721).")
+@click.option("--metrics-address", help="Address the /metrics endpoint listens on (metrics_address, 0.0.0.0).")
 @click.option("--loglevel", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
 def worker(
@@ -83,6 +85,8 @@ def worker(
     batch_timeout: float | None,
     retry_max_attempts: int | None,
     retry_backoff: float | None,
+    metrics_port: int | None,
+    metrics_address: str | None,
     loglevel: str,
 ) -> None:
     """Run sync workers; processes with the same settings form one consumer group.
@@ -94,6 +98,7 @@ def worker(
     import structlog
 
     from streamsync import logging as streamsync_logging
+    from streamsync import metrics
     from streamsync.agents.app import create_app
     from streamsync.agents.relay import register_relay
     from streamsync.agents.sync import DatabaseThread, register_sync_agent
@@ -103,7 +108,14 @@ def worker(
 
     log_config = streamsync_logging.configure(loglevel.upper())
     try:
-        settings = StreamsyncSettings.load({"batch_size": batch_size, "batch_timeout": batch_timeout})
+        settings = StreamsyncSettings.load(
+            {
+                "batch_size": batch_size,
+                "batch_timeout": batch_timeout,
+                "metrics_port": metrics_port,
+                "metrics_address": metrics_address,
+            }
+        )
         retry = {"max_attempts": retry_max_attempts, "backoff": retry_backoff}
         settings.retry = settings.retry.model_copy(update={k: v for k, v in retry.items() if v is not None})
         named = bool(sources or targets)
@@ -148,6 +160,10 @@ def worker(
     for target in chosen_targets:
         register_target_agent(app, settings, target)  # <prefix>.nautobot.events -> the target's models
     register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
+    try:
+        metrics.start(app, settings, chosen)  # /metrics, batch summaries for the health page, lag refresh
+    except metrics.MetricsError as error:
+        raise click.ClickException(str(error)) from error
     structlog.get_logger("streamsync.worker").info(
         "worker starting",
         group=settings.group_id,

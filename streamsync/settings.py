@@ -26,6 +26,8 @@ ENV_OVERRIDES = {
     "group_id": "STREAMSYNC_GROUP_ID",
     "session_timeout": "STREAMSYNC_SESSION_TIMEOUT",
     "heartbeat_interval": "STREAMSYNC_HEARTBEAT_INTERVAL",
+    "metrics_port": "STREAMSYNC_METRICS_PORT",
+    "metrics_address": "STREAMSYNC_METRICS_ADDRESS",
 }
 
 
@@ -111,6 +113,11 @@ class StreamsyncSettings(BaseModel):
     # Failures that may pass later (a foreign key whose object has not arrived yet).
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     retry_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between looks for due retries")
+    # Prometheus metrics of a worker at http://<metrics_address>:<metrics_port>/metrics (docs/monitoring.md).
+    # Port 0 serves none; several workers on one host need a port each.
+    metrics_port: int = Field(default=9721, ge=0, le=65535)
+    metrics_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from another host
+    metrics_interval: float = Field(default=5.0, ge=0.5, le=300, description="seconds between lag refreshes")
     sources: dict[str, SourceSettings] = Field(default_factory=dict)
     # Nautobot to remote systems. A system can be a source and a target under one name: then its own
     # changes, coming back from Nautobot, are not written to it again.

@@ -24,6 +24,7 @@ import faust
 import structlog
 from faust.types import EventT, Message
 
+from streamsync import metrics
 from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, DeadLetter
 from streamsync.engine import BatchResult, SyncEngine
 from streamsync.envelope import EnvelopeError, Event, decode
@@ -244,6 +245,7 @@ def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: st
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
             result = await sync_source.handle(batch)
             log.info("batch committed", source=source, **result.as_log())
+            metrics.observe_batch(source, len(batch), result)
 
     # concurrency=1: with more, faust-streaming can commit past an event still in flight.
     app.agent(topic, name=f"streamsync.sync.{source}", concurrency=1)(sync)

@@ -65,6 +65,8 @@ class Stream:
             "STREAMSYNC_TOPIC_PREFIX": self.prefix,
             "STREAMSYNC_GROUP_ID": self.group,
             "STREAMSYNC_LOG_FORMAT": "json",
+            # Workers run side by side here: no /metrics port unless a test asks for one.
+            "STREAMSYNC_METRICS_PORT": "0",
             **self.extra_env,
         }
 
@@ -87,8 +89,6 @@ def stream(kafka_bootstrap: str) -> Stream:
     return Stream(bootstrap=kafka_bootstrap, prefix=f"t{tag}", group=f"streamsync-t{tag}")
 
 
-class WorkerProcess:
-    """A real `streamsync worker` process, its output captured to a file for failure reports."""
 @pytest.fixture
 def broker(stream: Stream) -> Iterator[Any]:
     """The streamsync event broker Nautobot registered from EVENT_BROKERS, writing for this test's topic prefix."""
@@ -125,6 +125,8 @@ def group() -> str:
     return name
 
 
+class WorkerProcess:
+    """A real `streamsync worker` process, its output captured to a file for failure reports."""
 
     def __init__(self, stream: Stream, log_path: Path, *args: str) -> None:
         self.log_path = log_path
