@@ -20,6 +20,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from streamsync import tables
 from streamsync.kafka import KafkaConnection, admin_client, consumer, partitions
 
 # How long `consumer_lag` waits for the records whose timestamps give the ages.
@@ -165,7 +166,4 @@ def format_table(rows: Iterable[PartitionLag]) -> str:
         )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *body]
-    )
+    return tables.format_table(header, body)
