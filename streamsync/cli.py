@@ -454,6 +454,7 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
     from streamsync import resync as rs
     from streamsync.engine import SyncEngine
     from streamsync.kafka import BrokerUnavailable
+    from streamsync.replay import active_members
 
     progress = _Progress()
     try:
@@ -466,6 +467,12 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
     click.echo(rs.format_summary(plan))
     for problem in plan.problems:
         click.echo(f"left alone: {problem.key}: {problem.reason}", err=True)
+    if _run(active_members(settings.kafka(), settings.group_id)):
+        click.echo(
+            f"note: workers of group {settings.group_id} are running: what they apply during the resync may be "
+            "overwritten by the state read at its start, until that object's next event (docs/resync.md)",
+            err=True,
+        )
     if dry_run:
         click.echo("dry run: nothing changed")
         return

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from streamsync.kafka import KafkaConnection, admin_client, consumer, partitions
 from streamsync.tables import format_table
@@ -108,7 +109,10 @@ async def reset(kafka: KafkaConnection | str, group: str, topic: str, resets: Co
     async with consumer(kafka, group) as committer:
         positions = {TopicPartition(topic, r.partition): r.new for r in resets}
         committer.assign(list(positions))
-        await committer.commit(positions)
+        try:
+            await committer.commit(positions)
+        except CommitFailedError as error:  # a worker joined since the check: Kafka refuses outside commits
+            raise ReplayRefused(f"Kafka refused the reset: consumer group {group} has active members now") from error
 
 
 def refusal(group: str, members: Collection[Member]) -> str:

@@ -222,25 +222,27 @@ def apply(
 ) -> ResyncResult:
     """Carry out `plan` through the engine, `chunk_size` objects per transaction; claim what already matched.
 
-    Each chunk is diffed again as it is applied, so an object that changed since the plan gets
-    what the state says, not what the plan saw.
+    Deletes go first (children first), then creates and updates (parents first), never in one
+    chunk: an owned object renamed by hand must be gone before the state's object takes its
+    unique name. Each chunk is diffed again as it is applied, so an object that changed since the
+    plan gets what the state says, not what the plan saw.
     """
     started = time.perf_counter()
     result = ResyncResult()
-    # Decoded a chunk at a time: the plan keeps only the state's bytes.
-    work = itertools.chain((decode(plan.state[key]) for key in plan.upserts), plan.deletes)
     total = plan.changes + len(plan.claims)
     done = 0
-    while events := list(itertools.islice(work, chunk_size)):
-        batch = engine.apply(events, source=plan.source)
-        for obj in batch.objects:
-            per_model = result.outcomes.setdefault(obj.model, {})
-            per_model[obj.outcome.value] = per_model.get(obj.outcome.value, 0) + 1
-        result.failed += batch.failed
-        result.rejected += [Problem(r.event.canonical_key, r.reason) for r in batch.rejected]
-        done += len(events)
-        if progress is not None:
-            progress("apply", done, total)
+    # Upserts are decoded a chunk at a time: the plan keeps only the state's bytes.
+    for work in (iter(plan.deletes), (decode(plan.state[key]) for key in plan.upserts)):
+        while events := list(itertools.islice(work, chunk_size)):
+            batch = engine.apply(events, source=plan.source)
+            for obj in batch.objects:
+                per_model = result.outcomes.setdefault(obj.model, {})
+                per_model[obj.outcome.value] = per_model.get(obj.outcome.value, 0) + 1
+            result.failed += batch.failed
+            result.rejected += [Problem(r.event.canonical_key, r.reason) for r in batch.rejected]
+            done += len(events)
+            if progress is not None:
+                progress("apply", done, total)
     if plan.claims:
         result.claimed = _claim(plan)
         if progress is not None:

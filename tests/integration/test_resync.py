@@ -48,30 +48,33 @@ def test_resync_repairs_drift_and_leaves_unowned_objects_alone(
     wait_for(lambda: vlans(group) == streamed, 120, "the streamed VLANs", worker)
     assert worker.stop() == 0
 
-    # Drift: edited by hand, deleted by hand, made by hand outside the source, and gone at the source
-    # (a tombstone, as a snapshot that no longer has it writes).
+    # Drift: edited by hand, deleted by hand, renumbered by hand (it keeps its unique name), made by
+    # hand outside the source, and gone at the source (a tombstone, as a snapshot that lacks it writes).
     edited = VLAN.objects.get(vlan_group__name=group, vid=1)
     edited.description = "edited by hand"
     edited.validated_save()
+    renumbered = VLAN.objects.get(vlan_group__name=group, vid=4)
+    renumbered.vid = 14
+    renumbered.validated_save()
     VLAN.objects.get(vlan_group__name=group, vid=2).delete()
     active = Status.objects.get(name="Active")
     VLAN.objects.create(vlan_group=VLANGroup.objects.get(name=group), vid=5, name="by hand", status=active)
     produce_state(stream, source, [(vlan_key(3, group), None)])
-    drifted = {1: ("v1", "edited by hand"), 3: ("v3", "d3"), 4: ("v4", "d4"), 5: ("by hand", "")}
+    drifted = {1: ("v1", "edited by hand"), 3: ("v3", "d3"), 14: ("v4", "d4"), 5: ("by hand", "")}
     assert vlans(group) == drifted
 
     dry = stream.cli("resync", source, "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert _summary(dry.stdout) == {"vlan": [1, 1, 1, 1, 0], "total": [1, 1, 1, 1, 0]}
+    assert _summary(dry.stdout) == {"vlan": [2, 1, 2, 0, 0], "total": [2, 1, 2, 0, 0]}
     assert "dry run: nothing changed" in dry.stdout
     assert vlans(group) == drifted
 
     applied = stream.cli("resync", source, "--yes")
     assert applied.returncode == 0, applied.stderr
-    assert "created 1, updated 1, deleted 1, claimed 0" in applied.stdout
+    assert "created 2, updated 1, deleted 2, claimed 0" in applied.stdout
     assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2"), 4: ("v4", "d4"), 5: ("by hand", "")}
 
-    # The recreated VLAN is owned again, so the next resync has nothing left to do.
+    # The recreated VLANs are owned again, so the next resync has nothing left to do.
     again = stream.cli("resync", source, "--dry-run")
     assert again.returncode == 0, again.stderr
     assert _summary(again.stdout)["total"] == [0, 0, 0, 3, 0]
