@@ -10,8 +10,9 @@ slow or absent Redis costs the summaries, not the sync.
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -78,33 +79,32 @@ def recent(group: str, limit: int = 25) -> list[BatchSummary]:
 
 
 class Recorder:
-    """Pushes summaries in order on one background thread; drops them when Redis falls far behind."""
+    """Pushes summaries in order on one daemon thread; drops them when Redis falls far behind.
+
+    A daemon thread, so that a Redis that hangs (no socket timeout in Nautobot's cache settings)
+    never keeps a stopping worker alive.
+    """
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamsync-batchlog")
-        self._pending = 0
-        self._lock = threading.Lock()
+        self._queue: queue.Queue[BatchSummary] = queue.Queue(maxsize=MAX_PENDING)
         self._failing = False
+        threading.Thread(target=self._run, name="streamsync-batchlog", daemon=True).start()
 
     def record(self, summary: BatchSummary) -> None:
         """Queue `summary` for Redis; returns at once."""
-        with self._lock:
-            if self._pending >= MAX_PENDING:
-                return
-            self._pending += 1
-        self._executor.submit(self._push, summary)
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(summary)
 
-    def _push(self, summary: BatchSummary) -> None:
-        try:
-            push(summary)
-        except Exception as error:  # Redis away: say so once, keep syncing
-            if not self._failing:
-                log.warning("cannot record batch summary in Redis", error=repr(error))
-            self._failing = True
-        else:
-            if self._failing:
-                log.info("recording batch summaries in Redis again")
-            self._failing = False
-        finally:
-            with self._lock:
-                self._pending -= 1
+    def _run(self) -> None:
+        while True:
+            summary = self._queue.get()
+            try:
+                push(summary)
+            except Exception as error:  # Redis away: say so once, keep syncing
+                if not self._failing:
+                    log.warning("cannot record batch summary in Redis", error=repr(error))
+                self._failing = True
+            else:
+                if self._failing:
+                    log.info("recording batch summaries in Redis again")
+                self._failing = False
