@@ -84,7 +84,9 @@ def engine(inventory: Path) -> TargetEngine:
     from streamsync.settings import TargetSettings
 
     config = TargetSettings(adapter="streamsync.targets.sqlite.SQLiteInventory", models=["vlan"])
-    return TargetEngine(config.registry(), lambda: config.adapter_class()(path=str(inventory)))
+    adapter = config.adapter_class()
+    assert adapter is SQLiteInventory
+    return TargetEngine(config.registry(), lambda: SQLiteInventory(path=str(inventory)))
 
 
 def test_creates_updates_and_deletes_reach_the_store_and_a_repeat_writes_nothing(
