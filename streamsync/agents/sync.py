@@ -177,6 +177,7 @@ class SourceSync:
                 )
             if result is not None:
                 log.info("retry batch", source=self.source, **result.as_log())
+                metrics.observe_batch(self.source, result.received, result)  # outcomes of retried events count too
 
     async def _publish_state(self, records: Sequence[StateRecord]) -> None:
         """Produce the touched keys' full states (tombstones for deletes); wait for every acknowledgement."""
