@@ -36,18 +36,18 @@ def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, Object
     from streamsync.engine import Outcome
 
     claims: list[tuple[type[DiffSyncModel], str, Any]] = []
-    released_pks: list[Any] = []
+    released: list[tuple[type[DiffSyncModel], Any]] = []
     released_keys: list[str] = []
     for model, op, result in outcomes:
         if op is Op.DELETE:
             if result.outcome in (Outcome.DELETED, Outcome.UNCHANGED):
                 released_keys.append(result.key)
                 if result.pk is not None:
-                    released_pks.append(result.pk)
+                    released.append((model, result.pk))
         elif result.outcome in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED) and result.pk is not None:
             claims.append((model, result.key, result.pk))
     claim(source, claims)
-    release(source, released_pks, released_keys)
+    release(source, released, released_keys)
 
 
 def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) -> int:
@@ -65,6 +65,7 @@ def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) 
         # One row per object per statement: PostgreSQL refuses ON CONFLICT touching a row twice.
         OwnedObject.objects.bulk_create(
             list(rows.values()),
+            batch_size=1000,
             update_conflicts=True,
             unique_fields=["source", "content_type", "object_id"],
             update_fields=["key"],
@@ -72,15 +73,20 @@ def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) 
     return len(rows)
 
 
-def release(source: str, pks: Sequence[Any], keys: Sequence[str] = ()) -> None:
-    """Forget `source`'s ownership of these objects (by primary key) and of these keys."""
+def release(source: str, objects: Sequence[tuple[type[DiffSyncModel], Any]], keys: Sequence[str] = ()) -> None:
+    """Forget `source`'s ownership of these (model, primary key) objects and of these keys."""
     from django.db.models import Q
 
     from streamsync.models.state import OwnedObject
 
-    if not pks and not keys:
-        return
-    OwnedObject.objects.filter(Q(object_id__in=list(pks)) | Q(key__in=list(keys)), source=source).delete()
+    by_type: dict[int, list[Any]] = {}
+    for model, pk in objects:
+        by_type.setdefault(content_type_id(model), []).append(pk)
+    match = Q(key__in=list(keys))  # (source, key) and (source, content type, object) are both indexed
+    for content_type, pks in by_type.items():
+        match |= Q(content_type_id=content_type, object_id__in=pks)
+    if objects or keys:
+        OwnedObject.objects.filter(match, source=source).delete()
 
 
 def owned_ids(source: str, model: type[DiffSyncModel]) -> set[uuid.UUID]:

@@ -175,6 +175,9 @@ def _plan_model(plan: ResyncPlan, model: type[DiffSyncModel], registry: ModelReg
         except EnvelopeError as error:
             plan.problems.append(Problem(key, error.reason))
             continue
+        if event.source != plan.source:
+            plan.problems.append(Problem(key, f"a record of source {event.source!r} on {plan.source!r}'s state topic"))
+            continue
         wanted[model.create_unique_id(**ids)] = (key, ids, attrs)
 
     owned = ownership.owned_ids(plan.source, model)
