@@ -469,8 +469,8 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
         click.echo(f"left alone: {problem.key}: {problem.reason}", err=True)
     if _run(active_members(settings.kafka(), settings.group_id)):
         click.echo(
-            f"note: workers of group {settings.group_id} are running: what they apply during the resync may be "
-            "overwritten by the state read at its start, until that object's next event (docs/resync.md)",
+            f"note: workers of group {settings.group_id} are running: what they add to the state topic meanwhile "
+            "is applied after the resync's own changes (docs/resync.md)",
             err=True,
         )
     if dry_run:
@@ -489,6 +489,8 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
         f"created {result.count('created')}, updated {result.count('updated')}, deleted {result.count('deleted')}, "
         f"claimed {result.claimed} in {result.seconds:.1f}s"
     )
+    if result.caught_up:
+        click.echo(f"then applied {result.caught_up} record(s) the workers added to the state topic meanwhile")
     problems = [f"{f.key}: {f.reason}" for f in result.failed] + [f"{r.key}: {r.reason}" for r in result.rejected]
     if problems:
         for line in problems[:50]:

@@ -1,6 +1,7 @@
 """Full resync: the state topic's picture of a source, diffed against Nautobot and applied.
 
     read (state topic to its end) → plan (one load per model) → summary → apply (engine, in chunks)
+      → catch up (records workers added to the topic meanwhile)
 
 The safety net for whatever streaming missed: hand edits in Nautobot, a restored database, a
 snapshot's tombstones. Scope is what the source owns (streamsync.ownership): objects the state
@@ -19,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +30,7 @@ from pydantic_core import to_jsonable_python
 from streamsync import ownership
 from streamsync.envelope import EnvelopeError, Event, Op, decode, describe
 from streamsync.kafka import KafkaConnection
-from streamsync.state import StateRead, model_of, read_state
+from streamsync.state import StateRead, identifiers_of, model_of, read_state
 from streamsync.tables import format_table
 from streamsync.topics import state_topic
 
@@ -44,6 +45,8 @@ Progress = Callable[[str, int, int], None]
 
 # Objects per engine batch when applying: one transaction and change context each.
 CHUNK_SIZE = 500
+# Reads of the state topic's tail after an apply, while workers keep adding to it.
+CATCH_UP_ROUNDS = 3
 
 
 class ResyncError(RuntimeError):
@@ -91,6 +94,10 @@ class ResyncPlan:
     problems: list[Problem] = field(default_factory=list)
     records_read: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    # Where the state was read from, and up to which offset per partition: what `catch_up` reads on from.
+    kafka: KafkaConnection | str | None = None
+    topic: str = ""
+    ends: dict[int, int] = field(default_factory=dict)
 
     @property
     def changes(self) -> int:
@@ -114,6 +121,8 @@ class ResyncResult:
     failed: list[ObjectResult] = field(default_factory=list)
     rejected: list[Problem] = field(default_factory=list)
     claimed: int = 0
+    # Keys applied again because workers changed them while the resync ran.
+    caught_up: int = 0
     seconds: float = 0.0
 
     def count(self, outcome: str) -> int:
@@ -138,7 +147,9 @@ def plan(source: str, registry: ModelRegistry, state: StateRead, progress: Progr
     """Compare the state with Nautobot, model by model (parents first): one load per model."""
     started = time.perf_counter()
     live = state.live()
-    result = ResyncPlan(source=source, state=live, records_read=state.records)
+    result = ResyncPlan(
+        source=source, state=live, records_read=state.records, kafka=state.kafka, topic=state.topic, ends=state.ends
+    )
     by_model: dict[str, list[str]] = {}
     for key in live:
         by_model.setdefault(model_of(key), []).append(key)
@@ -228,30 +239,80 @@ def apply(
     Deletes go first (children first), then creates and updates (parents first), never in one
     chunk: an owned object renamed by hand must be gone before the state's object takes its
     unique name. Each chunk is diffed again as it is applied, so an object that changed since the
-    plan gets what the state says, not what the plan saw.
+    plan gets what the state says, not what the plan saw. Then the records that reached the state
+    topic since it was read (workers kept going) are applied too (`catch_up`).
     """
     started = time.perf_counter()
     result = ResyncResult()
     total = plan.changes + len(plan.claims)
-    done = 0
+
+    def report(done: int) -> None:
+        if progress is not None:
+            progress("apply", done, total)
+
     # Upserts are decoded a chunk at a time: the plan keeps only the state's bytes.
-    for work in (iter(plan.deletes), (decode(plan.state[key]) for key in plan.upserts)):
+    upserts = (decode(plan.state[key]) for key in plan.upserts)
+    done = _apply_events(plan.source, engine, result, [iter(plan.deletes), upserts], chunk_size, report)
+    if plan.claims:
+        result.claimed = _claim(plan)
+        report(done + len(plan.claims))
+    catch_up(plan, engine, result, chunk_size)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _apply_events(
+    source: str,
+    engine: SyncEngine,
+    result: ResyncResult,
+    phases: Sequence[Iterator[Event]],
+    chunk_size: int,
+    report: Callable[[int], None],
+) -> int:
+    """Apply each phase's events in chunks, one phase after the other; returns how many were applied."""
+    done = 0
+    for work in phases:
         while events := list(itertools.islice(work, chunk_size)):
-            batch = engine.apply(events, source=plan.source)
+            batch = engine.apply(events, source=source)
             for obj in batch.objects:
                 per_model = result.outcomes.setdefault(obj.model, {})
                 per_model[obj.outcome.value] = per_model.get(obj.outcome.value, 0) + 1
             result.failed += batch.failed
             result.rejected += [Problem(r.event.canonical_key, r.reason) for r in batch.rejected]
             done += len(events)
-            if progress is not None:
-                progress("apply", done, total)
-    if plan.claims:
-        result.claimed = _claim(plan)
-        if progress is not None:
-            progress("apply", total, total)
-    result.seconds = time.perf_counter() - started
-    return result
+            report(done)
+    return done
+
+
+def catch_up(plan: ResyncPlan, engine: SyncEngine, result: ResyncResult, chunk_size: int = CHUNK_SIZE) -> None:
+    """Apply what workers put on the state topic while the resync ran, so the older state read does not win.
+
+    A worker produces a key's record right after committing it: a record past the read's end means
+    Nautobot had that change, and the resync may have written the older state over it. Its full
+    state is applied again (a tombstone deletes the object if the source owns it), until a read of
+    the tail finds nothing new (at most `CATCH_UP_ROUNDS` times).
+    """
+    from streamsync.models.state import OwnedObject
+
+    if plan.kafka is None:  # a plan not made from a read of the topic
+        return
+    ends = plan.ends
+    for _ in range(CATCH_UP_ROUNDS):
+        tail = asyncio.run(read_state(plan.kafka, plan.topic, since=ends))
+        ends = {**ends, **tail.ends}
+        if not tail.values:
+            return
+        upserts: list[Event] = []
+        for key, value in tail.live().items():
+            try:
+                upserts.append(decode(value))
+            except EnvelopeError as error:
+                result.rejected.append(Problem(key, error.reason))
+        gone = [key for key, value in tail.values.items() if value is None]
+        owned = OwnedObject.objects.filter(source=plan.source, key__in=gone).values_list("key", flat=True)
+        deletes = [Event(source=plan.source, model=model_of(k), op=Op.DELETE, key=identifiers_of(k)) for k in owned]
+        result.caught_up += len(upserts) + len(deletes)
+        _apply_events(plan.source, engine, result, [iter(deletes), iter(upserts)], chunk_size, lambda done: None)
 
 
 def _claim(plan: ResyncPlan) -> int:

@@ -13,6 +13,7 @@ the source's whole state at once. `read_state` streams the topic back (resync, s
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,12 @@ def state_event(
 def model_of(key: str) -> str:
     """The model name a canonical key starts with."""
     return key.partition(":")[0]
+
+
+def identifiers_of(key: str) -> dict[str, Any]:
+    """The identifiers a canonical key holds."""
+    ids: dict[str, Any] = json.loads(key.partition(":")[2])
+    return ids
 
 
 def merge(source: str, registry: ModelRegistry, events: Sequence[Event]) -> list[StateRecord]:
@@ -140,6 +147,9 @@ class StateRead:
     ends: dict[int, int] = field(default_factory=dict)
     records: int = 0
     exists: bool = True
+    # Where it was read from, so that whoever holds it can read on from `ends`.
+    kafka: KafkaConnection | str | None = None
+    topic: str = ""
 
     def live(self) -> dict[str, bytes]:
         """Keys whose latest record is not a tombstone."""
@@ -163,8 +173,8 @@ async def read_state(
     async with admin_client(kafka) as admin:
         tps = await partitions(admin, [topic])
     if not tps:
-        return StateRead(exists=False)
-    result = StateRead()
+        return StateRead(exists=False, kafka=kafka, topic=topic)
+    result = StateRead(kafka=kafka, topic=topic)
     async with consumer(kafka) as reader:
         reader.assign(tps)
         ends = await reader.end_offsets(tps)

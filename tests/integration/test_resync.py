@@ -115,3 +115,45 @@ def test_resync_claims_matching_objects_and_reports_what_fails(stream: Stream, t
     assert result.returncode == 0, result.stderr
     assert "deleted 1" in result.stdout
     assert vlans(group) == {}
+
+
+def test_resync_applies_what_workers_put_on_the_state_topic_while_it_ran(stream: Stream, tmp_path: Path) -> None:
+    """The state read at the start must not win over changes streamed during the resync."""
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    stream, source = own_source(stream, tmp_path)
+    group = f"rs-{uuid.uuid4().hex[:6]}"
+    vlan_group = VLANGroup.objects.create(name=group)
+    one = VLAN.objects.create(vlan_group=vlan_group, vid=1, name="hand", status=Status.objects.get(name="Active"))
+
+    def state(vid: int, **attrs: Any) -> tuple[str, dict[str, Any]]:
+        return vlan_key(vid, group), vlan_event("upsert", vid, group, source, **attrs)
+
+    produce_state(stream, source, [state(1, name="old"), state(2, name="two")])
+    resync = subprocess.Popen(
+        [STREAMSYNC, "resync", source],
+        env=stream.env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert resync.stdout is not None
+    summary: list[list[str]] = []
+    for line in iter(resync.stdout.readline, ""):
+        summary.append(line.split())
+        if line.startswith("total"):
+            break
+    assert summary[-1] == ["total", "1", "1", "0", "0", "0"], (summary, resync.stderr and resync.stderr.read())
+
+    # While it waits for its confirmation, a worker applies newer events: VLAN 1 renamed, VLAN 2 deleted.
+    one.name = "new"
+    one.validated_save()
+    produce_state(stream, source, [state(1, name="new"), (vlan_key(2, group), None)])
+
+    out, err = resync.communicate("y\n", timeout=180)
+    assert resync.returncode == 0, err
+    assert "created 1, updated 2, deleted 1," in out  # the second update and the delete: catching up
+    assert "then applied 2 record(s) the workers added to the state topic meanwhile" in out
+    assert vlans(group) == {1: ("new", "")}
