@@ -7,6 +7,7 @@ Nautobot lacks is created, one both have is updated, one named by a delete is de
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Iterable, Mapping
 from functools import reduce
@@ -15,8 +16,13 @@ from typing import Any, ClassVar
 from diffsync import Adapter, DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists
 from django.core.exceptions import FieldDoesNotExist
-from django.db.models import Q
+from django.db.models import Prefetch, Q
 from nautobot_ssot.contrib import NautobotAdapter
+from nautobot_ssot.utils.orm import load_typed_dict
+from nautobot_ssot.utils.typing import get_inner_type
+
+# Where the load puts an object's prefetched to-many rows: a plain list, see _to_many.
+PREFETCHED = "_streamsync_prefetched_"
 
 
 class PartialNautobotAdapter(NautobotAdapter):
@@ -67,11 +73,28 @@ class PartialNautobotAdapter(NautobotAdapter):
     def _handle_children(self, database_object: Any, diffsync_model: Any) -> None:
         """Streaming diffs are per object: an event about a parent never touches children it does not name."""
 
+    def _handle_to_many_relationship(self, database_object: Any, diffsync_model: Any, parameter_name: str) -> Any:
+        """contrib's, reading the list the load prefetched (an object loaded otherwise goes through contrib)."""
+        prefetched = getattr(database_object, PREFETCHED + parameter_name, None)
+        if prefetched is None:
+            return super()._handle_to_many_relationship(database_object, diffsync_model, parameter_name)
+        inner_type = _inner_type(diffsync_model, parameter_name)
+        loaded = (load_typed_dict(inner_type, related) for related in prefetched)
+        return [row for row in loaded if any(row.values())]
 
-def _to_many(diffsync_model: Any) -> list[str]:
+
+@functools.cache
+def _inner_type(diffsync_model: Any, parameter_name: str) -> Any:
+    """The TypedDict a to-many attribute holds: `typing.get_type_hints` per object was half a 10,000-VLAN load."""
+    return get_inner_type(diffsync_model, parameter_name)
+
+
+def _to_many(diffsync_model: Any) -> list[Prefetch]:
     """Synced to-many fields (tags, content types): contrib prefetches only foreign keys.
 
-    Without this, every list attribute costs one query per loaded object.
+    Without this, every list attribute costs one query per loaded object. Prefetched into a plain
+    list (`to_attr`): into the related manager, Django builds a queryset per object to hold the
+    rows, which for taggit's tags cost about 0.3 ms each, two thirds of a 10,000-VLAN load.
     """
     fields = []
     for name in diffsync_model.get_synced_attributes():
@@ -80,7 +103,7 @@ def _to_many(diffsync_model: Any) -> list[str]:
         except FieldDoesNotExist:  # a foreign-key path or a custom field
             continue
         if field.many_to_many or field.one_to_many:
-            fields.append(name)
+            fields.append(Prefetch(name, to_attr=PREFETCHED + name))
     return fields
 
 
