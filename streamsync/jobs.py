@@ -16,7 +16,7 @@ from nautobot.core.celery import register_jobs
 from nautobot.extras.jobs import ChoiceVar
 from nautobot_ssot.jobs.base import DataSource
 
-from streamsync import resync
+from streamsync import permissions, resync
 from streamsync.engine import SyncEngine
 from streamsync.settings import StreamsyncSettings
 
@@ -104,6 +104,8 @@ class StreamsyncResync(DataSource):
         if self.sync.dry_run:
             self.logger.info("Dry run: nothing written.")
             return
+        # Writes as the streamsync user, which must hold the source's permissions (docs/security.md).
+        permissions.ensure_permitted(settings.user, permissions.source_models(settings, [self.source_name]))
         applied_at = time.perf_counter()
         result = resync.apply(plan, SyncEngine(registry, username=settings.user), progress)
         self.sync.sync_time = timedelta(seconds=time.perf_counter() - applied_at)
