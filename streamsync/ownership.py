@@ -52,14 +52,15 @@ def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, Object
 
 def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) -> int:
     """Mark (model, key, pk) objects as owned by `source` in one statement; returns how many rows."""
-    from streamsync.models.state import OwnedObject
+    from streamsync.models.state import KEY_LENGTH, OwnedObject
 
     rows: dict[tuple[int, uuid.UUID], OwnedObject] = {}
     for model, key, pk in objects:
         object_id = pk if isinstance(pk, uuid.UUID) else uuid.UUID(str(pk))
         content_type = content_type_id(model)
+        # The key only helps release an object by key; one too long for the column must not fail the batch.
         rows[(content_type, object_id)] = OwnedObject(
-            source=source, content_type_id=content_type, object_id=object_id, key=key
+            source=source, content_type_id=content_type, object_id=object_id, key=key[:KEY_LENGTH]
         )
     if rows:
         # One row per object per statement: PostgreSQL refuses ON CONFLICT touching a row twice.

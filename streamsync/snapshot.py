@@ -102,8 +102,11 @@ def collect(adapter: Adapter, registry: ModelRegistry, source: str) -> Snapshot:
                 events.append(_event(source, name, obj))
             except ValidationError as error:
                 problems.append(f"{name} {obj.get_unique_id()}: {describe(error)}")
+    from streamsync.models.state import KEY_LENGTH
+
     changes, rejected = fold(events, registry, source)
     problems += [f"{r.event.canonical_key}: {r.reason}" for r in rejected]
+    problems += [f"{key[:120]}...: key longer than {KEY_LENGTH} characters" for key in changes if len(key) > KEY_LENGTH]
     if problems:
         shown = "\n  ".join(problems[:20]) + (f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise SnapshotError(f"{len(problems)} object(s) do not fit source {source!r}; nothing written:\n  {shown}")

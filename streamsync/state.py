@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import structlog
 from pydantic_core import to_jsonable_python
 
 from streamsync.envelope import Event, Op
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from streamsync.engine import Change
     from streamsync.models.state import SourceState
     from streamsync.registry import ModelRegistry
+
+log = structlog.get_logger(__name__)
 
 # Rows per INSERT ... ON CONFLICT statement when a whole state is written.
 WRITE_CHUNK = 1000
@@ -71,9 +74,13 @@ def merge(source: str, registry: ModelRegistry, events: Sequence[Event]) -> list
     apply succeeded: the state is what the source says, not what Nautobot accepted.
     """
     from streamsync.engine import fold
-    from streamsync.models.state import SourceState
+    from streamsync.models.state import KEY_LENGTH, SourceState
 
     changes, _ = fold(events, registry, source)
+    for key in [key for key in changes if len(key) > KEY_LENGTH]:
+        # No real object has such a key; storing it would fail the batch's transaction, every time.
+        log.warning("key too long for the state, left out", source=source, key=key[:200], length=len(key))
+        del changes[key]
     if not changes:
         return []
     current = {row.key: row.attrs for row in SourceState.objects.filter(source=source, key__in=list(changes))}

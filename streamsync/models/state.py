@@ -2,6 +2,9 @@
 
 from django.db import models
 
+# Longest canonical key the state and ownership tables store (ParkedEvent's limit too).
+KEY_LENGTH = 1000
+
 
 class ParkedEvent(models.Model):
     """An event waiting for a retry, because its object failed in a way that may pass later.
@@ -44,7 +47,7 @@ class SourceState(models.Model):
 
     id = models.BigAutoField(primary_key=True)
     source = models.CharField(max_length=100)
-    key = models.CharField(max_length=1000, help_text="canonical object key")
+    key = models.CharField(max_length=KEY_LENGTH, help_text="canonical object key")
     model = models.CharField(max_length=100, help_text="DiffSync model name (_modelname)")
     attrs = models.JSONField(default=dict, help_text="every attribute the source has set, merged")
     event_id = models.CharField(max_length=200, help_text="id of the latest event merged in")
@@ -69,7 +72,7 @@ class OwnedObject(models.Model):
     source = models.CharField(max_length=100)
     content_type = models.ForeignKey("contenttypes.ContentType", on_delete=models.CASCADE, related_name="+")
     object_id = models.UUIDField()
-    key = models.CharField(max_length=1000, help_text="canonical object key when last claimed")
+    key = models.CharField(max_length=KEY_LENGTH, help_text="canonical object key when last claimed")
 
     class Meta:
         constraints = [

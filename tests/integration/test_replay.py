@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -11,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from streamsync.kafka import TopicSpec, ensure_topics
+from streamsync.topics import events_topic
 from tests.integration.conftest import Stream, wait_for
 from tests.integration.state_helpers import own_source, publish, vlan_event, vlans
 
@@ -38,8 +41,10 @@ def test_replay_from_a_time_and_from_an_offset_reprocesses_exactly_those_events(
 ) -> None:
     from nautobot.ipam.models import VLANGroup
 
-    # One partition: offsets are the order the events were published in.
+    # One partition: offsets are the order the events were published in. Created here: `publish` may
+    # run before the worker has created it, and would create it with its own default of three.
     stream, source = own_source(stream, tmp_path, topic_partitions=1, session_timeout=6, heartbeat_interval=1)
+    asyncio.run(ensure_topics(stream.bootstrap, [TopicSpec(events_topic(source, stream.prefix), partitions=1)]))
     group = f"rp-{uuid.uuid4().hex[:6]}"
     VLANGroup.objects.create(name=group)
     worker = start_worker("--source", source, "--batch-timeout", "0.2", on=stream)

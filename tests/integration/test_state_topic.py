@@ -84,3 +84,28 @@ def _cleanup_policy(stream: Stream, topic: str) -> str:
         return next(c["config_value"] for c in resource["config_entries"] if c["config_names"] == "cleanup.policy")
 
     return asyncio.run(describe())
+
+
+def test_a_key_too_long_for_the_state_tables_does_not_fail_the_batch() -> None:
+    """Storing it would fail the batch's transaction on every redelivery: the worker would be stuck."""
+    from django.db import transaction
+
+    from streamsync import ownership
+    from streamsync.envelope import Event
+    from streamsync.models.ipam import VLANModel
+    from streamsync.models.state import OwnedObject, SourceState
+    from streamsync.registry import ModelRegistry
+    from streamsync.state import merge
+
+    source = f"s{uuid.uuid4().hex[:8]}"
+    long_group, group = "g" * 1200, f"st-{uuid.uuid4().hex[:6]}"
+    events = [
+        Event.model_validate(vlan_event("upsert", 1, long_group, source, name="x")),
+        Event.model_validate(vlan_event("upsert", 2, group, source, name="y")),
+    ]
+    with transaction.atomic():
+        records = merge(source, ModelRegistry([VLANModel]), events)
+        ownership.claim(source, [(VLANModel, vlan_key(1, long_group), uuid.uuid4())])
+    assert [r.key for r in records] == [vlan_key(2, group)]
+    assert list(SourceState.objects.filter(source=source).values_list("key", flat=True)) == [vlan_key(2, group)]
+    assert OwnedObject.objects.filter(source=source).count() == 1
