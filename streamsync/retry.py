@@ -78,7 +78,7 @@ def apply_or_park(
     from django.db import transaction
     from django.db.models import Min
 
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.state import KEY_LENGTH, ParkedEvent
 
     with transaction.atomic():
         keys = {event.canonical_key for event in events}
@@ -97,7 +97,9 @@ def apply_or_park(
         ]
         parked = [id(e) for e in behind]
         for failure in result.failed:
-            if failure.retryable and policy.max_attempts > 1:
+            # A key too long for the table would fail this transaction on every redelivery: dead-letter it.
+            parkable = all(len(e.canonical_key) <= KEY_LENGTH for e in failure.events)
+            if failure.retryable and policy.max_attempts > 1 and parkable:
                 retry_at = _now() + policy.delay(1)
                 rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in failure.events]
                 parked += [id(e) for e in failure.events]

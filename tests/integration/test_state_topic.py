@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -109,3 +110,23 @@ def test_a_key_too_long_for_the_state_tables_does_not_fail_the_batch() -> None:
     assert [r.key for r in records] == [vlan_key(2, group)]
     assert list(SourceState.objects.filter(source=source).values_list("key", flat=True)) == [vlan_key(2, group)]
     assert OwnedObject.objects.filter(source=source).count() == 1
+
+
+def test_an_event_whose_key_is_too_long_to_store_is_dead_lettered_and_the_stream_goes_on(
+    stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    from nautobot.ipam.models import VLANGroup
+
+    group, missing = f"st-{uuid.uuid4().hex[:6]}", "g" * 1200  # no such group: a retryable failure
+    VLANGroup.objects.create(name=group)
+    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2")
+    publish(stream, tmp_path, vlan_event("upsert", 1, missing, name="x"), vlan_event("upsert", 2, group, name="y"))
+    wait_for(lambda: vlans(group) == {2: ("y", "")}, 120, "the other event applied", worker)
+
+    def letters() -> list[dict[str, Any]]:
+        listed = stream.cli("dlq", "list", "ipam", "--json", "--group", stream.group)
+        return [json.loads(line) for line in listed.stdout.splitlines()]
+
+    wait_for(lambda: len(letters()) == 1, 60, "the dead letter", worker)
+    assert letters()[0]["code"] == "dependency_missing"
+    assert set(state_values(stream)) == {vlan_key(2, group)}
