@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Stream, wait_for
-from tests.integration.state_helpers import publish, state_values, vlan_event, vlan_key, vlans
+from tests.integration.state_helpers import own_source, publish, state_values, vlan_event, vlan_key, vlans
 
 pytestmark = pytest.mark.integration
 
@@ -19,37 +19,43 @@ pytestmark = pytest.mark.integration
 def test_state_topic_holds_merged_full_state_and_tombstones(stream: Stream, start_worker: Any, tmp_path: Path) -> None:
     from nautobot.ipam.models import VLANGroup
 
+    # A source of its own: the event parked here must not be retried by other tests' workers.
+    stream, source = own_source(stream, tmp_path)
     group = f"st-{uuid.uuid4().hex[:6]}"
     VLANGroup.objects.create(name=group)
-    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", "--retry-backoff", "60")
+    worker = start_worker("--source", source, "--batch-timeout", "0.2", "--retry-backoff", "60", on=stream)
 
-    first = vlan_event("upsert", 10, group, name="users", description="floor 3", status__name="Reserved")
-    publish(stream, tmp_path, first, vlan_event("upsert", 20, group, name="voice"))
+    first = vlan_event("upsert", 10, group, source, name="users", description="floor 3", status__name="Reserved")
+    publish(stream, tmp_path, first, vlan_event("upsert", 20, group, source, name="voice"), source=source)
     wait_for(lambda: vlans(group) == {10: ("users", "floor 3"), 20: ("voice", "")}, 120, "two VLANs", worker)
 
     # A later batch names one attribute: the state keeps every attribute the source has set.
-    partial = vlan_event("upsert", 10, group, description="floor 4")
+    partial = vlan_event("upsert", 10, group, source, description="floor 4")
     publish(
         stream,
         tmp_path,
         partial,
-        vlan_event("delete", 20, group),
+        vlan_event("delete", 20, group, source),
         # Nautobot cannot apply it (no such status; parked for a retry), but it is what the source says.
-        vlan_event("upsert", 30, group, name="guest", status__name="No such status"),
+        vlan_event("upsert", 30, group, source, name="guest", status__name="No such status"),
         # Rejected (an attribute VLANs do not have): not part of the state.
-        vlan_event("upsert", 40, group, name="bad", colour="red"),
+        vlan_event("upsert", 40, group, source, name="bad", colour="red"),
+        source=source,
     )
     wait_for(
-        lambda: vlan_key(20, group) in state_values(stream) and state_values(stream)[vlan_key(20, group)] is None,
+        lambda: (
+            vlan_key(20, group) in state_values(stream, source)
+            and state_values(stream, source)[vlan_key(20, group)] is None
+        ),
         60,
         "VLAN 20's tombstone",
         worker,
     )
-    state = state_values(stream)
+    state = state_values(stream, source)
     assert state[vlan_key(10, group)] == {
         "schema": "streamsync.event/v1",
         "id": partial["id"],
-        "source": "ipam",
+        "source": source,
         "model": "vlan",
         "op": "upsert",
         "key": {"vid": 10, "vlan_group__name": group},
@@ -62,15 +68,16 @@ def test_state_topic_holds_merged_full_state_and_tombstones(stream: Stream, star
 
     # The merge base outlives the worker: a new one merges onto what the old one stored.
     assert worker.stop() == 0
-    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2", "--retry-backoff", "60")
-    publish(stream, tmp_path, vlan_event("upsert", 10, group, name="staff"))
-    wait_for(lambda: state_values(stream)[vlan_key(10, group)]["attrs"]["name"] == "staff", 120, "the merge", worker)
-    assert state_values(stream)[vlan_key(10, group)]["attrs"] == {
+    worker = start_worker("--source", source, "--batch-timeout", "0.2", "--retry-backoff", "60", on=stream)
+    publish(stream, tmp_path, vlan_event("upsert", 10, group, source, name="staff"), source=source)
+    merged = lambda: state_values(stream, source)[vlan_key(10, group)]["attrs"]  # noqa: E731
+    wait_for(lambda: merged()["name"] == "staff", 120, "the merge", worker)
+    assert merged() == {
         "name": "staff",
         "description": "floor 4",
         "status__name": "Reserved",
     }
-    assert _cleanup_policy(stream, f"{stream.prefix}.ipam.state") == "compact"
+    assert _cleanup_policy(stream, f"{stream.prefix}.{source}.state") == "compact"
 
 
 def _cleanup_policy(stream: Stream, topic: str) -> str:
@@ -117,16 +124,18 @@ def test_an_event_whose_key_is_too_long_to_store_is_dead_lettered_and_the_stream
 ) -> None:
     from nautobot.ipam.models import VLANGroup
 
+    stream, source = own_source(stream, tmp_path)
     group, missing = f"st-{uuid.uuid4().hex[:6]}", "g" * 1200  # no such group: a retryable failure
     VLANGroup.objects.create(name=group)
-    worker = start_worker("--source", "ipam", "--batch-timeout", "0.2")
-    publish(stream, tmp_path, vlan_event("upsert", 1, missing, name="x"), vlan_event("upsert", 2, group, name="y"))
+    worker = start_worker("--source", source, "--batch-timeout", "0.2", on=stream)
+    events = (vlan_event("upsert", 1, missing, source, name="x"), vlan_event("upsert", 2, group, source, name="y"))
+    publish(stream, tmp_path, *events, source=source)
     wait_for(lambda: vlans(group) == {2: ("y", "")}, 120, "the other event applied", worker)
 
     def letters() -> list[dict[str, Any]]:
-        listed = stream.cli("dlq", "list", "ipam", "--json", "--group", stream.group)
+        listed = stream.cli("dlq", "list", source, "--json", "--group", stream.group)
         return [json.loads(line) for line in listed.stdout.splitlines()]
 
     wait_for(lambda: len(letters()) == 1, 60, "the dead letter", worker)
     assert letters()[0]["code"] == "dependency_missing"
-    assert set(state_values(stream)) == {vlan_key(2, group)}
+    assert set(state_values(stream, source)) == {vlan_key(2, group)}
