@@ -117,10 +117,13 @@ class StreamsyncResync(DataSource):
             result.count("deleted"),
             result.claimed,
         )
-        if result.failed:
-            for line in resync.describe_failures(result.failed):
-                self.logger.error("Failed: %s", line)
-            raise RuntimeError(f"{len(result.failed)} object(s) could not be applied; see the log")
+        for line in resync.describe_failures(result.failed):
+            self.logger.error("Failed: %s", line)
+        for problem in result.rejected[:50]:
+            self.logger.error("Rejected: %s: %s", problem.key, problem.reason)
+        if result.failed or result.rejected:
+            count = len(result.failed) + len(result.rejected)
+            raise RuntimeError(f"{count} object(s) could not be applied; see the log")
 
 
 jobs = [StreamsyncResync]
