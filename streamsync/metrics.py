@@ -124,6 +124,18 @@ PARKED = Gauge(
     ["source"],
     registry=REGISTRY,
 )
+TARGET_EVENTS = Counter(
+    "streamsync_target_events",
+    "Nautobot change events a target received, by what became of them in the remote system (as for sources)",
+    ["target", "model", "op", "outcome"],
+    registry=REGISTRY,
+)
+TARGET_ECHOES = Counter(
+    "streamsync_target_echoes_skipped",
+    "Nautobot change events skipped because they were the target's own changes coming back",
+    ["target"],
+    registry=REGISTRY,
+)
 WORKER = Gauge(
     "streamsync_worker_info", "This worker's consumer group and version", ["group", "version"], registry=REGISTRY
 )
@@ -246,6 +258,23 @@ def _summary(
         timings_ms={name: round(seconds * 1000, 1) for name, seconds in result.timings.items()},
         max_end_to_end_s=None if max_delay is None else round(max_delay, 3),
     )
+
+
+def observe_target_batch(target: str, result: BatchResult, echoes: int) -> None:
+    """Count a target's committed batch. Never raises, like `observe_batch`."""
+    try:
+        tally: Tally[tuple[str, str, str]] = Tally()
+        for obj in result.objects:
+            for event in obj.events:
+                tally[(obj.model, event.op.value, obj.outcome.value)] += 1
+        for rejection in result.rejected:
+            tally[(UNKNOWN, rejection.event.op.value, REJECTED)] += 1
+        for (model, op, outcome), count in tally.items():
+            TARGET_EVENTS.labels(target, model, op, outcome).inc(count)
+        if echoes:
+            TARGET_ECHOES.labels(target).inc(echoes)
+    except Exception:
+        log.exception("metrics: cannot count a target batch", target=target)
 
 
 def observe_dead_letters(source: str, codes: Iterable[str]) -> None:

@@ -17,6 +17,7 @@ import faust
 import structlog
 from faust.types import EventT
 
+from streamsync import metrics
 from streamsync.agents.sync import DatabaseThread, _origin, dead_letter, until_done
 from streamsync.deadletter import APPLY_FAILED, DeadLetter
 from streamsync.engine import BatchResult
@@ -111,6 +112,7 @@ def register_target_agent(app: faust.App, settings: StreamsyncSettings, target: 
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
             result, echoes = await target_sync.handle(batch)
             log.info("target batch committed", target=target, echoes_skipped=echoes, **result.as_log())
+            metrics.observe_target_batch(target, result, echoes)
 
     # concurrency=1: with more, faust-streaming can commit past an event still in flight.
     app.agent(topic, name=f"streamsync.target.{target}", concurrency=1)(deliver)

@@ -6,52 +6,19 @@ import asyncio
 import json
 import socket
 import time
-import urllib.request
 import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from streamsync.envelope import Event, Op
 from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
 from tests.integration.conftest import Stream, free_port, wait_for, write_nautobot_config
+from tests.integration.prometheus import reachable, scrape, series, value
 
 pytestmark = pytest.mark.integration
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def _scrape(port: int) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def _series(samples: Samples, name: str, **labels: str) -> dict[frozenset[tuple[str, str]], float]:
-    """Samples of `name` whose labels include `labels`."""
-    wanted = set(labels.items())
-    return {key: value for (n, key), value in samples.items() if n == name and wanted <= key}
-
-
-def _value(samples: Samples, name: str, **labels: str) -> float:
-    found = _series(samples, name, **labels)
-    assert len(found) == 1, (name, labels, found)
-    return next(iter(found.values()))
-
-
-def _reachable(port: int) -> bool:
-    try:
-        _scrape(port)
-    except OSError:
-        return False
-    return True
 
 
 def _event(group: str, vid: int, op: Op = Op.UPSERT, **attrs: Any) -> tuple[bytes, bytes]:
@@ -92,7 +59,7 @@ def test_metrics_count_events_by_outcome_dead_letters_and_lag(
         "127.0.0.1",
         on=on,
     )
-    wait_for(lambda: _reachable(port), 120, f"the metrics endpoint on port {port}", worker)
+    wait_for(lambda: reachable(port), 120, f"the metrics endpoint on port {port}", worker)
 
     ipam = f"{stream.prefix}.ipam.events"
     unknown_model = json.loads(_event(group, 9, name="x")[1])
@@ -131,33 +98,33 @@ def test_metrics_count_events_by_outcome_dead_letters_and_lag(
     }
 
     def counted() -> dict[tuple[str, str, str], float]:
-        found = _series(_scrape(port), "streamsync_events_total", source="ipam")
+        found = series(scrape(port), "streamsync_events_total", source="ipam")
         return {(k["model"], k["op"], k["outcome"]): v for k, v in ((dict(key), v) for key, v in found.items()) if v}
 
     wait_for(lambda: counted() == expected, 30, f"event counters {expected}", worker)
-    samples = _scrape(port)
-    assert _series(samples, "streamsync_dead_letters_total", source="ipam") == {
+    samples = scrape(port)
+    assert series(samples, "streamsync_dead_letters_total", source="ipam") == {
         frozenset({"source": "ipam", "code": "not_json"}.items()): 1.0,
         frozenset({"source": "ipam", "code": "unknown_model"}.items()): 1.0,
     }
-    batches = _value(samples, "streamsync_batch_size_events_count", source="ipam")
+    batches = value(samples, "streamsync_batch_size_events_count", source="ipam")
     assert batches >= 2
-    assert _value(samples, "streamsync_batch_size_events_sum", source="ipam") == 8  # every message, once
-    assert _value(samples, "streamsync_apply_duration_seconds_count", source="ipam") == batches
-    assert 0 < _value(samples, "streamsync_apply_duration_seconds_sum", source="ipam") < time.time() - started
+    assert value(samples, "streamsync_batch_size_events_sum", source="ipam") == 8  # every message, once
+    assert value(samples, "streamsync_apply_duration_seconds_count", source="ipam") == batches
+    assert 0 < value(samples, "streamsync_apply_duration_seconds_sum", source="ipam") < time.time() - started
     # The six applied events, each from its envelope ts (set when it was built, above) to its commit.
-    assert _value(samples, "streamsync_end_to_end_latency_seconds_count", source="ipam") == 6
-    assert 0 < _value(samples, "streamsync_end_to_end_latency_seconds_sum", source="ipam") < 6 * (time.time() - started)
-    assert started <= _value(samples, "streamsync_last_batch_timestamp_seconds", source="ipam") <= time.time()
-    assert _value(samples, "streamsync_worker_info", group=stream.group) == 1
+    assert value(samples, "streamsync_end_to_end_latency_seconds_count", source="ipam") == 6
+    assert 0 < value(samples, "streamsync_end_to_end_latency_seconds_sum", source="ipam") < 6 * (time.time() - started)
+    assert started <= value(samples, "streamsync_last_batch_timestamp_seconds", source="ipam") <= time.time()
+    assert value(samples, "streamsync_worker_info", group=stream.group) == 1
 
     # Caught up: every partition of ipam's topic at lag 0 (the gauge is refreshed every second here).
     def ipam_lag() -> dict[str, float]:
-        found = _series(_scrape(port), "streamsync_consumergroup_lag", group=stream.group, topic=ipam)
+        found = series(scrape(port), "streamsync_consumergroup_lag", group=stream.group, topic=ipam)
         return {dict(key)["partition"]: value for key, value in found.items()}
 
     wait_for(lambda: ipam_lag() == {"0": 0, "1": 0, "2": 0}, 30, "ipam's lag at 0", worker)
-    assert set(_series(_scrape(port), "streamsync_consumergroup_lag_seconds", topic=ipam).values()) == {0.0}
+    assert set(series(scrape(port), "streamsync_consumergroup_lag_seconds", topic=ipam).values()) == {0.0}
 
     # Five events for the source nobody consumes: lag 5 in total, and an oldest age that grows with time.
     cmdb = f"{stream.prefix}.cmdb.events"
@@ -166,16 +133,16 @@ def test_metrics_count_events_by_outcome_dead_letters_and_lag(
     asyncio.run(produce_raw(stream.bootstrap, cmdb, [(f"k{i}".encode(), b"{}") for i in range(5)]))
 
     def cmdb_lag() -> tuple[float, list[float]]:
-        samples = _scrape(port)
-        lag = _series(samples, "streamsync_consumergroup_lag", group=stream.group, topic=cmdb)
-        ages = _series(samples, "streamsync_consumergroup_lag_seconds", group=stream.group, topic=cmdb)
+        samples = scrape(port)
+        lag = series(samples, "streamsync_consumergroup_lag", group=stream.group, topic=cmdb)
+        ages = series(samples, "streamsync_consumergroup_lag_seconds", group=stream.group, topic=cmdb)
         return sum(lag.values()), [ages[key] for key, value in lag.items() if value > 0 and key in ages]
 
     wait_for(lambda: cmdb_lag()[0] == 5, 30, "cmdb's lag of 5", worker)
     wait_for(lambda: min(cmdb_lag()[1], default=0) >= 2.0, 30, "cmdb's oldest age past 2 s", worker)
     total, ages = cmdb_lag()
     assert total == 5 and ages and max(ages) <= time.time() - before + 0.01, ages
-    assert _value(_scrape(port), "streamsync_parked_events", source="ipam") == 0
+    assert value(scrape(port), "streamsync_parked_events", source="ipam") == 0
 
 
 def test_worker_refuses_to_start_when_its_metrics_port_is_taken(stream: Stream) -> None:

@@ -21,7 +21,8 @@ from streamsync.envelope import Event
 from streamsync.targets import TargetUnavailable
 from streamsync.targets.apply import TargetEngine
 from streamsync.targets.sqlite import SQLiteInventory
-from tests.integration.conftest import Stream, WorkerProcess, wait_for, write_nautobot_config
+from tests.integration.conftest import Stream, WorkerProcess, free_port, wait_for, write_nautobot_config
+from tests.integration.prometheus import scrape, value
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +207,8 @@ def test_a_worker_writes_users_changes_to_the_target_but_not_the_targets_own_cha
     from nautobot.extras.models import Status
     from nautobot.ipam.models import VLAN, VLANGroup
 
-    worker = start_worker(on=target_stream)
+    port = free_port()
+    worker = start_worker("--metrics-port", str(port), "--metrics-address", "127.0.0.1", on=target_stream)
     active = Status.objects.get(name="Active")
     vlan_group = VLANGroup.objects.get(name=group)
     with web_request_context(alice):
@@ -249,6 +251,15 @@ def test_a_worker_writes_users_changes_to_the_target_but_not_the_targets_own_cha
     wait_for(lambda: '"echoes_skipped": 1' in worker.output(), 60, "the inventory's own change skipped", worker)
     assert VLAN.objects.filter(vid=300, vlan_group=vlan_group, name="from-inventory").exists()
     assert row(300) is None, "the inventory's own change was written back to it"
+
+    # The worker counts what the target did, and the echo it skipped.
+    samples = scrape(port)
+    done = {
+        outcome: value(samples, "streamsync_target_events_total", target="inventory", outcome=outcome)
+        for outcome in ("created", "updated", "deleted")
+    }
+    assert done == {"created": 3.0, "updated": 1.0, "deleted": 1.0}
+    assert value(samples, "streamsync_target_echoes_skipped_total", target="inventory") == 1.0
 
 
 def test_a_change_the_target_refuses_is_dead_lettered_and_the_rest_goes_on(
