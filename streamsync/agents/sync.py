@@ -232,15 +232,20 @@ def _origin(message: Message) -> Origin:
     return Origin(message.key, message.value or b"", message.topic, message.partition, message.offset)
 
 
-def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: str, db: DatabaseThread) -> None:
-    """Add the agent that applies `source`'s events to Nautobot, and the timer that retries its parked ones."""
-    sync_source = SourceSync(app, settings, source, db)
-    topic = app.topic(
-        events_topic(source, settings.topic_prefix),
+def events_channel(app: faust.App, settings: StreamsyncSettings, system: str) -> Any:
+    """`<prefix>.<system>.events` as an agent reads it: raw key and value bytes, decoded by the agent itself."""
+    return app.topic(
+        events_topic(system, settings.topic_prefix),
         key_serializer="raw",
         value_serializer="raw",
         partitions=settings.topic_partitions,
     )
+
+
+def register_sync_agent(app: faust.App, settings: StreamsyncSettings, source: str, db: DatabaseThread) -> None:
+    """Add the agent that applies `source`'s events to Nautobot, and the timer that retries its parked ones."""
+    sync_source = SourceSync(app, settings, source, db)
+    topic = events_channel(app, settings, source)
 
     async def sync(stream: Any) -> None:  # faust.Stream; take_events is missing from StreamT
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):

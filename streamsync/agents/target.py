@@ -18,7 +18,7 @@ import structlog
 from faust.types import EventT
 
 from streamsync import metrics
-from streamsync.agents.sync import DatabaseThread, _origin, dead_letter, until_done
+from streamsync.agents.sync import DatabaseThread, _origin, dead_letter, events_channel, until_done
 from streamsync.deadletter import APPLY_FAILED, DeadLetter
 from streamsync.engine import BatchResult
 from streamsync.envelope import EnvelopeError, Event, decode
@@ -27,7 +27,7 @@ from streamsync.events import origin
 from streamsync.retry import Origin
 from streamsync.settings import StreamsyncSettings
 from streamsync.targets.apply import TargetEngine
-from streamsync.topics import dlq_topic, events_topic
+from streamsync.topics import dlq_topic
 
 log = structlog.get_logger(__name__)
 
@@ -101,12 +101,7 @@ class TargetSync:
 def register_target_agent(app: faust.App, settings: StreamsyncSettings, target: str) -> None:
     """Add the agent that writes Nautobot's change events to `target`."""
     target_sync = TargetSync(app, settings, target)
-    topic = app.topic(
-        events_topic(NAUTOBOT, settings.topic_prefix),
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.topic_partitions,
-    )
+    topic = events_channel(app, settings, NAUTOBOT)
 
     async def deliver(stream: Any) -> None:  # faust.Stream; take_events is missing from StreamT
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):

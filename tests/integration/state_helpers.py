@@ -13,7 +13,7 @@ from streamsync.envelope import canonical_key
 from tests.integration.conftest import Stream, write_nautobot_config
 
 
-def vlan_event(op: str, vid: int, group: str, source: str = "ipam", **attrs: Any) -> dict[str, Any]:
+def vlan_event(op: str, vid: int, group: str | None, source: str = "ipam", **attrs: Any) -> dict[str, Any]:
     """An envelope-v1 event for VLAN `vid` of `group`."""
     return {
         "schema": "streamsync.event/v1",
@@ -37,7 +37,8 @@ def publish(stream: Stream, tmp_path: Path, *events: dict[str, Any], source: str
     path = tmp_path / f"events-{uuid.uuid4().hex[:6]}.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
     result = stream.cli("publish", source, str(path))
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 0, f"publish failed:\n{result.stdout}\n{result.stderr}"
+    assert f"published {len(events)} event(s)" in result.stdout
 
 
 def state_values(stream: Stream, source: str = "ipam") -> dict[str, Any]:

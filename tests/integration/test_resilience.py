@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 import pytest
 
 from tests.integration.conftest import PrivateKafka, PrivatePostgres, Stream, WorkerProcess
+from tests.integration.state_helpers import publish, vlan_event
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +69,7 @@ def make_events(group: str, count: int, keys: int, seed: int, delete_ratio: floa
         vid = rng.choice(vids)
         seq[vid] = seq.get(vid, 0) + 1
         if vid in present and rng.random() < delete_ratio:
-            events.append(_event("delete", vid, group))
+            events.append(vlan_event("delete", vid, group, SOURCE))
             present.discard(vid)
             continue
         attrs: dict[str, Any] = {"description": f"vid {vid} seq {seq[vid]}"}
@@ -76,22 +77,9 @@ def make_events(group: str, count: int, keys: int, seed: int, delete_ratio: floa
             attrs["name"] = f"v{vid}-{rng.randrange(10_000)}"
         if vid not in present or rng.random() < 0.3:
             attrs["status__name"] = rng.choice(STATUSES)
-        events.append(_event("upsert", vid, group, **attrs))
+        events.append(vlan_event("upsert", vid, group, SOURCE, **attrs))
         present.add(vid)
     return events
-
-
-def _event(op: str, vid: int, group: str, **attrs: Any) -> dict[str, Any]:
-    return {
-        "schema": "streamsync.event/v1",
-        "id": str(uuid.uuid4()),
-        "source": SOURCE,
-        "model": "vlan",
-        "op": op,
-        "key": {"vid": vid, "vlan_group__name": group},
-        "attrs": attrs,
-        "ts": "2026-11-25T17:00:00.123Z",
-    }
 
 
 def expected_state(events: Sequence[dict[str, Any]]) -> dict[int, Vlan]:
@@ -148,15 +136,6 @@ def assert_end_state(
 
 
 # ---------------------------------------------------------------- Kafka and worker observation
-
-
-def publish(stream: Stream, tmp_path: Path, events: Sequence[dict[str, Any]]) -> None:
-    """`streamsync publish` the events, in order."""
-    path = tmp_path / f"events-{uuid.uuid4().hex[:6]}.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in events))
-    result = stream.cli("publish", SOURCE, str(path))
-    assert result.returncode == 0, f"publish failed:\n{result.stdout}\n{result.stderr}"
-    assert f"published {len(events)} event(s)" in result.stdout
 
 
 def lag_rows(stream: Stream) -> list[dict[str, Any]]:
@@ -287,7 +266,7 @@ def test_kill_9_mid_batch_then_restart_loses_nothing(
     on = dataclasses.replace(stream, extra_env=FAST_FAILURE_DETECTION)
     group = vlan_group()
     events = make_events(group, count=750, keys=120, seed=1)
-    publish(on, tmp_path, events)
+    publish(on, tmp_path, *events)
 
     first = start_worker(*worker_args(batch_size=150), on=on)
     wait(lambda: len(batches(first)) >= 2, 180, "the first worker's first two committed batches", [first])
@@ -323,7 +302,7 @@ def test_broker_stop_and_start_mid_stream_the_worker_reconnects(
     before, after = events[:400], events[400:]
 
     worker = start_worker(*worker_args(batch_size=100), on=on)
-    publish(on, tmp_path, before)
+    publish(on, tmp_path, *before)
     wait(lambda: len(batches(worker)) >= 2, 180, "the worker's first committed batches", [worker])
     stopped = private_kafka.stop()
     down_at = time.time()
@@ -334,7 +313,7 @@ def test_broker_stop_and_start_mid_stream_the_worker_reconnects(
     up_at = time.time()
     report(f"broker down {up_at - down_at:.1f}s (start took {started:.1f}s)")
 
-    publish(on, tmp_path, after)
+    publish(on, tmp_path, *after)
     published_at = time.time()
     caught_up = wait_caught_up(on, len(events), [worker], timeout=180)
     resumed = [b for b in batches(worker) if logged_at(b) > up_at]
@@ -361,12 +340,12 @@ def test_database_stop_and_start_mid_stream_the_worker_retries(
 
     worker = start_worker(*worker_args(batch_size=100), on=on)
     pid = worker.proc.pid
-    publish(on, tmp_path, before)
+    publish(on, tmp_path, *before)
     wait(lambda: len(batches(worker)) >= 2, 180, "the worker's first committed batches", [worker])
     stopped = private_postgres.stop()
     down_at = time.time()
     report(f"PostgreSQL stopped in {stopped:.1f}s after {len(batches(worker))} committed batches")
-    publish(on, tmp_path, after)  # batches arrive while the database is down
+    publish(on, tmp_path, *after)  # batches arrive while the database is down
     wait(
         lambda: len(log_records(worker, "batch failed, retrying")) >= 2 and time.time() - down_at > 8,
         90,
@@ -405,22 +384,22 @@ def test_scale_out_with_a_crash_keeps_per_key_order(
     on = dataclasses.replace(stream, extra_env=FAST_FAILURE_DETECTION)
 
     workers = [start_worker(*worker_args(batch_size=100), on=on) for _ in range(3)]
-    publish(on, tmp_path, chunks[0])
+    publish(on, tmp_path, *chunks[0])
     wait(
         lambda: sum(bool(batches(w)) for w in workers) >= 2,
         180,
         "two of the three workers committing batches",
         workers,
     )
-    publish(on, tmp_path, chunks[1])
+    publish(on, tmp_path, *chunks[1])
     victim = max(workers, key=lambda w: len(batches(w)))
     victim.kill()
     killed_at = time.time()
     report(f"killed worker pid {victim.proc.pid} after {len(batches(victim))} committed batches")
-    publish(on, tmp_path, chunks[2])
+    publish(on, tmp_path, *chunks[2])
     workers.append(start_worker(*worker_args(batch_size=100), on=on))
     for chunk in chunks[3:]:
-        publish(on, tmp_path, chunk)
+        publish(on, tmp_path, *chunk)
 
     survivors = [w for w in workers if w is not victim]
     caught_up = wait_caught_up(on, len(events), survivors, timeout=240)
@@ -449,10 +428,10 @@ def test_worker_stopped_while_the_database_is_down_exits_and_commits_nothing_una
     before, after = events[:100], events[100:]
 
     first = start_worker(*worker_args(batch_size=100), on=on)
-    publish(on, tmp_path, before)
+    publish(on, tmp_path, *before)
     wait(lambda: sum(b["received"] for b in batches(first)) >= len(before), 180, "the first events applied", [first])
     private_postgres.stop()
-    publish(on, tmp_path, after)
+    publish(on, tmp_path, *after)
     wait(lambda: len(log_records(first, "batch failed, retrying")) >= 2, 90, "two failed attempts", [first])
     signalled = time.monotonic()
     # 30 s: Kubernetes' default grace period before it sends SIGKILL (systemd waits 90 s).

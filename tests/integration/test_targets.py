@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from streamsync.targets.apply import TargetEngine
 from streamsync.targets.sqlite import SQLiteInventory
 from tests.integration.conftest import Stream, WorkerProcess, free_port, wait_for, write_nautobot_config
 from tests.integration.prometheus import scrape, value
+from tests.integration.state_helpers import publish, vlan_event
 
 pytestmark = pytest.mark.integration
 
@@ -44,17 +44,7 @@ def _rows(path: Path) -> dict[tuple[int, str], dict[str, Any]]:
 
 
 def _event(op: str, vid: int, group: str | None, **attrs: Any) -> Event:
-    return Event.model_validate(
-        {
-            "id": str(uuid.uuid4()),
-            "source": "nautobot",
-            "model": "vlan",
-            "op": op,
-            "key": {"vid": vid, "vlan_group__name": group},
-            "attrs": attrs,
-            "ts": "2026-11-25T12:00:00Z",
-        }
-    )
+    return Event.model_validate(vlan_event(op, vid, group, "nautobot", **attrs))
 
 
 def _vlan(vid: int, group: str | None, name: str, **attrs: Any) -> Event:
@@ -186,14 +176,6 @@ def target_stream(stream: Stream, tmp_path: Path, inventory: Path) -> Stream:
     return dataclasses.replace(stream, extra_env={"NAUTOBOT_CONFIG": str(config)})
 
 
-def _publish(stream: Stream, tmp_path: Path, source: str, *events: dict[str, Any]) -> None:
-    path = tmp_path / f"{uuid.uuid4().hex}.jsonl"
-    envelope = {"schema": "streamsync.event/v1", "source": source, "model": "vlan", "ts": "2026-11-25T12:00:00Z"}
-    path.write_text("".join(json.dumps({**envelope, "id": str(uuid.uuid4()), **e}) + "\n" for e in events))
-    published = stream.cli("publish", source, str(path))
-    assert published.returncode == 0, published.stderr
-
-
 def test_a_worker_writes_users_changes_to_the_target_but_not_the_targets_own_changes(
     broker: Any,
     alice: Any,
@@ -242,11 +224,9 @@ def test_a_worker_writes_users_changes_to_the_target_but_not_the_targets_own_cha
 
     # The inventory's own change comes back from Nautobot marked as its own, and is skipped;
     # ipam's change is Nautobot's news for the inventory, and is written.
-    key = {"vid": 300, "vlan_group__name": group}
-    _publish(target_stream, tmp_path, "inventory", {"op": "upsert", "key": key, "attrs": {"name": "from-inventory"}})
-    _publish(
-        target_stream, tmp_path, "ipam", {"op": "upsert", "key": {**key, "vid": 301}, "attrs": {"name": "from-ipam"}}
-    )
+    from_inventory = vlan_event("upsert", 300, group, "inventory", name="from-inventory")
+    publish(target_stream, tmp_path, from_inventory, source="inventory")
+    publish(target_stream, tmp_path, vlan_event("upsert", 301, group, "ipam", name="from-ipam"), source="ipam")
     wait_for(lambda: row(301) is not None, 90, "ipam's VLAN in the inventory", worker)
     wait_for(lambda: '"echoes_skipped": 1' in worker.output(), 60, "the inventory's own change skipped", worker)
     assert VLAN.objects.filter(vid=300, vlan_group=vlan_group, name="from-inventory").exists()
