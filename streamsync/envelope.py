@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 
 SCHEMA_V1: Literal["streamsync.event/v1"] = "streamsync.event/v1"
 
+# Deepest nesting of JSON values an envelope may hold: attribute values are scalars, lists of
+# objects (tags) or small JSON documents; a deeper one is a hostile or broken producer, and would
+# otherwise meet a recursion limit in some later step (a state record, a database write).
+MAX_DEPTH = 32
+
 # Identifier values are JSON scalars taken as they are (no 1.0 for 1, no "1" for 1): they become
 # the canonical key, and two spellings of one object would land on two partitions.
 KeyValue = StrictStr | StrictInt | StrictBool | None
@@ -29,9 +34,21 @@ class Op(StrEnum):
 
 
 class RejectCode(StrEnum):
-    """Why an event was rejected, machine-readable (dead-letter headers, metrics); `reason` says it in words."""
+    """Why a record was rejected, machine-readable (dead-letter headers, metrics); `reason` says it in words.
 
+    Every code is listed with its meaning in docs/contract.md.
+    """
+
+    # The Kafka record itself (streamsync/records.py).
+    NULL_VALUE = "null_value"
+    NULL_KEY = "null_key"
+    KEY_MISMATCH = "key_mismatch"
+    TOO_LARGE = "too_large"
+    # The envelope's bytes and JSON.
+    NOT_UTF8 = "not_utf8"
     NOT_JSON = "not_json"
+    TOO_DEEP = "too_deep"
+    UNSTORABLE_STRING = "unstorable_string"
     NOT_OBJECT = "not_object"
     UNSUPPORTED_SCHEMA = "unsupported_schema"
     BAD_OP = "bad_op"
@@ -86,12 +103,63 @@ def describe(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
 
 
+def unstorable(value: Any) -> str | None:
+    r"""Why a string in `value` (a key or an item, at any depth) cannot be stored, or None.
+
+    PostgreSQL's text refuses NUL, and a lone UTF-16 surrogate (`"\ud800"` in JSON) is no
+    character at all: it can be neither stored nor encoded as UTF-8 again.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "contains a NUL character, which PostgreSQL cannot store"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "contains a lone surrogate (\\ud800-\\udfff), which is not a character"
+        return None
+    if isinstance(value, dict):
+        return next(filter(None, (unstorable(k) or unstorable(v) for k, v in value.items())), None)
+    if isinstance(value, list | tuple):
+        return next(filter(None, map(unstorable, value)), None)
+    return None
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON containers nest in `value` (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth + 1)
+            if depth + 1 <= MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
 def decode(raw: bytes | str) -> Event:
     """Parse and validate one envelope, or raise EnvelopeError with a code and a readable reason."""
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise EnvelopeError(RejectCode.NOT_UTF8, f"not UTF-8: {error}") from None
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise EnvelopeError(RejectCode.NOT_JSON, f"not JSON: {error}") from error
+    except RecursionError:
+        raise EnvelopeError(
+            RejectCode.TOO_DEEP, f"JSON nested deeper than Python can parse (limit {MAX_DEPTH})"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise EnvelopeError(RejectCode.NOT_JSON, f"not JSON: {error}") from None
+    if _depth(data) > MAX_DEPTH:
+        raise EnvelopeError(RejectCode.TOO_DEEP, f"JSON nested more than {MAX_DEPTH} levels deep")
+    # Strict UTF-8 and strict JSON leave only `\u` escapes to spell a NUL or a surrogate.
+    problem = unstorable(data) if "\\u" in raw else None
+    if problem:
+        raise EnvelopeError(RejectCode.UNSTORABLE_STRING, f"a string {problem}")
     if not isinstance(data, dict):
         raise EnvelopeError(RejectCode.NOT_OBJECT, f"envelope must be a JSON object, got {type(data).__name__}")
     if data.get("schema") != SCHEMA_V1:

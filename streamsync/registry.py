@@ -14,7 +14,7 @@ from diffsync import DiffSyncModel
 from django.core.exceptions import FieldDoesNotExist
 from pydantic import TypeAdapter, ValidationError
 
-from streamsync.envelope import EnvelopeError, Event, RejectCode, describe
+from streamsync.envelope import EnvelopeError, Event, RejectCode, describe, unstorable
 
 
 class RejectedEvent(EnvelopeError):
@@ -84,11 +84,9 @@ class ModelRegistry:
         ids = {name: self._check(model, name, value, strict=True) for name, value in event.key.items()}
         attrs = {name: self._check(model, name, value, strict=False) for name, value in event.attrs.items()}
         for name, value in (*ids.items(), *attrs.items()):
-            if _has_nul(value):
-                raise RejectedEvent(
-                    RejectCode.WRONG_TYPE,
-                    f"{event.model}.{name}: contains a NUL character, which PostgreSQL cannot store",
-                )
+            problem = unstorable(value)  # decoded events were checked on the wire; events made in Python too
+            if problem:
+                raise RejectedEvent(RejectCode.UNSTORABLE_STRING, f"{event.model}.{name}: {problem}")
         for name, value in ids.items():
             # contrib reads a foreign key whose lookup values are all empty as "no object": an identifier
             # of "" would create an object with no parent that no later event could find again.
@@ -109,16 +107,6 @@ class ModelRegistry:
             return adapter.validate_python(value)
         except ValidationError as error:
             raise RejectedEvent(RejectCode.WRONG_TYPE, f"{model.get_type()}.{name}: {describe(error)}") from None
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:

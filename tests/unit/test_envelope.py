@@ -24,6 +24,14 @@ def _raw(**overrides: object) -> bytes:
     return json.dumps(data).encode()
 
 
+def _nested(levels: int) -> object:
+    """A list nested `levels` deep."""
+    value: object = "x"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 def test_canonical_key_sorts_identifiers_without_spaces() -> None:
     assert canonical_key("vlan", {"vlan_group__name": "dc1", "vid": 100}) == 'vlan:{"vid":100,"vlan_group__name":"dc1"}'
 
@@ -41,7 +49,15 @@ def test_decode_round_trips_to_the_same_bytes_shape() -> None:
     ("raw", "code", "reason"),
     [
         (b"{not json", RejectCode.NOT_JSON, "not JSON: Expecting property name"),
-        (b"\xff\xfe", RejectCode.NOT_JSON, "not JSON"),
+        (b"\xff\xfe", RejectCode.NOT_UTF8, "not UTF-8"),
+        # Valid UTF-16 JSON: json.loads would guess the encoding; the contract says UTF-8.
+        ('{"schema": "streamsync.event/v1"}'.encode("utf-16"), RejectCode.NOT_UTF8, "not UTF-8"),
+        (b"[" * 100_000, RejectCode.TOO_DEEP, "nested deeper"),
+        (_raw(attrs={"name": "x", "notes": _nested(32)}), RejectCode.TOO_DEEP, "more than 32 levels"),
+        (_raw(key={"vid": 100, "vlan_group__name": "dc\ud8001"}), RejectCode.UNSTORABLE_STRING, "lone surrogate"),
+        (_raw(attrs={"name": "\udfff"}), RejectCode.UNSTORABLE_STRING, "lone surrogate"),
+        (_raw(attrs={"\ud800": "x"}), RejectCode.UNSTORABLE_STRING, "lone surrogate"),
+        (_raw(id="a\u0000b"), RejectCode.UNSTORABLE_STRING, "NUL"),
         (b"[1, 2]", RejectCode.NOT_OBJECT, "envelope must be a JSON object, got list"),
         (
             _raw(schema="streamsync.event/v2"),
@@ -59,3 +75,14 @@ def test_decode_rejects_with_a_code_and_a_readable_reason(raw: bytes, code: Reje
         decode(raw)
     assert error.value.code is code
     assert reason in error.value.reason
+
+
+def test_decode_takes_characters_outside_the_basic_plane_spelled_as_a_surrogate_pair() -> None:
+    raw = _raw(attrs={"name": "\U0001f600 uplink"})  # json.dumps spells it "\ud83d\ude00"
+    assert b"\\ud83d\\ude00" in raw
+    assert decode(raw).attrs == {"name": "\U0001f600 uplink"}
+
+
+def test_decode_takes_nesting_up_to_the_limit() -> None:
+    value = _nested(30)  # within the envelope (level 1) and attrs (level 2): 32 levels in all
+    assert decode(_raw(attrs={"notes": value})).attrs["notes"] == value
