@@ -99,11 +99,8 @@ def worker(
 
     from streamsync import logging as streamsync_logging
     from streamsync import metrics
-    from streamsync.agents.app import create_app
-    from streamsync.agents.relay import register_relay
-    from streamsync.agents.sync import DatabaseThread, register_sync_agent
-    from streamsync.agents.target import register_target_agent
-    from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics
+    from streamsync.agents.worker import build
+    from streamsync.kafka import BrokerUnavailable
     from streamsync.settings import ConfigError, StreamsyncSettings
 
     log_config = streamsync_logging.configure(loglevel.upper())
@@ -133,36 +130,9 @@ def worker(
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    topics = [
-        TopicSpec(name(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication)
-        for s in chosen
-        for name in (events_topic, dlq_topic)
-    ]
-    # The replay topic: the latest full state per object, so compacted (docs/resync.md).
-    topics += [
-        TopicSpec(state_topic(s, settings.topic_prefix), settings.topic_partitions, settings.topic_replication, True)
-        for s in chosen
-    ]
-    topics += [
-        TopicSpec(name, settings.topic_partitions, settings.topic_replication)
-        for name in [dlq_topic(t, settings.topic_prefix) for t in chosen_targets]
-        + ([events_topic("nautobot", settings.topic_prefix)] if chosen_targets else [])
-    ]
     try:
-        loop.run_until_complete(ensure_topics(settings.kafka(), topics))
-    except BrokerUnavailable as error:
-        raise click.ClickException(str(error)) from error
-
-    app = create_app(settings)
-    db = DatabaseThread()
-    for source in chosen:
-        register_sync_agent(app, settings, source, db)
-    for target in chosen_targets:
-        register_target_agent(app, settings, target)  # <prefix>.nautobot.events -> the target's models
-    register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
-    try:
-        metrics.start(app, settings, chosen)  # /metrics, batch summaries for the health page, lag refresh
-    except metrics.MetricsError as error:
+        app = build(settings, chosen, chosen_targets, loop)
+    except (BrokerUnavailable, metrics.MetricsError) as error:
         raise click.ClickException(str(error)) from error
     structlog.get_logger("streamsync.worker").info(
         "worker starting",
@@ -321,6 +291,16 @@ def dlq_replay(
 
     topic, events = dlq_topic(source, topic_prefix), events_topic(source, topic_prefix)
     pending = [s for s in _run(read_letters(bootstrap, topic, group)) if not s.replayed]
+    cut = [s for s in pending if s.letter is not None and s.letter.truncated is not None]
+    for stored in cut:
+        assert stored.letter is not None
+        click.echo(
+            f"not replayed: {stored.partition}@{stored.offset} holds only the start of a {stored.letter.truncated:,}-byte "
+            f"record; the whole record is at {stored.letter.original_topic}[{stored.letter.original_partition}]"
+            f"@{stored.letter.original_offset}",
+            err=True,
+        )
+    pending = [s for s in pending if s not in cut]
     nautobot = events_topic("nautobot", topic_prefix)
     destinations = sorted({destination(s, events, nautobot) for s in pending})
     target = " and ".join(destinations)
@@ -507,7 +487,9 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
 @click.option("--dry-run", is_flag=True, help="Show the moves; change nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @kafka_options
+@click.pass_context
 def replay(
+    ctx: click.Context,
     source: str,
     offset: int | None,
     when: str | None,
@@ -519,14 +501,24 @@ def replay(
     topic_prefix: str,
     group: str,
 ) -> None:
-    """Reprocess SOURCE's events from an offset or a time: move the workers' group offsets back.
+    """Reprocess SOURCE's events from an offset or a time: move the workers' positions back.
 
-    The workers must be stopped; the next one to start reprocesses from there. Reprocessing is safe:
-    applying an event whose change is already in Nautobot changes nothing.
+    Moves both the group's Kafka offsets and the positions in Nautobot's database that workers read
+    from. The workers must be stopped; the next one to start reprocesses from there. Reprocessing
+    is safe: applying an event whose change is already in Nautobot changes nothing.
     """
     from datetime import UTC, datetime
 
-    from streamsync.replay import ReplayRefused, active_members, format_resets, plan_reset, refusal, reset
+    from streamsync.replay import (
+        ReplayRefused,
+        active_members,
+        format_resets,
+        move_positions,
+        plan_reset,
+        refusal,
+        reset,
+        with_positions,
+    )
 
     if sum((offset is not None, when is not None, earliest)) != 1:
         raise click.UsageError("give exactly one of --offset, --datetime or --earliest")
@@ -538,10 +530,12 @@ def replay(
             raise click.BadParameter(f"{when!r} is not an ISO 8601 time", param_hint="--datetime") from error
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
     topic = events_topic(source, topic_prefix)
+    setup_nautobot(ctx.obj["config"])
     try:
         resets = _run(plan_reset(bootstrap, group, topic, offset=offset, at=at, only=only))
     except ReplayRefused as error:
         raise click.ClickException(str(error)) from error
+    resets = with_positions(group, source, topic, resets)
     click.echo(format_resets(topic, resets))
     events = sum(r.reprocess for r in resets)
     if all(r.current is None for r in resets):
@@ -560,6 +554,7 @@ def replay(
         _run(reset(bootstrap, group, topic, resets))
     except ReplayRefused as error:
         raise click.ClickException(str(error)) from error
+    move_positions(group, source, topic, resets)
     click.echo(f"group {group} will reprocess {events} event(s) of {topic} when its workers start")
 
 

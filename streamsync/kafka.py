@@ -463,6 +463,22 @@ async def ensure_topics(kafka: KafkaConnection | str, topics: Iterable[TopicSpec
         return [t.name for t in wanted]
 
 
+async def topic_configs(kafka: KafkaConnection | str, topics: Iterable[str]) -> dict[str, dict[str, str]]:
+    """The configuration (name -> value) of each of `topics` that exists."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    async with admin_client(kafka) as admin:
+        names = sorted(set(topics) & set(await admin.list_topics()))
+        if not names:
+            return {}
+        responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name) for name in names])
+    configs: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for _code, _message, _type, name, entries in response.resources:
+            configs[name] = {entry[0]: entry[1] for entry in entries}
+    return configs
+
+
 async def produce(kafka: KafkaConnection | str, topic: str, events: Iterable[Event]) -> int:
     """Produce events keyed by canonical key, waiting for every acknowledgement; returns the count."""
     return await produce_raw(kafka, topic, ((e.canonical_key.encode(), e.to_bytes()) for e in events))

@@ -136,6 +136,20 @@ TARGET_ECHOES = Counter(
     ["target"],
     registry=REGISTRY,
 )
+SKIPPED = Counter(
+    "streamsync_records_skipped",
+    "Records an agent read and did not settle again: already_applied (below the position the database "
+    "vouches for, e.g. redelivered after a crash)",
+    ["agent", "reason"],
+    registry=REGISTRY,
+)
+REWINDS = Counter(
+    "streamsync_position_rewinds",
+    "Times a partition was read again from the database's position because records past it had been "
+    "acknowledged without being applied (Kafka's committed offset ahead of it, or a gap in a batch)",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
 WORKER = Gauge(
     "streamsync_worker_info", "This worker's consumer group and version", ["group", "version"], registry=REGISTRY
 )
@@ -284,6 +298,23 @@ def observe_dead_letters(source: str, codes: Iterable[str]) -> None:
             DEAD_LETTERS.labels(source, code).inc(count)
     except Exception:
         log.exception("metrics: cannot count dead letters", source=source)
+
+
+def observe_skipped(agent: str, reason: str, count: int) -> None:
+    """Count records an agent did not settle again. Never raises."""
+    try:
+        if count:
+            SKIPPED.labels(agent, reason).inc(count)
+    except Exception:
+        log.exception("metrics: cannot count skipped records", agent=agent)
+
+
+def observe_rewind(topic: str, partition: int) -> None:
+    """Count a partition read again from the database's position. Never raises."""
+    try:
+        REWINDS.labels(topic, str(partition)).inc()
+    except Exception:
+        log.exception("metrics: cannot count a rewind", topic=topic)
 
 
 def start(app: faust.App, settings: StreamsyncSettings, sources: Sequence[str]) -> str | None:

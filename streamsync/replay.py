@@ -1,14 +1,17 @@
-"""`streamsync replay`: reprocess a source's events from an offset or a time, by moving the group's offsets.
+"""`streamsync replay`: reprocess a source's events from an offset or a time, by moving the group's positions.
 
 What `kafka-consumer-groups --reset-offsets` does, for one source's events topic and the workers'
-consumer group: the next worker to start resumes from the new offsets. Safe to repeat because the
-apply is idempotent (an event whose change is already in Nautobot changes nothing), and refused
-while the group has active members, whose next commit would overwrite the reset (Kafka itself
-refuses offset commits from outside a live group's generation, too).
+consumer group, done to both places a position lives: the group's committed offsets in Kafka and
+the positions in Nautobot's database that workers actually read from (streamsync/positions.py).
+The next worker to start resumes from the new offsets. Safe to repeat because the apply is
+idempotent (an event whose change is already in Nautobot changes nothing), and refused while the
+group has active members, whose next commit would overwrite the reset (Kafka itself refuses
+offset commits from outside a live group's generation, too).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,10 +29,10 @@ class ReplayRefused(RuntimeError):
 
 @dataclass(frozen=True)
 class PartitionReset:
-    """One partition's move: from the committed offset to the new one, and what that reprocesses."""
+    """One partition's move: from where the workers would read to the new offset, and what that reprocesses."""
 
     partition: int
-    current: int | None  # None: the group has committed nothing here
+    current: int | None  # the stored position, else the committed offset; None: neither exists
     new: int
     end: int
 
@@ -113,6 +116,22 @@ async def reset(kafka: KafkaConnection | str, group: str, topic: str, resets: Co
             await committer.commit(positions)
         except CommitFailedError as error:  # a worker joined since the check: Kafka refuses outside commits
             raise ReplayRefused(f"Kafka refused the reset: consumer group {group} has active members now") from error
+
+
+def with_positions(group: str, source: str, topic: str, resets: Collection[PartitionReset]) -> list[PartitionReset]:
+    """`resets` whose current offsets are the stored positions, where the database has one."""
+    from streamsync.positions import stored, sync_agent
+
+    agent = sync_agent(source)
+    found = stored(group, [agent], [(topic, r.partition) for r in resets])
+    return [dataclasses.replace(r, current=found.get((agent, (topic, r.partition)), r.current)) for r in resets]
+
+
+def move_positions(group: str, source: str, topic: str, resets: Collection[PartitionReset]) -> None:
+    """Store the new offsets as the positions the source's workers read from."""
+    from streamsync.positions import move, sync_agent
+
+    move(group, sync_agent(source), topic, {r.partition: r.new for r in resets})
 
 
 def refusal(group: str, members: Collection[Member]) -> str:

@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
-from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING
+from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, DeadLetter
 from streamsync.engine import BatchResult, Outcome, SyncEngine
 from streamsync.envelope import Event, decode
-from streamsync.state import StateRecord
+from streamsync.records import Origin, OutRecord
+from streamsync.settle import Applied, Incoming
 from streamsync.state import merge as merge_state
 
 if TYPE_CHECKING:
@@ -39,17 +40,6 @@ class RetryPolicy(BaseModel):
 
 
 @dataclass(frozen=True)
-class Origin:
-    """Where an event came from: what a parked row or a dead letter must keep."""
-
-    message_key: bytes | None
-    value: bytes
-    topic: str
-    partition: int
-    offset: int
-
-
-@dataclass(frozen=True)
 class Doomed:
     """A parked event to dead-letter, and why."""
 
@@ -66,47 +56,54 @@ def _now() -> datetime:
     return timezone.now()
 
 
-def apply_or_park(
-    engine: SyncEngine, source: str, events: Sequence[Event], origins: dict[int, Origin], policy: RetryPolicy
-) -> tuple[BatchResult, list[int], list[StateRecord]]:
-    """Apply a batch; park its retryable failures and every event queued behind a parked key.
+def apply_source(
+    engine: SyncEngine, source: str, incoming: Sequence[Incoming], policy: RetryPolicy, state_topic: str
+) -> Applied:
+    """Apply a source's events in the caller's transaction; park retryable failures and what queues behind them.
 
-    Returns the engine's result, the ids (`id(event)`) of the events that were parked, which the
-    caller must not dead-letter, and the touched keys' records for the state topic (merged into the
-    state table in the same transaction: applied, failed and parked events alike; rejected ones not).
+    Parked events are not dead-lettered; rejected events and failures that cannot pass later are.
+    The touched keys' full states (applied, failed and parked events alike; rejected ones not) are
+    merged into the state table here and returned as state-topic records.
     """
-    from django.db import transaction
     from django.db.models import Min
 
     from streamsync.models.state import KEY_LENGTH, ParkedEvent
 
-    with transaction.atomic():
-        keys = {event.canonical_key for event in events}
-        schedule = {
-            row["key"]: row["at"]
-            for row in ParkedEvent.objects.filter(source=source, key__in=keys)
-            .values("key")
-            .annotate(at=Min("next_attempt_at"))
-            .order_by()
-        }
-        behind = [e for e in events if e.canonical_key in schedule]
-        result = engine.apply([e for e in events if e.canonical_key not in schedule], source=source)
-        rows = [
-            _row(source, e, origins[id(e)], 0, schedule[e.canonical_key], "queued behind an earlier event")
-            for e in behind
+    origins = {id(i.event): i.origin for i in incoming}
+    events = [i.event for i in incoming]
+    keys = {event.canonical_key for event in events}
+    schedule = {
+        row["key"]: row["at"]
+        for row in ParkedEvent.objects.filter(source=source, key__in=keys)
+        .values("key")
+        .annotate(at=Min("next_attempt_at"))
+        .order_by()
+    }
+    behind = [e for e in events if e.canonical_key in schedule]
+    result = engine.apply([e for e in events if e.canonical_key not in schedule], source=source)
+    rows = [
+        _row(source, e, origins[id(e)], 0, schedule[e.canonical_key], "queued behind an earlier event") for e in behind
+    ]
+    letters = [
+        (origins[id(r.event)], DeadLetter.of(origins[id(r.event)], r.code, r.reason, source=source))
+        for r in result.rejected
+    ]
+    for failure in result.failed:
+        # A key too long for the table would fail this transaction on every redelivery: dead-letter it.
+        parkable = all(len(e.canonical_key) <= KEY_LENGTH for e in failure.events)
+        if failure.retryable and policy.max_attempts > 1 and parkable:
+            retry_at = _now() + policy.delay(1)
+            rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in failure.events]
+            continue
+        code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
+        letters += [
+            (origins[id(e)], DeadLetter.of(origins[id(e)], code, failure.reason, source=source)) for e in failure.events
         ]
-        parked = [id(e) for e in behind]
-        for failure in result.failed:
-            # A key too long for the table would fail this transaction on every redelivery: dead-letter it.
-            parkable = all(len(e.canonical_key) <= KEY_LENGTH for e in failure.events)
-            if failure.retryable and policy.max_attempts > 1 and parkable:
-                retry_at = _now() + policy.delay(1)
-                rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in failure.events]
-                parked += [id(e) for e in failure.events]
-        ParkedEvent.objects.bulk_create(rows)
-        rejected = {id(r.event) for r in result.rejected}
-        state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
-    return result, parked, state
+    ParkedEvent.objects.bulk_create(rows)
+    rejected = {id(r.event) for r in result.rejected}
+    state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
+    records = [OutRecord(state_topic, *record.kafka()) for record in state]
+    return Applied(result, letters, records, parked=len(rows))
 
 
 def _row(source: str, event: Event, origin: Origin, attempts: int, retry_at: datetime, reason: str) -> ParkedEvent:

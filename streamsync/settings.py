@@ -28,6 +28,7 @@ ENV_OVERRIDES = {
     "heartbeat_interval": "STREAMSYNC_HEARTBEAT_INTERVAL",
     "metrics_port": "STREAMSYNC_METRICS_PORT",
     "metrics_address": "STREAMSYNC_METRICS_ADDRESS",
+    "transaction_idle_timeout": "STREAMSYNC_TRANSACTION_IDLE_TIMEOUT",
 }
 
 
@@ -107,6 +108,10 @@ class StreamsyncSettings(BaseModel):
     # How soon the group notices a dead worker and hands its partitions on (faust's default is 60 s).
     session_timeout: float = Field(default=30.0, ge=6, le=300)
     heartbeat_interval: float = Field(default=3.0, gt=0, le=60)
+    # A worker's batch transaction idle longer than this (the process paused or hung) is ended by
+    # PostgreSQL, freeing its partitions' positions for their new owner; 0 never ends one. Keep it
+    # above the longest pause a healthy batch makes between statements (a target's slowest write).
+    transaction_idle_timeout: float = Field(default=300.0, ge=0, le=86_400)
     # The relay of Nautobot's change events (docs/nautobot-events.md): rows per cycle, seconds between idle looks.
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_interval: float = Field(default=0.2, gt=0, le=60)

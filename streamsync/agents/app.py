@@ -7,18 +7,24 @@ from typing import Any
 
 import faust
 
+from streamsync.agents.positioning import PositionedTransport, Positions
 from streamsync.settings import StreamsyncSettings
 
 
 class StreamsyncApp(faust.App):
-    """A faust.App without fixups.
+    """A faust.App without fixups, reading and committing where the database's positions say.
 
     Nautobot is set up before the app exists; faust's Django fixup would run `django.setup()`
     and every system check a second time, and duplicate Nautobot's log handlers.
     """
 
+    positions: Positions
+
     def _init_fixups(self) -> Any:
         return []
+
+    def _new_transport(self) -> Any:
+        return PositionedTransport(self.conf.broker_consumer, self)
 
 
 def default_data_dir() -> str:
@@ -27,10 +33,13 @@ def default_data_dir() -> str:
     return os.path.join(base, "faust")
 
 
-def create_app(settings: StreamsyncSettings) -> StreamsyncApp:
-    """A Faust app whose id is the consumer group: every worker with the same settings shares the work."""
+def create_app(settings: StreamsyncSettings, positions: Positions | None = None) -> StreamsyncApp:
+    """A Faust app whose id is the consumer group: every worker with the same settings shares the work.
+
+    `positions` are the worker's agents' (none: a bare app, e.g. for producing only).
+    """
     kafka = settings.kafka()
-    return StreamsyncApp(
+    app = StreamsyncApp(
         settings.group_id,
         broker=[f"kafka://{server}" for server in kafka.servers],
         # TLS and SASL for every client faust opens (consumer, producer, topic creation).
@@ -48,3 +57,5 @@ def create_app(settings: StreamsyncSettings) -> StreamsyncApp:
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
     )
+    app.positions = positions or Positions(settings.group_id, None)
+    return app

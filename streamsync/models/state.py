@@ -84,3 +84,32 @@ class OwnedObject(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} owns {self.key}"
+
+
+class Position(models.Model):
+    """How far one agent of a consumer group has settled one partition: the next offset to apply.
+
+    Written in the same transaction as the batch it follows (its data, parked rows, ownership and
+    state), so the database itself vouches for it: a worker reads from here, not from Kafka's
+    committed offset, and skips what is below it (already applied: exactly-once effect). A batch
+    locks its partitions' rows, so a worker that lost a partition cannot write behind its
+    successor. Kafka's committed offsets never run ahead of these (docs/architecture.md).
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    group = models.CharField(max_length=255, help_text="Kafka consumer group")
+    agent = models.CharField(max_length=255, help_text="the agent reading the topic, e.g. streamsync.sync.ipam")
+    topic = models.CharField(max_length=255)
+    partition = models.IntegerField()
+    next_offset = models.BigIntegerField(help_text="offset of the next record to apply")
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "agent", "topic", "partition"], name="streamsync_position_partition"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} {self.agent} {self.topic}[{self.partition}] at {self.next_offset}"

@@ -1,0 +1,162 @@
+"""Settling batches from the event loop: on a database thread, through infrastructure faults, past poison.
+
+    settle(batch) on the database thread (streamsync/settle.py)
+      transient fault (database, Redis, Kafka away)   retry the same batch with back-off, for as long as it takes
+      any other error, twice                          split the batch in halves and settle each, until the
+                                                      record that fails alone is dead-lettered as
+                                                      `unexpected_error` with the error, and the rest is settled
+
+So a record that breaks a batch for a reason nobody foresaw costs a few retries and one dead
+letter, not a stopped partition, and an outage costs time, never a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn, TypeVar
+
+import faust
+import structlog
+
+from streamsync.agents.positioning import Positions
+from streamsync.faults import is_transient
+from streamsync.records import Origin
+from streamsync.settle import Settled, Settling, Where, Wire, settle, where
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+MAX_BACKOFF_SECONDS = 30.0
+# Attempts of a batch that fails for no infrastructure reason before it is split.
+ATTEMPTS_BEFORE_SPLIT = 2
+# Exit status of a worker whose agent crashed: a supervisor should start it again.
+EXIT_AGENT_CRASHED = 70
+
+
+def backoff(failures: int, base: float = 0.5, cap: float = MAX_BACKOFF_SECONDS) -> float:
+    """Seconds to wait after `failures` failures in a row: doubling from `base` up to `cap`, with jitter."""
+    delay = min(cap, base * 2 ** min(max(failures, 1) - 1, 16))
+    return delay * random.uniform(0.8, 1.0)  # noqa: S311 - spreading retries, not secrets
+
+
+class DatabaseThread:
+    """All ORM work on one thread: Django's ORM is synchronous and its connections are per thread.
+
+    One thread also means one connection and writes in the order batches arrive.
+    """
+
+    def __init__(self, name: str = "streamsync-db") -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run `fn` on the database thread without blocking the event loop (the consumer keeps heartbeating)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, functools.partial(_with_fresh_connection, fn, *args, **kwargs)
+        )
+
+
+def _with_fresh_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    from django.db import close_old_connections
+
+    # Drops connections that died (e.g. a database restart) so this batch opens a new one.
+    close_old_connections()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        close_old_connections()
+
+
+class Settler:
+    """Settles one agent's batches; returns only once every record of a batch is settled."""
+
+    def __init__(self, app: faust.App, how: Settling, db: DatabaseThread, wire: Wire, positions: Positions) -> None:
+        self.app = app
+        self.how = how
+        self.db = db
+        self.wire = wire
+        self.positions = positions
+
+    async def settle(self, records: Sequence[Origin]) -> list[Settled]:
+        """Settle `records`; more than one result when a failing batch had to be split."""
+        return await self._settle(list(records), {})
+
+    async def _settle(self, records: list[Origin], poisoned: dict[Where, str]) -> list[Settled]:
+        failures = 0
+        while True:
+            try:
+                settled = await self.db.run(settle, self.how, records, self.wire, poisoned)
+            except Exception as error:
+                failures += 1
+                context = {"agent": self.how.agent, "records": len(records), "attempt": failures}
+                if is_transient(error):
+                    await self._wait(backoff(failures), "batch failed, retrying", error, **context)
+                    continue
+                if failures < ATTEMPTS_BEFORE_SPLIT:
+                    await self._wait(backoff(failures), "batch failed, retrying", error, **context)
+                    continue
+                if len(records) > 1:
+                    log.warning("batch keeps failing: settling its halves apart", error=repr(error), **context)
+                    half = len(records) // 2
+                    return [
+                        *await self._settle(records[:half], poisoned),
+                        *await self._settle(records[half:], poisoned),
+                    ]
+                if where(records[0]) in poisoned:
+                    raise  # not even its dead letter can be settled: the agent cannot go on
+                log.error("record fails every batch it is in: dead-lettering it", exc_info=error, **context)
+                poisoned = {**poisoned, where(records[0]): _reason(error)}
+                continue
+            self.positions.vouch(self.how.agent, settled.admission)
+            if settled.admission.refused:
+                await self.positions.read_again(self.app.consumer, self.how.agent, settled.admission.refused)
+            return [settled]
+
+    async def _wait(self, seconds: float, message: str, error: BaseException, **context: Any) -> None:
+        """Log a failed attempt and sleep; a worker told to stop meanwhile leaves without committing."""
+        log.warning(message, retry_in=round(seconds, 2), error=repr(error), **context)
+        deadline = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < deadline:
+            if self.app.should_stop:
+                leave_uncommitted(message, error, **context)
+            await asyncio.sleep(min(0.2, seconds))
+
+
+def _reason(error: BaseException) -> str:
+    """The error with where it was raised: enough for a person to find the defect."""
+    lines = traceback.format_exception(error)
+    return "".join(lines[-12:])[-3500:]
+
+
+def leave_uncommitted(what: str, error: BaseException, **context: Any) -> NoReturn:
+    """Exit at once while a batch cannot be settled; it stays unsettled, and is settled by the next owner."""
+    log.error(
+        f"stopping while {what!r} cannot succeed: exiting; the batch will be settled again",
+        error=repr(error),
+        **context,
+    )
+    logging.shutdown()
+    # Not sys.exit: faust's shutdown would wait for the batch that cannot finish.
+    os._exit(0)
+
+
+def crash(agent: str, error: BaseException) -> NoReturn:
+    """An agent cannot go on: exit non-zero so that a supervisor starts the worker again.
+
+    Never a live process that consumes nothing. What was not settled stays unsettled: the next
+    worker reads it again from the positions the database vouches for.
+    """
+    log.critical(
+        "agent crashed: exiting so that the worker is started again; nothing unsettled is lost",
+        agent=agent,
+        exc_info=error,
+    )
+    logging.shutdown()
+    os._exit(EXIT_AGENT_CRASHED)

@@ -1,0 +1,51 @@
+"""Which failures are the infrastructure's (retry the whole batch, never dead-letter) and which are not.
+
+A transient fault says nothing about the records: the database or Redis went away, a lock or a
+statement timed out, a deadlock or serialization failure rolled the transaction back, Kafka did not
+acknowledge in time. Retrying the same batch later is right, for as long as it takes, and moving a
+position or writing a dead letter because of one would be wrong. Anything else that makes a whole
+batch fail is the batch's doing, and the record that causes it is found and dead-lettered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error` and what it was raised from or during, outermost first, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether `error` (or what caused it) is an infrastructure fault that passes by itself."""
+    return any(_transient(cause) for cause in causes(error))
+
+
+def _transient(error: BaseException) -> bool:
+    from aiokafka.errors import KafkaError
+    from django.db import InterfaceError, OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    from streamsync.targets.base import TargetUnavailable
+
+    if isinstance(error, KafkaError):
+        return bool(getattr(error, "retriable", False)) or type(error).__name__ in {"KafkaTimeoutError"}
+    # OperationalError covers a lost connection, lock_timeout / NOWAIT, statement_timeout, deadlocks and
+    # serialization failures (psycopg2's TransactionRollbackError).
+    return isinstance(
+        error,
+        OperationalError
+        | InterfaceError
+        | RedisConnectionError
+        | RedisTimeoutError
+        | TargetUnavailable
+        | TimeoutError
+        | ConnectionError,
+    )
