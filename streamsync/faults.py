@@ -2,14 +2,21 @@
 
 A transient fault says nothing about the records: the database or Redis went away, a lock or a
 statement timed out, a deadlock or serialization failure rolled the transaction back, Kafka did not
-acknowledge in time. Retrying the same batch later is right, for as long as it takes, and moving a
-position or writing a dead letter because of one would be wrong. Anything else that makes a whole
-batch fail is the batch's doing, and the record that causes it is found and dead-lettered.
+acknowledge in time, the database refused the worker's SQL as such (a missing table or privilege:
+an operator's fix, not the record's). Retrying the same batch later is right, for as long as it
+takes, and moving a position or writing a dead letter because of one would be wrong. Anything else
+that makes a whole batch fail is the batch's doing, and the record that causes it is found and
+dead-lettered.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+
+
+# PostgreSQL errors that say the worker's SQL cannot run here (not that a record is wrong):
+# insufficient_privilege, undefined_table, undefined_column, undefined_function.
+ENVIRONMENT_SQLSTATES = {"42501", "42P01", "42703", "42883"}
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
@@ -35,6 +42,8 @@ def _transient(error: BaseException) -> bool:
 
     from streamsync.targets.base import TargetUnavailable
 
+    if getattr(error, "pgcode", None) in ENVIRONMENT_SQLSTATES:
+        return True
     if isinstance(error, KafkaError):
         return bool(getattr(error, "retriable", False)) or type(error).__name__ in {"KafkaTimeoutError"}
     # OperationalError covers a lost connection, lock_timeout / NOWAIT, statement_timeout, deadlocks and

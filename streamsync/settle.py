@@ -4,8 +4,8 @@
     read       every record → an Event, or a rejection with a code (streamsync/records.py)
     apply      a source: the engine, parked retries, ownership, the state merge (streamsync/retry.py)
                a target: the target's CRUD and commit (streamsync/targets/apply.py)
-    publish    the state records and dead letters, acknowledged by Kafka
-    advance    the positions, then commit
+    advance    the positions
+    publish    the state records and dead letters, acknowledged by Kafka; then commit
 
 One database transaction holds all of it, so whatever is raised on the way, nothing is settled and
 the records are settled again later: the position never moves past a record that is not in the
@@ -122,7 +122,8 @@ def settle(
                 letters.append((origin, DeadLetter.of(origin, error.code, error.reason, source=how.system)))
         applied = how.apply(incoming) if incoming else Applied(BatchResult(batch_id="", received=0))
         letters += applied.letters
+        positions.advance(admission)
+        # Last before the commit, so that little can fail after Kafka has the records.
         dead = [letter.record(how.dlq_topic, origin, how.max_bytes) for origin, letter in letters]
         wire.publish([*applied.state, *dead])
-        positions.advance(admission)
     return Settled(admission, applied, letters, time.perf_counter() - started)
