@@ -9,122 +9,28 @@ database both reached the end of the log.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 
-from streamsync.envelope import canonical_key
 from tests.integration.conftest import Stream, WorkerProcess, wait_for
 from tests.integration.state_helpers import vlan_event
+from tests.integration.wire_helpers import (
+    AGENT,
+    SOURCE,
+    Record,
+    create_topic,
+    envelope_text,
+    letters,
+    produce,
+    raw,
+    settled_to_end,
+    vlan_state,
+)
 
 pytestmark = pytest.mark.integration
-
-SOURCE = "ipam"
-Record = tuple[bytes | None, bytes | None]
-
-
-def produce(
-    bootstrap: str, topic: str, records: Sequence[Record], headers: Sequence[tuple[str, bytes]] = ()
-) -> list[int]:
-    """Produce `records` (key, value) as they are, all to partition 0, in order; their offsets."""
-
-    async def run() -> list[int]:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024, acks="all")
-        await producer.start()
-        try:
-            return [
-                (await producer.send_and_wait(topic, value, key=key, partition=0, headers=list(headers) or None)).offset
-                for key, value in records
-            ]
-        finally:
-            await producer.stop()
-
-    return asyncio.run(run())
-
-
-def create_topic(bootstrap: str, topic: str, config: dict[str, str], partitions: int = 3) -> None:
-    """Create `topic` with `config` before any worker creates it with the defaults."""
-    from aiokafka.admin import NewTopic
-
-    from streamsync.kafka import admin_client
-
-    async def run() -> None:
-        async with admin_client(bootstrap) as admin:
-            await admin.create_topics([NewTopic(topic, partitions, 1, topic_configs=config)])
-
-    asyncio.run(run())
-
-
-def raw(event: dict[str, Any]) -> Record:
-    """An event as a producer following the contract sends it: keyed by its canonical key."""
-    return canonical_key(event["model"], event["key"]).encode(), json.dumps(event).encode()
-
-
-def envelope_text(event: dict[str, Any], **replace: str) -> bytes:
-    """The event's JSON with literal substrings replaced: for escapes json.dumps would never write."""
-    text = json.dumps(event)
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    return text.encode()
-
-
-def letters(stream: Stream, system: str = SOURCE) -> dict[int, dict[str, Any]]:
-    """`streamsync dlq list --json` of `system`, by the original record's offset."""
-    result = stream.cli("dlq", "list", system, "--json", "--group", stream.group)
-    assert result.returncode == 0, result.stderr
-    return {letter["original_offset"]: letter for letter in map(json.loads, result.stdout.splitlines())}
-
-
-def committed_and_end(stream: Stream, topic: str) -> tuple[int | None, int]:
-    """The group's committed offset and the log end of `topic`'s partition 0."""
-    from aiokafka import TopicPartition
-
-    from streamsync.kafka import admin_client, consumer
-
-    async def run() -> tuple[int | None, int]:
-        tp = TopicPartition(topic, 0)
-        async with admin_client(stream.bootstrap) as admin:
-            offsets = await admin.list_consumer_group_offsets(stream.group, partitions=[tp])
-        async with consumer(stream.bootstrap) as reader:
-            end = (await reader.end_offsets([tp]))[tp]
-        meta = offsets.get(tp)
-        return (meta.offset if meta is not None and meta.offset >= 0 else None), end
-
-    return asyncio.run(run())
-
-
-def stored_position(stream: Stream, agent: str, topic: str) -> int | None:
-    """The position the database vouches for on `topic`'s partition 0."""
-    from streamsync.models.state import Position
-
-    return (
-        Position.objects.filter(group=stream.group, agent=agent, topic=topic, partition=0)
-        .values_list("next_offset", flat=True)
-        .first()
-    )
-
-
-def settled_to_end(stream: Stream, agent: str, topic: str) -> Callable[[], bool]:
-    """True once both Kafka's committed offset and the stored position are at the log's end."""
-
-    def check() -> bool:
-        committed, end = committed_and_end(stream, topic)
-        return committed == end and stored_position(stream, agent, topic) == end
-
-    return check
-
-
-def vlan_state(group: str | None) -> dict[int, tuple[str, str, str]]:
-    """Every VLAN of `group` (None: VLANs in no group): vid -> (name, status, description)."""
-    from nautobot.ipam.models import VLAN
-
-    rows = VLAN.objects.filter(vlan_group__name=group) if group is not None else VLAN.objects.filter(vlan_group=None)
-    return {v.vid: (v.name, v.status.name, v.description) for v in rows.select_related("status")}
 
 
 def test_hostile_records_between_valid_ones_are_dead_lettered_with_their_codes_and_the_rest_applied(
@@ -178,11 +84,11 @@ def test_hostile_records_between_valid_ones_are_dead_lettered_with_their_codes_a
     expected_codes = {offset: code for offset, (_, code) in zip(offsets, plan, strict=True) if code}
     worker = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
 
-    wait_for(settled_to_end(stream, "streamsync.sync.ipam", topic), 180, "the log settled to its end", worker)
+    wait_for(settled_to_end(stream, AGENT, topic), 180, "the log settled to its end", worker)
     # And it is still consuming.
     produce(stream.bootstrap, topic, [valid(9)])
     wait_for(lambda: 9 in vlan_state(group), 60, "an event sent afterwards applied", worker)
-    wait_for(settled_to_end(stream, "streamsync.sync.ipam", topic), 60, "the log settled to its end again", worker)
+    wait_for(settled_to_end(stream, AGENT, topic), 60, "the log settled to its end again", worker)
     assert vlan_state(group) == {vid: (f"v{vid}", "Active", f"valid {vid}") for vid in range(1, 10)}
     assert vlan_state(None).get(lone) == ("no group", "Active", "")
     assert vlan_state("None").get(lone) == ("group None", "Active", "")

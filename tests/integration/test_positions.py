@@ -1,0 +1,192 @@
+"""Positions the database vouches for, under faults caused to real processes.
+
+- Kafka's committed offset moved past records that were never applied (by hand, while the
+  worker was stopped): the worker reads them again from the database's position.
+- A worker paused (SIGSTOP) inside a batch until its partition moves on and its successor applies
+  newer events for the same keys, then resumed: it writes nothing behind its successor.
+- An agent that cannot go on: the worker exits non-zero, nothing unsettled is acknowledged, and
+  a new worker settles the rest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import uuid
+from collections.abc import Callable
+
+import pytest
+
+from tests.integration.conftest import Stream, WorkerProcess, free_port, wait_for
+from tests.integration.prometheus import scrape, value
+from tests.integration.test_resilience import log_records
+from tests.integration.wire_helpers import (
+    AGENT,
+    SOURCE,
+    commit_offset,
+    committed_and_end,
+    create_topic,
+    letters,
+    produce,
+    settled_to_end,
+    stored_position,
+    vlan_records,
+    vlan_state,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def one_partition_topic(stream: Stream) -> str:
+    """The source's events topic, created with one partition: every record of the test in one order."""
+    topic = f"{stream.prefix}.{SOURCE}.events"
+    create_topic(stream.bootstrap, topic, {}, partitions=1)
+    return topic
+
+
+def vlan_group() -> str:
+    from nautobot.ipam.models import VLANGroup
+
+    name = f"pos-{uuid.uuid4().hex[:8]}"
+    VLANGroup.objects.create(name=name)
+    return name
+
+
+def described(vids: range, description: str) -> dict[int, tuple[str, str, str]]:
+    return {vid: (f"v{vid}", "Active", description) for vid in vids}
+
+
+def test_a_committed_offset_ahead_of_the_database_is_read_again(
+    stream: Stream, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    topic, group, port = one_partition_topic(stream), vlan_group(), free_port()
+    on = dataclasses.replace(stream, extra_env={"STREAMSYNC_METRICS_PORT": str(port)})
+    produce(stream.bootstrap, topic, vlan_records(group, range(1, 11), "first"))
+    first = start_worker("--source", SOURCE, "--batch-timeout", "0.2", on=on)
+    wait_for(settled_to_end(stream, AGENT, topic), 120, "the first ten settled", first)
+    assert first.stop() == 0
+
+    produce(stream.bootstrap, topic, vlan_records(group, range(11, 21), "second"))
+    commit_offset(stream, topic, 0, 20)  # acknowledged by mistake: never applied
+    assert committed_and_end(stream, topic) == (20, 20)
+
+    second = start_worker("--source", SOURCE, "--batch-timeout", "0.2", on=on)
+    wait_for(lambda: len(vlan_state(group)) == 20, 120, "the ten acknowledged by mistake applied", second)
+    assert vlan_state(group) == {**described(range(1, 11), "first"), **described(range(11, 21), "second")}
+    wait_for(settled_to_end(stream, AGENT, topic), 60, "the log settled to its end", second)
+    rewinds = log_records(second, "committed offset is ahead of the database's position: reading again from it")
+    assert [(r["committed"], r["position"]) for r in rewinds] == [(20, 10)], second.output()[-3000:]
+    assert value(scrape(port), "streamsync_position_rewinds_total", topic=topic, partition="0") == 1.0
+
+
+def _waiting_on(pid: int) -> list[int]:
+    """Backends of this database waiting for a lock that backend `pid` holds."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND %s = ANY(pg_blocking_pids(pid))",
+            [pid],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def test_a_paused_worker_does_not_write_behind_its_successor(
+    stream: Stream, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    import psycopg2
+    from django.conf import settings
+
+    topic, group = one_partition_topic(stream), vlan_group()
+    on = dataclasses.replace(
+        stream,
+        extra_env={
+            "STREAMSYNC_SESSION_TIMEOUT": "6",
+            "STREAMSYNC_HEARTBEAT_INTERVAL": "1",
+            # PostgreSQL ends the paused worker's transaction after this long, freeing its positions.
+            "STREAMSYNC_TRANSACTION_IDLE_TIMEOUT": "8",
+        },
+    )
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    active, vlan_group_ = Status.objects.get(name="Active"), VLANGroup.objects.get(name=group)
+    for vid in range(1, 21):
+        VLAN.objects.create(vid=vid, name=f"v{vid}", vlan_group=vlan_group_, status=active, description="wave 0")
+    produce(stream.bootstrap, topic, vlan_records(group, range(1, 21), "wave 1"))
+
+    # Hold a VLAN's row, so that the first worker's batch waits inside its transaction when it updates it.
+    # (Not a row its foreign keys point at: those are checked at COMMIT, when the batch's work is done.)
+    db = settings.DATABASES["default"]
+    holder = psycopg2.connect(
+        dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"], port=db["PORT"]
+    )
+    try:
+        with holder.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            holder_pid = cursor.fetchone()[0]
+            cursor.execute(
+                "SELECT id FROM ipam_vlan WHERE vid = 20 AND vlan_group_id = %s FOR UPDATE", [vlan_group_.pk]
+            )
+        zombie = start_worker("--source", SOURCE, "--batch-timeout", "0.2", on=on)
+        wait_for(lambda: bool(_waiting_on(holder_pid)), 120, "the first worker's batch waiting inside", zombie)
+        zombie.proc.send_signal(signal.SIGSTOP)
+    finally:
+        holder.rollback()
+        holder.close()
+
+    successor = start_worker("--source", SOURCE, "--batch-timeout", "0.2", on=on)
+    wait_for(lambda: vlan_state(group) == described(range(1, 21), "wave 1"), 180, "wave 1 by the successor", successor)
+    produce(stream.bootstrap, topic, vlan_records(group, range(1, 21), "wave 2"))
+    wait_for(lambda: vlan_state(group) == described(range(1, 21), "wave 2"), 120, "wave 2 by the successor", successor)
+    assert stored_position(stream, AGENT, topic) == 40
+
+    zombie.proc.send_signal(signal.SIGCONT)
+    # Woken, the paused worker finds its batch's transaction gone, settles it again, and finds
+    # every record below the position its successor reached: it writes none of them.
+    wait_for(
+        lambda: any(r["skipped"] == 20 for r in log_records(zombie, "batch committed")),
+        120,
+        "the paused worker's batch settled as already applied",
+        zombie,
+    )
+    assert sum(r["received"] for r in log_records(zombie, "batch committed")) == 0, zombie.output()[-4000:]
+    wait_for(settled_to_end(stream, AGENT, topic), 60, "the log settled to its end", successor)
+    assert vlan_state(group) == described(range(1, 21), "wave 2")
+
+
+def test_an_agent_that_cannot_go_on_ends_the_worker_and_nothing_unsettled_is_acknowledged(
+    stream: Stream, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    from django.db import connection
+
+    topic, group = one_partition_topic(stream), vlan_group()
+    produce(stream.bootstrap, topic, vlan_records(group, range(1, 13), "all"))
+    # The database refuses to move this group's position past offset 5: no batch beyond it can settle.
+    rule = f"streamsync_test_stop_{uuid.uuid4().hex[:8]}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'ALTER TABLE streamsync_position ADD CONSTRAINT {rule} CHECK ("group" <> %s OR next_offset <= 5)',
+            [stream.group],
+        )
+    try:
+        worker = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
+        wait_for(lambda: worker.proc.poll() is not None, 180, "the worker to exit")
+        assert worker.proc.returncode == 70, worker.output()[-4000:]
+        assert log_records(
+            worker, "agent crashed: exiting so that the worker is started again; nothing unsettled is lost"
+        )
+        # What could be settled is, and nothing past it is acknowledged or dead-lettered.
+        assert vlan_state(group) == described(range(1, 6), "all")
+        assert stored_position(stream, AGENT, topic) == 5
+        committed, _ = committed_and_end(stream, topic)
+        assert committed is None or committed <= 5
+        assert letters(stream) == {}
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f"ALTER TABLE streamsync_position DROP CONSTRAINT {rule}")
+
+    again = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
+    wait_for(settled_to_end(stream, AGENT, topic), 120, "the rest settled by a new worker", again)
+    assert vlan_state(group) == described(range(1, 13), "all")
+    assert letters(stream) == {}
