@@ -48,7 +48,10 @@ def test_bad_events_are_dead_lettered_with_reasons_and_replayed_after_the_fix(
     sent = [
         (key(1), _envelope(1, group, name="first")),
         (b"garbage", b"{this is not json"),
-        (key(2), _envelope(2, group, name="x").replace(b'"vlan"', b'"vlan-nope"', 1)),
+        (
+            canonical_key("vlan-nope", {"vid": 2, "vlan_group__name": group}).encode(),
+            _envelope(2, group, name="x").replace(b'"vlan"', b'"vlan-nope"', 1),
+        ),
         (key(3, later), _envelope(3, later, name="waits-for-its-group")),
         (key(5000), _envelope(5000, group, name="out-of-range")),
         (key(4), _envelope(4, group, name="last")),

@@ -28,6 +28,7 @@ from tests.integration.wire_helpers import (
     create_topic,
     letters,
     produce,
+    produce_transaction,
     settled_to_end,
     stored_position,
     vlan_records,
@@ -35,6 +36,8 @@ from tests.integration.wire_helpers import (
 )
 
 pytestmark = pytest.mark.integration
+
+GAP = "gap: the batch begins past the database's position with records in between; reading again"
 
 
 def one_partition_topic(stream: Stream) -> str:
@@ -190,3 +193,79 @@ def test_an_agent_that_cannot_go_on_ends_the_worker_and_nothing_unsettled_is_ack
     wait_for(settled_to_end(stream, AGENT, topic), 120, "the rest settled by a new worker", again)
     assert vlan_state(group) == described(range(1, 13), "all")
     assert letters(stream) == {}
+
+
+def test_admission_skips_what_is_below_refuses_a_gap_and_takes_a_hole_without_records() -> None:
+    import threading
+
+    from django.db import OperationalError, connection, transaction
+
+    from streamsync import positions
+    from streamsync.faults import is_transient
+    from streamsync.records import Origin
+
+    group, agent, topic = f"g-{uuid.uuid4().hex[:8]}", "streamsync.sync.test", "t.test.events"
+
+    def records(*offsets: int) -> list[Origin]:
+        return [Origin(b"k", b"v", topic, 0, offset) for offset in offsets]
+
+    def unasked(*where: object) -> int:
+        raise AssertionError(f"the log was read at {where} for records that begin at the position")
+
+    def admitted(batch: list[Origin], first_offset: positions.FirstOffset = unasked) -> positions.Admission:
+        with transaction.atomic():
+            admission = positions.admit(group, agent, batch, first_offset)
+            positions.advance(admission)
+        return admission
+
+    first = admitted(records(5, 6, 7))  # a partition never settled begins where its records begin
+    assert ([r.offset for r in first.fresh], first.ends) == ([5, 6, 7], {(topic, 0): 8})
+    again = admitted(records(6, 7, 8, 9))  # delivered again from 6: 6 and 7 are applied already
+    assert [r.offset for r in again.skipped] == [6, 7] and [r.offset for r in again.fresh] == [8, 9]
+    # Offset 10 holds no record (a transaction marker): the log's first record at or after 10 is 11.
+    hole = admitted(records(11, 12), lambda t, p, offset: 11)
+    assert [r.offset for r in hole.fresh] == [11, 12] and not hole.refused
+    # Records 13 and 14 are in the log, the batch begins at 15: a gap, nothing of it is taken.
+    gap = admitted(records(15, 16), lambda t, p, offset: 13)
+    assert (gap.fresh, gap.refused, gap.ends) == ([], {(topic, 0): 13}, {})
+    assert positions.stored(group, [agent], [(topic, 0)]) == {(agent, (topic, 0)): 13}
+
+    # Another worker's batch holds the row: this one fails at once, and that is a transient fault.
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with transaction.atomic():
+            positions.admit(group, agent, records(13), unasked)
+            held.set()
+            release.wait(30)
+        connection.close()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(30)
+        with pytest.raises(OperationalError) as error, transaction.atomic():
+            positions.admit(group, agent, records(13, 14), unasked)
+        assert is_transient(error.value)
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_holes_a_transactional_producer_leaves_between_batches_are_not_gaps(
+    stream: Stream, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    topic, group = one_partition_topic(stream), vlan_group()
+    worker = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
+    producer_id = f"producer-{uuid.uuid4().hex[:8]}"
+    last = 0
+    for wave in (1, 2, 3):  # each transaction ends with a commit marker: an offset without a record
+        last = produce_transaction(
+            stream.bootstrap, topic, vlan_records(group, range(1, 6), f"wave {wave}"), producer_id
+        )[-1]
+        wait_for(lambda w=wave: vlan_state(group) == described(range(1, 6), f"wave {w}"), 120, f"wave {wave}", worker)
+    wait_for(lambda: stored_position(stream, AGENT, topic) == last + 1, 60, "the position past the last record", worker)
+    assert not log_records(
+        worker, "gap: the batch begins past the database's position with records in between; reading again"
+    )
+    assert sum(r["received"] for r in log_records(worker, "batch committed")) == 15

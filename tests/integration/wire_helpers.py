@@ -136,3 +136,19 @@ def vlan_records(group: str, vids: Sequence[int], description: str) -> list[Reco
     from tests.integration.state_helpers import vlan_event
 
     return [raw(vlan_event("upsert", vid, group, SOURCE, name=f"v{vid}", description=description)) for vid in vids]
+
+
+def produce_transaction(bootstrap: str, topic: str, records: Sequence[Record], transactional_id: str) -> list[int]:
+    """Produce `records` to partition 0 in one Kafka transaction (a commit marker follows them); their offsets."""
+
+    async def run() -> list[int]:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=transactional_id)
+        await producer.start()
+        try:
+            async with producer.transaction():
+                sent = [await producer.send(topic, value, key=key, partition=0) for key, value in records]
+            return [(await future).offset for future in sent]
+        finally:
+            await producer.stop()
+
+    return asyncio.run(run())
