@@ -25,6 +25,7 @@ from typing import Any
 import click
 
 TEMPLATE_PREFIX = "streamsync_tpl_"
+KEEP_OTHER_TEMPLATES = 3
 
 
 def _setup() -> None:
@@ -110,8 +111,10 @@ def ensure_template() -> str:
             raise click.ClickException(f"nautobot-server migrate failed with exit code {result.returncode}")
         _drop_connections_and_rename(cur, build, name)
         cur.execute(f'COMMENT ON DATABASE "{name}" IS %s', (_comment(),))
+        # Keep a few others (checkouts of other branches may want them); drop the oldest beyond.
         cur.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s", (TEMPLATE_PREFIX + "%", name)
+            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s ORDER BY oid DESC OFFSET %s",
+            (TEMPLATE_PREFIX + "%", name, KEEP_OTHER_TEMPLATES),
         )
         for (old,) in cur.fetchall():
             cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
