@@ -9,13 +9,18 @@ database both reached the end of the log.
 
 from __future__ import annotations
 
+import dataclasses
+import sqlite3
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.integration.conftest import Stream, WorkerProcess, wait_for
+from tests.integration.conftest import Stream, WorkerProcess, wait_for, write_nautobot_config
 from tests.integration.state_helpers import vlan_event
 from tests.integration.wire_helpers import (
     AGENT,
@@ -27,6 +32,7 @@ from tests.integration.wire_helpers import (
     produce,
     raw,
     settled_to_end,
+    stored_position,
     vlan_state,
 )
 
@@ -103,3 +109,138 @@ def test_hostile_records_between_valid_ones_are_dead_lettered_with_their_codes_a
     # A dead letter is the record as it came: a tombstone stays a tombstone, bytes stay bytes.
     tombstone = next(letter for letter in found.values() if letter["code"] == "null_value")
     assert tombstone["value"] is None and tombstone["key"] == raw(valid_envelope)[0].decode()
+
+
+def nautobot_vlan(op: str, vid: int, group: str, **attrs: Any) -> dict[str, Any]:
+    """A VLAN change as Nautobot's event broker publishes it: every attribute of the model."""
+    every = {"status__name": "Active", "role__name": None, "tenant__name": None, "description": "", "tags": []}
+    return vlan_event(op, vid, group, "nautobot", **({**every, **attrs} if op == "upsert" else {}))
+
+
+def inventory_rows(path: Path) -> dict[int, tuple[str, str]]:
+    """The SQLite inventory's VLANs: vid -> (name, description)."""
+    if not path.exists():
+        return {}
+    with sqlite3.connect(path) as db:
+        try:
+            return {
+                vid: (name, description)
+                for vid, name, description in db.execute("SELECT vid, name, description FROM vlan")
+            }
+        except sqlite3.OperationalError:  # the table is made with the first batch
+            return {}
+
+
+def test_a_target_settles_any_record_on_nautobots_events_topic_the_same_way(
+    stream: Stream, start_worker: Callable[..., WorkerProcess], tmp_path: Path
+) -> None:
+    inventory = tmp_path / "inventory.db"
+    config = write_nautobot_config(
+        tmp_path / "nautobot_config.py",
+        targets={
+            "inventory": {
+                "adapter": "streamsync.targets.sqlite.SQLiteInventory",
+                "models": ["vlan"],
+                "options": {"path": str(inventory)},
+            }
+        },
+    )
+    on = dataclasses.replace(stream, extra_env={"NAUTOBOT_CONFIG": str(config)})
+    topic, agent, group = f"{stream.prefix}.nautobot.events", "streamsync.target.inventory", "dc1"
+    create_topic(stream.bootstrap, topic, {})
+
+    def valid(vid: int) -> Record:
+        return raw(nautobot_vlan("upsert", vid, group, name=f"v{vid}", description=f"valid {vid}"))
+
+    template = nautobot_vlan("upsert", 90, group, name="v90")
+    plan: list[tuple[Record, str | None]] = [
+        (valid(1), None),
+        ((raw(template)[0], None), "null_value"),
+        ((None, raw(template)[1]), "null_key"),
+        (valid(2), None),
+        ((b'vlan:{"vid": 90}', raw(template)[1]), "key_mismatch"),
+        ((b"k", b"\xc3\x28"), "not_utf8"),
+        ((b"k", b"[" * 100_000), "too_deep"),
+        ((raw(template)[0], envelope_text(template, **{'"v90"': '"\\ud800"'})), "unstorable_string"),
+        # Another target's model: not this target's business, skipped.
+        (raw({**template, "model": "prefix", "key": {"prefix": "10.0.0.0/8", "namespace__name": "Global"}}), None),
+        (raw({**template, "source": "ipam"}), "wrong_source"),
+        (valid(3), None),
+    ]
+    offsets = produce(stream.bootstrap, topic, [record for record, _ in plan])
+    # The inventory's own change, coming back from Nautobot: skipped, neither written nor dead-lettered.
+    produce(stream.bootstrap, topic, [valid(4)], headers=[("streamsync-origin", b"inventory")])
+    expected_codes = {offset: code for offset, (_, code) in zip(offsets, plan, strict=True) if code}
+
+    worker = start_worker("--target", "inventory", "--batch-timeout", "0.2", on=on)
+    wait_for(settled_to_end(stream, agent, topic), 120, "Nautobot's events settled to their end", worker)
+    assert inventory_rows(inventory) == {vid: (f"v{vid}", f"valid {vid}") for vid in (1, 2, 3)}
+    found = letters(stream, "inventory")
+    assert {offset: letter["code"] for offset, letter in found.items()} == expected_codes
+    assert all(letter["original_topic"] == topic for letter in found.values())
+
+
+# aiokafka refuses to send a record with neither a key nor a value.
+GARBAGE = st.tuples(st.none() | st.binary(max_size=40), st.none() | st.binary(max_size=200)).filter(
+    lambda r: r != (None, None)
+)
+
+
+# Any Unicode, lone surrogates (which st.text leaves out by default) and NUL included.
+TEXT = st.text(st.characters(exclude_categories=()) | st.sampled_from(["\ud800", "\udfff", "\x00"]), max_size=60)
+
+
+def _unstorable(text: str) -> bool:
+    return "\x00" in text or any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+
+
+_running: dict[str, WorkerProcess] = {}
+_next_vid = iter(range(1000, 4000))
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    batch=st.lists(
+        st.one_of(TEXT.map(lambda text: ("valid", text)), GARBAGE.map(lambda r: ("garbage", r))),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_whatever_bytes_arrive_each_record_is_applied_or_dead_lettered_and_the_partition_goes_on(
+    stream: Stream, start_worker: Callable[..., WorkerProcess], batch: list[tuple[str, Any]]
+) -> None:
+    """Random bytes, keys and Unicode (lone surrogates and NUL included) through the broker to one worker."""
+    from nautobot.ipam.models import VLANGroup
+
+    group = f"any-{stream.group[-8:]}"
+    topic = f"{stream.prefix}.{SOURCE}.events"
+    if stream.group not in _running:
+        VLANGroup.objects.create(name=group)
+        create_topic(stream.bootstrap, topic, {})
+        _running[stream.group] = start_worker("--source", SOURCE, "--batch-timeout", "0.1")
+    worker = _running[stream.group]
+
+    records: list[Record] = []
+    applied: dict[int, str] = {}  # vid -> description, for valid events whose text can be stored
+    refused: list[int] = []  # indexes of records that must be dead-lettered
+    for index, (kind, item) in enumerate(batch):
+        if kind == "garbage":
+            records.append(item)
+            refused.append(index)
+            continue
+        vid = next(_next_vid)
+        records.append(raw(vlan_event("upsert", vid, group, SOURCE, name=f"v{vid}", description=item)))
+        if _unstorable(item):
+            refused.append(index)
+        else:
+            applied[vid] = item
+    offsets = produce(stream.bootstrap, topic, records)
+    wait_for(lambda: (stored_position(stream, AGENT, topic) or 0) > offsets[-1], 120, "the records settled", worker)
+    lettered = letters(stream)
+    assert {offsets[i] for i in refused} == {offset for offset in lettered if offset in offsets}
+    state = vlan_state(group)
+    assert {vid: state[vid][2] for vid in applied if vid in state} == applied
