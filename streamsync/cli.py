@@ -295,9 +295,9 @@ def dlq_replay(
     for stored in cut:
         assert stored.letter is not None
         click.echo(
-            f"not replayed: {stored.partition}@{stored.offset} holds only the start of a {stored.letter.truncated:,}-byte "
-            f"record; the whole record is at {stored.letter.original_topic}[{stored.letter.original_partition}]"
-            f"@{stored.letter.original_offset}",
+            f"not replayed: {stored.partition}@{stored.offset} holds only the start of a "
+            f"{stored.letter.truncated:,}-byte record; the whole record is at {stored.letter.original_topic}"
+            f"[{stored.letter.original_partition}]@{stored.letter.original_offset}",
             err=True,
         )
     pending = [s for s in pending if s not in cut]

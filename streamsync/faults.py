@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-
 # PostgreSQL errors that say the worker's SQL cannot run here (not that a record is wrong):
 # insufficient_privilege, undefined_table, undefined_column, undefined_function.
 ENVIRONMENT_SQLSTATES = {"42501", "42P01", "42703", "42883"}

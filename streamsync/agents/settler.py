@@ -97,10 +97,10 @@ class Settler:
                 failures += 1
                 context = {"agent": self.how.agent, "records": len(records), "attempt": failures}
                 if is_transient(error):
-                    await self._wait(backoff(failures), "batch failed, retrying", error, **context)
+                    await self.wait(backoff(failures), "batch failed, retrying", error, **context)
                     continue
                 if failures < ATTEMPTS_BEFORE_SPLIT:
-                    await self._wait(backoff(failures), "batch failed, retrying", error, **context)
+                    await self.wait(backoff(failures), "batch failed, retrying", error, **context)
                     continue
                 if len(records) > 1:
                     log.warning("batch keeps failing: settling its halves apart", error=repr(error), **context)
@@ -119,7 +119,7 @@ class Settler:
                 await self.positions.read_again(self.app.consumer, self.how.agent, settled.admission.refused)
             return [settled]
 
-    async def _wait(self, seconds: float, message: str, error: BaseException, **context: Any) -> None:
+    async def wait(self, seconds: float, message: str, error: BaseException, **context: Any) -> None:
         """Log a failed attempt and sleep; a worker told to stop meanwhile leaves without committing."""
         log.warning(message, retry_in=round(seconds, 2), error=repr(error), **context)
         deadline = asyncio.get_running_loop().time() + seconds

@@ -66,6 +66,7 @@ class SourceSync:
             "batch committed",
             source=self.source,
             skipped=len(settled.admission.skipped),
+            refused=sorted(settled.admission.refused),
             parked=settled.applied.parked,
             dead_lettered=len(settled.letters),
             **{**result.as_log(), "received": settled.received},
@@ -86,7 +87,7 @@ class SourceSync:
                     break
                 except Exception as error:
                     failures += 1
-                    await self.settler._wait(backoff(failures), "retry failed, retrying", error, source=self.source)
+                    await self.settler.wait(backoff(failures), "retry failed, retrying", error, source=self.source)
             if doomed:
                 letters = [
                     (d.origin, DeadLetter.of(d.origin, d.code, d.reason, source=self.source, attempts=d.attempts))

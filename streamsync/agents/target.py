@@ -87,6 +87,8 @@ class TargetSync:
             "target batch committed",
             target=self.target,
             echoes_skipped=echoes,
+            skipped=len(settled.admission.skipped),
+            refused=sorted(settled.admission.refused),
             dead_lettered=len(settled.letters),
             **{**result.as_log(), "received": settled.received},
         )

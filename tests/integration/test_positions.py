@@ -263,9 +263,35 @@ def test_holes_a_transactional_producer_leaves_between_batches_are_not_gaps(
         last = produce_transaction(
             stream.bootstrap, topic, vlan_records(group, range(1, 6), f"wave {wave}"), producer_id
         )[-1]
-        wait_for(lambda w=wave: vlan_state(group) == described(range(1, 6), f"wave {w}"), 120, f"wave {wave}", worker)
+        wanted = described(range(1, 6), f"wave {wave}")
+        wait_for(lambda: vlan_state(group) == wanted, 120, f"wave {wave}", worker)  # noqa: B023 - waited for here
     wait_for(lambda: stored_position(stream, AGENT, topic) == last + 1, 60, "the position past the last record", worker)
     assert not log_records(
         worker, "gap: the batch begins past the database's position with records in between; reading again"
     )
     assert sum(r["received"] for r in log_records(worker, "batch committed")) == 15
+
+
+def test_a_database_restored_to_an_earlier_point_gets_what_it_lost_again_from_the_log(
+    stream: Stream, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A gap found mid-run: the database's position falls behind what the running worker reads."""
+    from nautobot.ipam.models import VLAN
+
+    from streamsync.models.state import Position
+
+    topic, group = one_partition_topic(stream), vlan_group()
+    worker = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
+    produce(stream.bootstrap, topic, vlan_records(group, range(1, 11), "before"))
+    wait_for(settled_to_end(stream, AGENT, topic), 120, "the first ten settled", worker)
+
+    # As a restore from a backup taken after the fifth event would leave it: VLANs 6-10 and the
+    # position past them are gone, while the worker runs on.
+    VLAN.objects.filter(vlan_group__name=group, vid__gt=5).delete()
+    Position.objects.filter(group=stream.group, agent=AGENT, topic=topic).update(next_offset=5)
+    produce(stream.bootstrap, topic, vlan_records(group, range(11, 16), "after"))
+
+    wait_for(lambda: len(vlan_state(group)) == 15, 120, "what the database lost, applied again", worker)
+    assert vlan_state(group) == {**described(range(1, 11), "before"), **described(range(11, 16), "after")}
+    wait_for(settled_to_end(stream, AGENT, topic), 60, "the log settled to its end", worker)
+    assert [(r["partition"], r["position"]) for r in log_records(worker, GAP)][:1] == [(0, 5)]

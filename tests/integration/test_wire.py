@@ -108,12 +108,19 @@ def test_hostile_records_between_valid_ones_are_dead_lettered_with_their_codes_a
     assert too_large["truncated"] > 1_500_000  # the letter holds the record's start; the headers say where it is
     # A dead letter is the record as it came: a tombstone stays a tombstone, bytes stay bytes.
     tombstone = next(letter for letter in found.values() if letter["code"] == "null_value")
-    assert tombstone["value"] is None and tombstone["key"] == raw(valid_envelope)[0].decode()
+    key = raw(valid_envelope)[0]
+    assert key is not None and tombstone["value"] is None and tombstone["key"] == key.decode()
 
 
 def nautobot_vlan(op: str, vid: int, group: str, **attrs: Any) -> dict[str, Any]:
     """A VLAN change as Nautobot's event broker publishes it: every attribute of the model."""
-    every = {"status__name": "Active", "role__name": None, "tenant__name": None, "description": "", "tags": []}
+    every: dict[str, Any] = {
+        "status__name": "Active",
+        "role__name": None,
+        "tenant__name": None,
+        "description": "",
+        "tags": [],
+    }
     return vlan_event(op, vid, group, "nautobot", **({**every, **attrs} if op == "upsert" else {}))
 
 
