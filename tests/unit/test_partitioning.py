@@ -1,9 +1,10 @@
-"""Keys map to partitions exactly as the Java client maps them."""
+"""Keys map to partitions exactly as the Java client maps them, and every producer is given that rule."""
 
 from __future__ import annotations
 
 import pytest
 
+from streamsync.kafka import producer_kwargs
 from streamsync.partitioning import murmur2_partitioner, partition_for
 
 PARTITION_COUNTS = (1, 3, 6, 7, 100, 2147483647)
@@ -52,3 +53,15 @@ def test_a_record_without_a_key_goes_to_an_available_partition() -> None:
     chosen = {murmur2_partitioner(None, [0, 1, 2, 3, 4, 5], [2, 5]) for _ in range(200)}
     assert chosen == {2, 5}
     assert {murmur2_partitioner(None, [0, 1, 2], []) for _ in range(200)} <= {0, 1, 2}
+
+
+def test_every_producer_outside_faust_is_given_the_partitioner() -> None:
+    assert producer_kwargs("127.0.0.1:9092")["partitioner"] is murmur2_partitioner
+
+
+def test_the_faust_app_is_given_the_partitioner() -> None:
+    from streamsync.agents.app import create_app
+    from streamsync.settings import StreamsyncSettings
+
+    app = create_app(StreamsyncSettings.model_validate({}))
+    assert app.producer.partitioner is murmur2_partitioner
