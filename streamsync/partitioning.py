@@ -8,13 +8,10 @@ aiokafka hash keys with murmur2; librdkafka (confluent-kafka) hashes with CRC32 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Final
 
 from aiokafka.partitioner import DefaultPartitioner, murmur2
-
-Partitioner = Callable[[bytes | None, Sequence[int], Sequence[int]], int]
-"""aiokafka's `partitioner=` and faust's `producer_partitioner`: (key, all partitions, available ones) -> partition."""
 
 _KEYLESS: Final = DefaultPartitioner()
 
@@ -29,9 +26,10 @@ def partition_for(key: bytes, partitions: int) -> int:
 def murmur2_partitioner(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
     """The partitioner of every streamsync producer: a key goes where the Java client sends it.
 
-    A keyed record goes by partition number, as in Java, not by its place in `all_partitions`
-    (aiokafka hands over a set's order). A record without a key has no order to keep: it goes to
-    any available partition, as aiokafka's DefaultPartitioner chooses.
+    It has the form aiokafka's `partitioner=` and faust's `producer_partitioner` take. A keyed
+    record goes by partition number, as in Java, not by its place in `all_partitions` (aiokafka
+    hands over a set's order). A record without a key has no order to keep: it goes to any
+    available partition, as aiokafka's DefaultPartitioner chooses.
     """
     if key is None:
         return int(_KEYLESS(None, all_partitions, available))
