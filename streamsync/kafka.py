@@ -24,6 +24,7 @@ from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from streamsync.envelope import Event
+from streamsync.partitioning import murmur2_partitioner
 
 CONNECT_TIMEOUT = 30.0
 
@@ -418,8 +419,18 @@ def consumer(kafka: KafkaConnection | str, group: str | None = None) -> Any:
 
 
 def producer_kwargs(kafka: KafkaConnection | str) -> dict[str, Any]:
-    """An idempotent producer waiting for all in-sync replicas: the settings of every producer outside Faust."""
-    return {"acks": "all", "enable_idempotence": True, "linger_ms": 5, **as_connection(kafka).client_kwargs()}
+    """The settings of every producer outside Faust.
+
+    Idempotent and waiting for all in-sync replicas; keys hashed as the contract names it
+    (streamsync.partitioning), so a key lands where every other producer of the topic sends it.
+    """
+    return {
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+        "partitioner": murmur2_partitioner,
+        **as_connection(kafka).client_kwargs(),
+    }
 
 
 def producer(kafka: KafkaConnection | str) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 import faust
 
 from streamsync.agents.positioning import PositionedTransport, Positions
+from streamsync.partitioning import murmur2_partitioner
 from streamsync.settings import StreamsyncSettings
 
 
@@ -52,6 +53,8 @@ def create_app(settings: StreamsyncSettings, positions: Positions | None = None)
         topic_replication_factor=settings.topic_replication,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
+        # The state topic and dead letters keep their keys' partitions as every other producer does.
+        producer_partitioner=murmur2_partitioner,
         broker_commit_every=settings.batch_size,
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout,
