@@ -310,12 +310,20 @@ class SyncEngine:
 
     @staticmethod
     def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
-        """Load the changes' keys from Nautobot (only those: one round's)."""
+        """Load the changes' keys from Nautobot (only those: one round's), in a savepoint.
+
+        A query PostgreSQL refuses aborts the transaction it runs in, and the engine runs inside its
+        caller's (the worker's, around the batch and its parked events and state): in a savepoint
+        only the load is undone, so the caller can go on with the batch split up.
+        """
+        from django.db import transaction
+
         keys: dict[str, list[dict[str, Any]]] = {}
         for change in changes:
             keys.setdefault(change.model.get_type(), []).append(change.ids)
         nautobot = nautobot_cls(keys=keys)
-        nautobot.load()
+        with transaction.atomic():
+            nautobot.load()
         return nautobot
 
     @staticmethod

@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from nautobot_ssot.contrib.typeddicts import TagDict
 
@@ -347,3 +347,79 @@ def test_names_containing_the_unique_id_separator_are_two_objects() -> None:
     assert _outcomes(deleted) == {_key("location", first): Outcome.DELETED, _key("location", second): Outcome.DELETED}
     assert not LocationModel._model.objects.filter(name__in=["a", "a__b"], parent__name__in=[c, b_c]).exists()
     assert _stored(LocationModel, {"name": b_c, "parent__name": None}) == stored({"name": b_c, "parent__name": None})
+
+
+# ---------------------------------------------------------------- a load the database refuses
+
+
+def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transaction(group: str) -> None:
+    """The batch's load fails with a DataError; the batch is split up, and the transaction around it survives."""
+    from nautobot.dcim.models import Location, LocationType
+    from nautobot.extras.models import ObjectChange
+    from nautobot_ssot.contrib import NautobotModel
+
+    from streamsync.models.ipam import VLANModel
+
+    class LocationByLatitude(NautobotModel):
+        """A user's model keying locations by name and latitude, the latitude as text to keep its digits."""
+
+        _model = Location
+        _modelname = "location"
+        _identifiers = ("name", "latitude")
+        _attributes = ("location_type__name", "status__name")
+
+        name: str
+        latitude: str
+        location_type__name: str
+        status__name: str = "Active"
+
+    engine = SyncEngine(ModelRegistry([VLANModel, LocationByLatitude]))
+    u = uuid.uuid4().hex[:8]
+    LocationType.objects.create(name=f"lt-{u}")
+
+    def location(name: str, latitude: str) -> Event:
+        key: dict[str, Any] = {"name": name, "latitude": latitude}
+        return Event(source="ipam", model="location", op=Op.UPSERT, key=key, attrs={"location_type__name": f"lt-{u}"})
+
+    # PostgreSQL's numeric holds 131,072 digits before the point: it cannot even compare 1e200000.
+    culprit = location(f"far-{u}", "1e200000")
+    huge_vid = _vlan_event(group, 2**40, name="huge")  # Django drops it from the query; the save refuses it
+    with transaction.atomic():  # as the worker applies a batch (streamsync/retry.py)
+        result = engine.apply(
+            [
+                _vlan_event(group, 30, name="ok-1"),
+                culprit,
+                huge_vid,
+                location(f"near-{u}", "45.5"),
+                _vlan_event(group, 31, name="v31"),
+            ],
+            source="ipam",
+        )
+        # The worker goes on in the same transaction: parked events, state.
+        assert Location.objects.filter(name=f"near-{u}").count() == 1
+
+    by_key = {o.key: o for o in result.objects}
+    assert len(by_key) == 5 and result.rejected == []
+    failed = by_key[culprit.canonical_key]
+    assert (failed.outcome, failed.retryable) == (Outcome.FAILED, False)
+    assert "DataError" in failed.reason and "numeric" in failed.reason, failed.reason
+    assert failed.events == [culprit]
+    assert by_key[huge_vid.canonical_key].outcome is Outcome.FAILED and "vid" in by_key[huge_vid.canonical_key].reason
+    assert [by_key[_vlan_event(group, vid).canonical_key].outcome for vid in (30, 31)] == [Outcome.CREATED] * 2
+    assert by_key[location(f"near-{u}", "45.5").canonical_key].outcome is Outcome.CREATED
+
+    from streamsync.models.ipam import VLANModel as VLANs
+
+    assert _stored(VLANs, {"vid": 30, "vlan_group__name": group}) == _vlan(30, group, "ok-1")
+    assert _stored(VLANs, {"vid": 31, "vlan_group__name": group}) == _vlan(31, group, "v31")
+    near = Location.objects.get(name=f"near-{u}")
+    assert (str(near.latitude), near.location_type.name, near.status.name, near.parent) == (
+        "45.500000",
+        f"lt-{u}",
+        "Active",
+        None,
+    )
+    assert not Location.objects.filter(name=f"far-{u}").exists()
+    # The split-up batch is still one change context.
+    changes = ObjectChange.objects.filter(changed_object_id__in=[o.pk for o in result.objects if o.pk])
+    assert changes.count() == 3 and changes.values("request_id").distinct().count() == 1
