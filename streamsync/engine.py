@@ -9,6 +9,9 @@ The hot path, in order:
    updates in model dependency order, deletes in reverse, each object in its own savepoint,
    all inside one transaction and one change context attributed to the streamsync user.
 
+Steps 2 to 4 run once per round (`rounds()`): a batch whose keys share a DiffSync unique id is
+applied as several, one after the other, in the same transaction and change context.
+
 Nothing here knows about Kafka, so it can be run and tested on its own. It runs synchronously:
 callers on an event loop run it in a worker thread.
 """
@@ -20,6 +23,7 @@ import functools
 import json
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -98,6 +102,10 @@ class BatchResult:
     rejected: list[Rejection] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
+    def add_time(self, name: str, seconds: float) -> None:
+        """Add to one of the batch's timings (a batch applied in rounds adds each round's)."""
+        self.timings[name] = self.timings.get(name, 0.0) + seconds
+
     def count(self, outcome: Outcome) -> int:
         """Objects with this outcome."""
         return sum(1 for o in self.objects if o.outcome is outcome)
@@ -152,6 +160,39 @@ def fold(
         change.events = [*(previous.events if previous else []), event]
         changes[key] = change
     return changes, rejected
+
+
+def rounds(
+    changes: Sequence[Change], model_of: Callable[[Change], type[DiffSyncModel]] = lambda change: change.model
+) -> list[list[Change]]:
+    """Split changes into rounds in which no two share a model and a DiffSync unique id.
+
+    diffsync joins identifier values with "__" into an object's unique id, so different keys can
+    share one: a VLAN with no group and one in a group named "None" are both `100__None`, a name
+    `a__b` under `c` and a name `a` under `b__c` are both `a__b__c`. An adapter holds one object per
+    unique id, so two such changes cannot be loaded, diffed or applied together; in rounds of their
+    own each is applied as if it had come in a batch of its own (they are different keys, so per-key
+    order does not care). The n-th change of a unique id goes to round n: a batch without collisions
+    is one round, and each round keeps the batch's order. `model_of` gives the model whose unique
+    id counts (a target's own model, say).
+    """
+    split: list[list[Change]] = []
+    seen: Counter[tuple[str, str]] = Counter()
+    for change in changes:
+        model = model_of(change)
+        unique_id = (model.get_type(), model.create_unique_id(**change.ids))
+        index = seen[unique_id]
+        seen[unique_id] += 1
+        if index == len(split):
+            split.append([])
+        split[index].append(change)
+    return split
+
+
+def in_batch_order(changes: Sequence[Change], objects: Sequence[ObjectResult]) -> list[ObjectResult]:
+    """`objects` in the order of the batch's `changes`, whatever round each was applied in."""
+    position = {change.key: i for i, change in enumerate(changes)}
+    return sorted(objects, key=lambda result: position[result.key])
 
 
 def _root_causes(error: BaseException) -> list[BaseException]:
@@ -211,35 +252,88 @@ class SyncEngine:
         return result
 
     def _apply_changes(self, changes: list[Change], source: str, result: BatchResult) -> None:
-        """Load, diff and apply `changes` in one transaction and change context, adding to `result`."""
-        from django.db import DataError, transaction
+        """Apply `changes` round by round (`rounds()`) in one transaction and change context, adding to `result`."""
+        from django.db import transaction
         from nautobot.extras.context_managers import web_request_context
+
+        adapters = adapter_classes(self.registry.in_order({c.model for c in changes}))
+        applied: list[tuple[Change, ObjectResult]] = []
+        # One transaction around the change context: the change log commits with the data it describes.
+        detail = f"streamsync:{source}" if source else "streamsync"
+        with transaction.atomic(), web_request_context(self._user(), context_detail=detail):
+            for batch_round in rounds(changes):
+                applied += self._apply_round(batch_round, adapters, result)
+            started = time.perf_counter()
+            if source:  # what the source created, updated or asserted is its own (docs/resync.md)
+                ownership.record(source, [(c.model, c.op, o) for c, o in applied])
+            saved = time.perf_counter()
+            result.add_time("save", saved - started)
+        result.add_time("changelog", time.perf_counter() - saved)
+        result.objects.extend(in_batch_order(changes, [o for _, o in applied]))
+
+    def _apply_round(
+        self,
+        changes: list[Change],
+        adapters: tuple[type[PartialNautobotAdapter], type[EventAdapter]],
+        result: BatchResult,
+    ) -> list[tuple[Change, ObjectResult]]:
+        """Load, diff and apply one round's changes; returns each applied change with its outcome.
+
+        Changes rejected while the remote side is built go to `result.rejected` and have no outcome.
+        """
+        from django.db import DataError
 
         clock = time.perf_counter
         started = clock()
+        nautobot_cls, remote_cls = adapters
+        try:
+            nautobot = self._load(nautobot_cls, changes)
+        except DataError as error:
+            # A value the database cannot even compare (e.g. beyond a numeric column's range) fails the
+            # round's one query: split it up so that the culprit fails alone.
+            result.add_time("load", clock() - started)
+            if len(changes) > 1:
+                return [applied for change in changes for applied in self._apply_round([change], adapters, result)]
+            change = changes[0]
+            failed = ObjectResult(
+                change.key, change.model.get_type(), Outcome.FAILED, _reason(error), events=change.events
+            )
+            return [(change, failed)]
+        loaded = clock()
+        remote = remote_cls()
+        pending = self._build_remote(changes, nautobot, remote, result)
+        built = clock()
+        objects = self._apply_all(pending, nautobot, remote)
+        for name, seconds in (("load", loaded - started), ("diff", built - loaded), ("save", clock() - built)):
+            result.add_time(name, seconds)
+        return list(zip(pending, objects, strict=True))
+
+    @staticmethod
+    def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
+        """Load the changes' keys from Nautobot (only those: one round's), in a savepoint.
+
+        A query PostgreSQL refuses aborts the transaction it runs in, and the engine runs inside its
+        caller's (the worker's, around the batch and its parked events and state): in a savepoint
+        only the load is undone, so the caller can go on with the batch split up.
+        """
+        from django.db import transaction
+
         keys: dict[str, list[dict[str, Any]]] = {}
         for change in changes:
             keys.setdefault(change.model.get_type(), []).append(change.ids)
-        nautobot_cls, remote_cls = adapter_classes(self.registry.in_order({c.model for c in changes}))
         nautobot = nautobot_cls(keys=keys)
-        try:
+        with transaction.atomic():
             nautobot.load()
-        except DataError as error:
-            # A value the database cannot even compare (e.g. out of its integer range) fails the
-            # batch's one query: split it up so that the culprit fails alone.
-            if len(changes) == 1:
-                change = changes[0]
-                failed = ObjectResult(
-                    change.key, change.model.get_type(), Outcome.FAILED, _reason(error), events=change.events
-                )
-                result.objects.append(failed)
-                return
-            for change in changes:
-                self._apply_changes([change], source, result)
-            return
-        loaded = clock()
+        return nautobot
 
-        remote = remote_cls()
+    @staticmethod
+    def _build_remote(
+        changes: list[Change], nautobot: PartialNautobotAdapter, remote: EventAdapter, result: BatchResult
+    ) -> list[Change]:
+        """Add each upsert's wanted object to `remote`; returns the changes to apply, rejections go to `result`.
+
+        Attributes an upsert omits take the object's current values (none for a recreated object).
+        """
         pending: list[Change] = []
         for change in changes:
             if change.op is Op.UPSERT:
@@ -257,24 +351,7 @@ class SyncEngine:
                     result.rejected.extend(Rejection(event, RejectCode.WRONG_TYPE, reason) for event in change.events)
                     continue
             pending.append(change)
-        built = clock()
-
-        # One transaction around the change context: the change log commits with the data it describes.
-        detail = f"streamsync:{source}" if source else "streamsync"
-        with transaction.atomic(), web_request_context(self._user(), context_detail=detail):
-            objects = self._apply_all(pending, nautobot, remote)
-            result.objects.extend(objects)
-            if source:  # what the source created, updated or asserted is its own (docs/resync.md)
-                ownership.record(source, [(c.model, c.op, o) for c, o in zip(pending, objects, strict=True)])
-            saved = clock()
-        finished = clock()
-        for name, seconds in (
-            ("load", loaded - started),
-            ("diff", built - loaded),
-            ("save", saved - built),
-            ("changelog", finished - saved),
-        ):
-            result.timings[name] = result.timings.get(name, 0.0) + seconds
+        return pending
 
     def _apply_all(
         self, changes: list[Change], nautobot: PartialNautobotAdapter, remote: EventAdapter

@@ -3,7 +3,9 @@
 The same steps as the engine that writes Nautobot, mirrored: fold the events per key, load only the
 batch's keys from the target (`TargetAdapter.load_keys`), diff each object and call the target
 model's `create` / `update` / `delete`, parents before children (deletes the other way round), each
-object's failure its own. Nothing here knows about Kafka.
+object's failure its own. Keys whose DiffSync unique ids collide are loaded and applied in rounds
+of their own (`streamsync.engine.rounds`), one after the other, before the one commit. Nothing here
+knows about Kafka.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from typing import Any
 
 from diffsync import DiffSyncModel
 
-from streamsync.engine import BatchResult, Change, ObjectResult, Outcome, _changed, _reason, fold
+from streamsync.engine import (
+    BatchResult,
+    Change,
+    ObjectResult,
+    Outcome,
+    _changed,
+    _reason,
+    fold,
+    in_batch_order,
+    rounds,
+)
 from streamsync.envelope import Event, Op
 from streamsync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter, TargetUnavailable
@@ -46,6 +58,19 @@ class TargetEngine:
         return result
 
     def _apply(self, adapter: TargetAdapter, changes: list[Change], result: BatchResult) -> None:
+        """Apply `changes` round by round (`rounds()`, by the target's own unique ids), then commit once."""
+        objects: list[ObjectResult] = []
+        for number, batch_round in enumerate(rounds(changes, lambda change: getattr(adapter, change.model.get_type()))):
+            if number:
+                _forget_loaded(adapter)  # the previous round's objects share unique ids with this round's
+            objects += self._apply_round(adapter, batch_round, result)
+        result.objects.extend(in_batch_order(changes, objects))
+        started = time.perf_counter()
+        adapter.commit()
+        result.add_time("commit", time.perf_counter() - started)
+
+    def _apply_round(self, adapter: TargetAdapter, changes: list[Change], result: BatchResult) -> list[ObjectResult]:
+        """Load one round's keys from the target, then diff and write each object, parents first."""
         clock = time.perf_counter
         started = clock()
         keys: dict[str, list[dict[str, Any]]] = {}
@@ -56,10 +81,10 @@ class TargetEngine:
         rank = {model: i for i, model in enumerate(self.registry.in_order({c.model for c in changes}))}
         upserts = sorted((c for c in changes if c.op is Op.UPSERT), key=lambda c: rank[c.model])
         deletes = sorted((c for c in changes if c.op is Op.DELETE), key=lambda c: -rank[c.model])
-        result.objects.extend(self._apply_one(adapter, change) for change in upserts + deletes)
-        saved = clock()
-        adapter.commit()
-        result.timings.update(load=loaded - started, save=saved - loaded, commit=clock() - saved)
+        objects = [self._apply_one(adapter, change) for change in upserts + deletes]
+        result.add_time("load", loaded - started)
+        result.add_time("save", clock() - loaded)
+        return objects
 
     @staticmethod
     def _apply_one(adapter: TargetAdapter, change: Change) -> ObjectResult:
@@ -98,3 +123,10 @@ class TargetEngine:
         if outcome is Outcome.DELETED and dst is not None:
             adapter.remove(dst)
         return done(outcome)
+
+
+def _forget_loaded(adapter: TargetAdapter) -> None:
+    """Remove every object from the adapter's in-memory store, so that the next `load_keys` starts empty."""
+    for name in adapter.store.get_all_model_names():
+        for obj in adapter.get_all(name):
+            adapter.remove(obj)

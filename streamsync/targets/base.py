@@ -38,6 +38,9 @@ class TargetAdapter(Adapter):
         """Load (`self.add`) only the objects named in `keys`: model name -> identifier dicts.
 
         Objects that do not exist in the remote system are simply not added; the engine creates them.
+        Called once per batch, or once per round when keys of the batch share a DiffSync unique id
+        (a VLAN with no group and one in a group named "None"): the adapter's objects are removed
+        before each further call, and `commit` comes after the last round.
         """
         raise NotImplementedError(f"{type(self).__name__} must implement load_keys()")
 

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from nautobot_ssot.contrib.typeddicts import TagDict
 
-from streamsync.engine import Outcome, SyncEngine
+from streamsync.engine import BatchResult, Outcome, SyncEngine
 from streamsync.envelope import Event, Op
 from streamsync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
 
-def _vlan_event(group: str, vid: int, op: Op = Op.UPSERT, **attrs: Any) -> Event:
+def _vlan_event(group: str | None, vid: int, op: Op = Op.UPSERT, **attrs: Any) -> Event:
     return Event(source="ipam", model="vlan", op=op, key={"vid": vid, "vlan_group__name": group}, attrs=attrs)
 
 
@@ -189,3 +190,236 @@ def test_a_users_own_model_with_list_attributes_loads_in_constant_queries(group:
         assert all(v.tags == [{"name": tag.name}] for v in adapter.get_all("vlan"))
         counts[n] = len(captured.captured_queries)
     assert counts[1] == counts[40], counts
+
+
+# ---------------------------------------------------------------- keys whose DiffSync unique ids collide
+
+
+def _stored(model: Any, ids: dict[str, Any]) -> dict[str, Any]:
+    """Every identifier and attribute of the one Nautobot object with these identifiers, read from the ORM."""
+    fields = [*model._identifiers, *model._attributes]
+    queryset = model._model.objects.filter(**ids)  # a None identifier filters as IS NULL
+    rows = list(queryset.values(*(name for name in fields if name != "tags")))
+    assert len(rows) == 1, f"{model.get_type()} {ids}: {len(rows)} objects"
+    if "tags" in fields:
+        rows[0]["tags"] = sorted(queryset.get().tags.values_list("name", flat=True))
+    return dict(rows[0])
+
+
+def _outcomes(result: BatchResult) -> dict[str, Outcome]:
+    assert result.rejected == [], [r.reason for r in result.rejected]
+    return {o.key: o.outcome for o in result.objects}
+
+
+def _key(model: str, ids: dict[str, Any]) -> str:
+    from streamsync.envelope import canonical_key
+
+    return canonical_key(model, ids)
+
+
+def _free_global_vid() -> int:
+    """A VID that neither a VLAN without a group nor one in the group named "None" has in this database."""
+    from nautobot.ipam.models import VLAN
+
+    taken = set(VLAN.objects.filter(vlan_group__isnull=True).values_list("vid", flat=True))
+    taken |= set(VLAN.objects.filter(vlan_group__name="None").values_list("vid", flat=True))
+    return random.choice(sorted(set(range(1000, 4000)) - taken))  # noqa: S311 (not for security)
+
+
+def _vlan(vid: int, group: str | None, name: str, **attrs: Any) -> dict[str, Any]:
+    """A VLAN as `_stored` reads it: every attribute of VLANModel, Nautobot's defaults unless given."""
+    defaults: dict[str, Any] = {
+        "status__name": "Active",
+        "role__name": None,
+        "tenant__name": None,
+        "description": "",
+        "tags": [],
+    }
+    return {"vid": vid, "vlan_group__name": group, "name": name, **defaults, **attrs}
+
+
+def test_vlans_whose_unique_ids_collide_are_applied_as_in_batches_of_their_own(engine: SyncEngine, group: str) -> None:
+    """No group and a group named "None" are two VLANs; diffsync names both `<vid>__None`."""
+    from nautobot.extras.models import ObjectChange
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    from streamsync.models.ipam import VLANModel
+    from streamsync.models.state import OwnedObject
+
+    VLANGroup.objects.get_or_create(name="None")
+    vid = _free_global_vid()
+    no_group = {"vid": vid, "vlan_group__name": None}
+    named_none = {"vid": vid, "vlan_group__name": "None"}
+    bystander = {"vid": 7, "vlan_group__name": group}
+    assert VLANModel.create_unique_id(**no_group) == VLANModel.create_unique_id(**named_none)
+    key = {"no": _key("vlan", no_group), "named": _key("vlan", named_none), "by": _key("vlan", bystander)}
+
+    created = engine.apply(
+        [
+            _vlan_event(None, vid, name="global", description="no group"),
+            _vlan_event(group, 7, name="bystander"),
+            _vlan_event("None", vid, name="grouped", status__name="Reserved"),
+        ],
+        source="ipam",
+    )
+    assert _outcomes(created) == {key["no"]: Outcome.CREATED, key["by"]: Outcome.CREATED, key["named"]: Outcome.CREATED}
+    assert [o.key for o in created.objects] == [key["no"], key["by"], key["named"]]  # the batch's order
+    assert _stored(VLANModel, no_group) == _vlan(vid, None, "global", description="no group")
+    assert _stored(VLANModel, named_none) == _vlan(vid, "None", "grouped", status__name="Reserved")
+    assert _stored(VLANModel, bystander) == _vlan(7, group, "bystander")
+    pks = [o.pk for o in created.objects]
+    # Both rounds in the batch's one change context, and both objects owned by the source.
+    changes = ObjectChange.objects.filter(changed_object_id__in=pks)
+    assert changes.count() == 3 and changes.values("request_id").distinct().count() == 1
+    assert OwnedObject.objects.filter(source="ipam", object_id__in=pks).count() == 3
+
+    updated = engine.apply(
+        [
+            _vlan_event(None, vid, description="still no group"),
+            _vlan_event("None", vid, name="grouped-2", status__name="Active", description="in None"),
+        ],
+        source="ipam",
+    )
+    assert _outcomes(updated) == {key["no"]: Outcome.UPDATED, key["named"]: Outcome.UPDATED}
+    assert _stored(VLANModel, no_group) == _vlan(vid, None, "global", description="still no group")
+    assert _stored(VLANModel, named_none) == _vlan(vid, "None", "grouped-2", description="in None")
+
+    mixed = engine.apply(
+        [_vlan_event(None, vid, op=Op.DELETE), _vlan_event("None", vid, description="the last one")], source="ipam"
+    )
+    assert _outcomes(mixed) == {key["no"]: Outcome.DELETED, key["named"]: Outcome.UPDATED}
+    assert not VLAN.objects.filter(vid=vid, vlan_group__isnull=True).exists()
+    assert _stored(VLANModel, named_none) == _vlan(vid, "None", "grouped-2", description="the last one")
+
+    deleted = engine.apply(
+        [_vlan_event("None", vid, op=Op.DELETE), _vlan_event(None, vid, op=Op.DELETE)], source="ipam"
+    )
+    assert _outcomes(deleted) == {key["named"]: Outcome.DELETED, key["no"]: Outcome.UNCHANGED}
+    assert not VLAN.objects.filter(vid=vid, vlan_group__name="None").exists()
+    assert not VLAN.objects.filter(vid=vid, vlan_group__isnull=True).exists()
+    assert _stored(VLANModel, bystander) == _vlan(7, group, "bystander")
+    assert OwnedObject.objects.filter(source="ipam", object_id__in=pks).count() == 1  # the bystander's
+
+
+def test_names_containing_the_unique_id_separator_are_two_objects() -> None:
+    """Location `a__b` under `c` and `a` under `b__c` are both `a__b__c` to diffsync."""
+    from streamsync.models.dcim import LocationModel, LocationTypeModel
+
+    engine = SyncEngine(ModelRegistry([LocationTypeModel, LocationModel]))
+    u = uuid.uuid4().hex[:8]
+    kind, c, b_c = f"lt-{u}", f"c-{u}", f"b__c-{u}"
+    first = {"name": "a__b", "parent__name": c}
+    second = {"name": "a", "parent__name": b_c}
+    assert LocationModel.create_unique_id(**first) == LocationModel.create_unique_id(**second)
+
+    def location(ids: dict[str, Any], op: Op = Op.UPSERT, **attrs: Any) -> Event:
+        return Event(source="dcim", model="location", op=op, key=ids, attrs=attrs)
+
+    def stored(ids: dict[str, Any], **attrs: Any) -> dict[str, Any]:
+        blank: dict[str, Any] = {"tenant__name": None, "description": "", "facility": "", "asn": None, "tags": []}
+        blank |= {"physical_address": "", "shipping_address": "", "comments": ""}
+        return {**ids, "location_type__name": kind, "status__name": "Active", **blank, **attrs}
+
+    created = engine.apply(
+        [
+            Event(source="dcim", model="locationtype", op=Op.UPSERT, key={"name": kind}, attrs={"nestable": True}),
+            location({"name": c, "parent__name": None}, location_type__name=kind),
+            location({"name": b_c, "parent__name": None}, location_type__name=kind),
+            location(first, location_type__name=kind, description="first"),
+            location(second, location_type__name=kind, status__name="Planned", facility="F2", asn=65001),
+        ],
+        source="dcim",
+    )
+    assert set(_outcomes(created).values()) == {Outcome.CREATED} and len(created.objects) == 5
+    assert _stored(LocationModel, first) == stored(first, description="first")
+    assert _stored(LocationModel, second) == stored(second, status__name="Planned", facility="F2", asn=65001)
+
+    updated = engine.apply(
+        [location(second, comments="moved"), location(first, description="first, again")], source="dcim"
+    )
+    assert _outcomes(updated) == {_key("location", second): Outcome.UPDATED, _key("location", first): Outcome.UPDATED}
+    assert _stored(LocationModel, first) == stored(first, description="first, again")
+    assert _stored(LocationModel, second) == stored(
+        second, status__name="Planned", facility="F2", asn=65001, comments="moved"
+    )
+
+    deleted = engine.apply([location(first, Op.DELETE), location(second, Op.DELETE)], source="dcim")
+    assert _outcomes(deleted) == {_key("location", first): Outcome.DELETED, _key("location", second): Outcome.DELETED}
+    assert not LocationModel._model.objects.filter(name__in=["a", "a__b"], parent__name__in=[c, b_c]).exists()
+    assert _stored(LocationModel, {"name": b_c, "parent__name": None}) == stored({"name": b_c, "parent__name": None})
+
+
+# ---------------------------------------------------------------- a load the database refuses
+
+
+def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transaction(group: str) -> None:
+    """The batch's load fails with a DataError; the batch is split up, and the transaction around it survives."""
+    from nautobot.dcim.models import Location, LocationType
+    from nautobot.extras.models import ObjectChange
+    from nautobot_ssot.contrib import NautobotModel
+
+    from streamsync.models.ipam import VLANModel
+
+    class LocationByLatitude(NautobotModel):
+        """A user's model keying locations by name and latitude, the latitude as text to keep its digits."""
+
+        _model = Location
+        _modelname = "location"
+        _identifiers = ("name", "latitude")
+        _attributes = ("location_type__name", "status__name")
+
+        name: str
+        latitude: str
+        location_type__name: str
+        status__name: str = "Active"
+
+    engine = SyncEngine(ModelRegistry([VLANModel, LocationByLatitude]))
+    u = uuid.uuid4().hex[:8]
+    LocationType.objects.create(name=f"lt-{u}")
+
+    def location(name: str, latitude: str) -> Event:
+        key: dict[str, Any] = {"name": name, "latitude": latitude}
+        return Event(source="ipam", model="location", op=Op.UPSERT, key=key, attrs={"location_type__name": f"lt-{u}"})
+
+    # PostgreSQL's numeric holds 131,072 digits before the point: it cannot even compare 1e200000.
+    culprit = location(f"far-{u}", "1e200000")
+    huge_vid = _vlan_event(group, 2**40, name="huge")  # Django drops it from the query; the save refuses it
+    with transaction.atomic():  # as the worker applies a batch (streamsync/retry.py)
+        result = engine.apply(
+            [
+                _vlan_event(group, 30, name="ok-1"),
+                culprit,
+                huge_vid,
+                location(f"near-{u}", "45.5"),
+                _vlan_event(group, 31, name="v31"),
+            ],
+            source="ipam",
+        )
+        # The worker goes on in the same transaction: parked events, state.
+        assert Location.objects.filter(name=f"near-{u}").count() == 1
+
+    by_key = {o.key: o for o in result.objects}
+    assert len(by_key) == 5 and result.rejected == []
+    failed = by_key[culprit.canonical_key]
+    assert (failed.outcome, failed.retryable) == (Outcome.FAILED, False)
+    assert "DataError" in failed.reason and "numeric" in failed.reason, failed.reason
+    assert failed.events == [culprit]
+    assert by_key[huge_vid.canonical_key].outcome is Outcome.FAILED and "vid" in by_key[huge_vid.canonical_key].reason
+    assert [by_key[_vlan_event(group, vid).canonical_key].outcome for vid in (30, 31)] == [Outcome.CREATED] * 2
+    assert by_key[location(f"near-{u}", "45.5").canonical_key].outcome is Outcome.CREATED
+
+    from streamsync.models.ipam import VLANModel as VLANs
+
+    assert _stored(VLANs, {"vid": 30, "vlan_group__name": group}) == _vlan(30, group, "ok-1")
+    assert _stored(VLANs, {"vid": 31, "vlan_group__name": group}) == _vlan(31, group, "v31")
+    near = Location.objects.get(name=f"near-{u}")
+    assert (str(near.latitude), near.location_type.name, near.status.name, near.parent) == (
+        "45.500000",
+        f"lt-{u}",
+        "Active",
+        None,
+    )
+    assert not Location.objects.filter(name=f"far-{u}").exists()
+    # The split-up batch is still one change context.
+    changes = ObjectChange.objects.filter(changed_object_id__in=[o.pk for o in result.objects if o.pk])
+    assert changes.count() == 3 and changes.values("request_id").distinct().count() == 1

@@ -158,6 +158,67 @@ def test_a_locked_store_is_unavailable_and_keeps_nothing_of_the_batch(engine: Ta
     assert set(_rows(inventory)) == {(1, "dc1"), (2, "dc1")}
 
 
+NO_GROUP = 'vlan:{"vid":100,"vlan_group__name":null}'
+NAMED_NONE = 'vlan:{"vid":100,"vlan_group__name":"None"}'
+
+
+def _row(vid: int, group: str, name: str, **attrs: Any) -> dict[str, Any]:
+    """An inventory row as `_rows` reads it, with the values a VLAN event sets unless given."""
+    return {
+        "vid": vid,
+        "vlan_group": group,
+        "name": name,
+        "status": "Active",
+        "tenant": None,
+        "description": "",
+    } | attrs
+
+
+def test_vlans_whose_unique_ids_collide_are_two_rows_through_create_update_and_delete(
+    engine: TargetEngine, inventory: Path
+) -> None:
+    """No group and a group named "None": rows (100, '') and (100, 'None'), both `100__None` to diffsync."""
+    other = 'vlan:{"vid":11,"vlan_group__name":"dc1"}'
+    created = engine.apply(
+        [_vlan(100, None, "global"), _vlan(11, "dc1", "other"), _vlan(100, "None", "named", description="in None")]
+    )
+    assert [(o.key, o.outcome) for o in created.objects] == [
+        (NO_GROUP, Outcome.CREATED),
+        (other, Outcome.CREATED),
+        (NAMED_NONE, Outcome.CREATED),
+    ]
+    assert _rows(inventory) == {
+        (100, ""): _row(100, "", "global"),
+        (11, "dc1"): _row(11, "dc1", "other"),
+        (100, "None"): _row(100, "None", "named", description="in None"),
+    }
+
+    updated = engine.apply(
+        [_vlan(100, "None", "named", description="still in None"), _vlan(100, None, "global", status__name="Reserved")]
+    )
+    assert {o.key: o.outcome for o in updated.objects} == {NAMED_NONE: Outcome.UPDATED, NO_GROUP: Outcome.UPDATED}
+    assert _rows(inventory) == {
+        (100, ""): _row(100, "", "global", status="Reserved"),
+        (11, "dc1"): _row(11, "dc1", "other"),
+        (100, "None"): _row(100, "None", "named", description="still in None"),
+    }
+
+    deleted = engine.apply([_event("delete", 100, None), _event("delete", 100, "None")])
+    assert {o.key: o.outcome for o in deleted.objects} == {NO_GROUP: Outcome.DELETED, NAMED_NONE: Outcome.DELETED}
+    assert _rows(inventory) == {(11, "dc1"): _row(11, "dc1", "other")}
+
+
+def test_a_row_of_the_store_is_not_taken_for_its_namesake(engine: TargetEngine, inventory: Path) -> None:
+    """Loaded together, the row without a group would stand for the VLAN in the group named "None" too."""
+    engine.apply([_vlan(100, None, "global")])
+    result = engine.apply([_vlan(100, "None", "named"), _vlan(100, None, "global", description="no group")])
+    assert [(o.key, o.outcome) for o in result.objects] == [(NAMED_NONE, Outcome.CREATED), (NO_GROUP, Outcome.UPDATED)]
+    assert _rows(inventory) == {
+        (100, ""): _row(100, "", "global", description="no group"),
+        (100, "None"): _row(100, "None", "named"),
+    }
+
+
 @pytest.fixture
 def target_stream(stream: Stream, tmp_path: Path, inventory: Path) -> Stream:
     """The test's stream with "inventory" both a source and a target, writing to a SQLite file."""
