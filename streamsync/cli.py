@@ -39,9 +39,14 @@ BOOTSTRAP_OPTION = click.option(
 )
 
 
-def setup_nautobot(config: str | None) -> None:
-    """Load Nautobot's configuration exactly as `nautobot-server` does, then Django."""
+def setup_nautobot(config: str | None, *, writes: bool = False) -> None:
+    """Load Nautobot's configuration exactly as `nautobot-server` does, then Django.
+
+    A command that `writes` to Nautobot's database refuses to go on unless streamsync's migrations
+    are all applied: its tables would be missing or stale mid-run otherwise.
+    """
     from streamsync.nautobot_setup import setup
+    from streamsync.preflight import StartupRefused, require_migrations
 
     try:
         setup(config)
@@ -49,6 +54,11 @@ def setup_nautobot(config: str | None) -> None:
         raise click.ClickException(
             f"cannot set up Nautobot (NAUTOBOT_CONFIG={os.getenv('NAUTOBOT_CONFIG')}): {error}"
         ) from error
+    if writes:
+        try:
+            require_migrations()
+        except StartupRefused as error:
+            raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -93,17 +103,18 @@ def worker(
 
     Without --source or --target, a worker runs every configured source and target.
     """
-    setup_nautobot(ctx.obj["config"])
+    setup_nautobot(ctx.obj["config"], writes=True)
     import faust
     import structlog
 
     from streamsync import logging as streamsync_logging
     from streamsync import metrics
-    from streamsync.agents.app import create_app
+    from streamsync.agents.app import create_app, data_dir
     from streamsync.agents.relay import register_relay
     from streamsync.agents.sync import DatabaseThread, register_sync_agent
     from streamsync.agents.target import register_target_agent
     from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics
+    from streamsync.preflight import StartupRefused, prepare_data_dir
     from streamsync.settings import ConfigError, StreamsyncSettings
 
     log_config = streamsync_logging.configure(loglevel.upper())
@@ -129,6 +140,10 @@ def worker(
             settings.target(target).adapter_class()  # and the target's adapter, checked against its models
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
+    try:
+        prepare_data_dir(data_dir(settings))  # faust changes into it at start and creates only its last part
+    except StartupRefused as error:
+        raise click.ClickException(str(error)) from None
     _check_user(settings, chosen)
 
     loop = asyncio.new_event_loop()
@@ -345,8 +360,8 @@ def dlq_replay(
 
 
 def _source_setup(ctx: click.Context, source: str) -> tuple[Any, Any]:
-    """Nautobot set up, quiet logs on stderr, and (settings, SOURCE's model registry)."""
-    setup_nautobot(ctx.obj["config"])
+    """Nautobot set up (migrated), quiet logs on stderr, and (settings, SOURCE's model registry)."""
+    setup_nautobot(ctx.obj["config"], writes=True)
     from streamsync import logging as streamsync_logging
     from streamsync.settings import ConfigError, StreamsyncSettings
 
@@ -573,7 +588,7 @@ def setup_user(ctx: click.Context, user: str | None, sources: tuple[str, ...]) -
     Idempotent: creates the user (not staff, no usable password) and its "streamsync: <user>" object
     permission when missing, and extends the permission to models configured since. Prints what it granted.
     """
-    setup_nautobot(ctx.obj["config"])
+    setup_nautobot(ctx.obj["config"], writes=True)
     from streamsync.permissions import grant, source_models
     from streamsync.settings import ConfigError, StreamsyncSettings
 
