@@ -113,7 +113,7 @@ def worker(
     from streamsync.agents.relay import register_relay
     from streamsync.agents.sync import DatabaseThread, register_sync_agent
     from streamsync.agents.target import register_target_agent
-    from streamsync.kafka import BrokerUnavailable, TopicSpec, ensure_topics
+    from streamsync.kafka import BrokerUnavailable, TopicRefused, TopicSpec, ensure_topics
     from streamsync.preflight import StartupRefused, prepare_data_dir
     from streamsync.settings import ConfigError, StreamsyncSettings
 
@@ -164,8 +164,9 @@ def worker(
         + ([events_topic("nautobot", settings.topic_prefix)] if chosen_targets else [])
     ]
     try:
+        # Creates what is missing, and refuses a state topic that is not compacted.
         loop.run_until_complete(ensure_topics(settings.kafka(), topics))
-    except BrokerUnavailable as error:
+    except (BrokerUnavailable, TopicRefused) as error:
         raise click.ClickException(str(error)) from error
 
     app = create_app(settings)
@@ -418,6 +419,8 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
     from streamsync.state import read_state
 
     kafka, topic = settings.kafka(), state_topic(source, settings.topic_prefix)
+    spec = TopicSpec(topic, settings.topic_partitions, settings.topic_replication, compacted=True)
+    _run(ensure_topics(kafka, [spec], create=False))  # a state topic that is not compacted: refused before loading
     started = time.monotonic()
     try:
         adapter = snap.load_adapter(adapter_path)
@@ -444,7 +447,6 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
     records = snap.write(taken, source)
 
     async def publish() -> int:
-        spec = TopicSpec(topic, settings.topic_partitions, settings.topic_replication, compacted=True)
         await ensure_topics(kafka, [spec])
         return await produce_raw(kafka, topic, (record.kafka() for record in records))
 
@@ -618,12 +620,12 @@ def _check_user(settings: Any, sources: list[str]) -> None:
 
 
 def _run(coro: Any) -> Any:
-    """Run a Kafka coroutine for a command; an unreachable broker is a clean error, not a traceback."""
-    from streamsync.kafka import BrokerUnavailable
+    """Run a Kafka coroutine for a command; an unreachable broker or a refused topic is one line, not a traceback."""
+    from streamsync.kafka import BrokerUnavailable, TopicRefused
 
     try:
         return asyncio.run(coro)
-    except BrokerUnavailable as error:
+    except (BrokerUnavailable, TopicRefused) as error:
         raise click.ClickException(str(error)) from error
 
 
