@@ -39,9 +39,14 @@ BOOTSTRAP_OPTION = click.option(
 )
 
 
-def setup_nautobot(config: str | None) -> None:
-    """Load Nautobot's configuration exactly as `nautobot-server` does, then Django."""
+def setup_nautobot(config: str | None, *, writes: bool = False) -> None:
+    """Load Nautobot's configuration exactly as `nautobot-server` does, then Django.
+
+    A command that `writes` to Nautobot's database refuses to go on unless streamsync's migrations
+    are all applied: its tables would be missing or stale mid-run otherwise.
+    """
     from streamsync.nautobot_setup import setup
+    from streamsync.preflight import StartupRefused, require_migrations
 
     try:
         setup(config)
@@ -49,6 +54,11 @@ def setup_nautobot(config: str | None) -> None:
         raise click.ClickException(
             f"cannot set up Nautobot (NAUTOBOT_CONFIG={os.getenv('NAUTOBOT_CONFIG')}): {error}"
         ) from error
+    if writes:
+        try:
+            require_migrations()
+        except StartupRefused as error:
+            raise click.ClickException(str(error)) from None
 
 
 @click.group()
@@ -93,14 +103,16 @@ def worker(
 
     Without --source or --target, a worker runs every configured source and target.
     """
-    setup_nautobot(ctx.obj["config"])
+    setup_nautobot(ctx.obj["config"], writes=True)
     import faust
     import structlog
 
     from streamsync import logging as streamsync_logging
     from streamsync import metrics
+    from streamsync.agents.app import data_dir
     from streamsync.agents.worker import build
-    from streamsync.kafka import BrokerUnavailable
+    from streamsync.kafka import BrokerUnavailable, TopicRefused
+    from streamsync.preflight import StartupRefused, prepare_data_dir
     from streamsync.settings import ConfigError, StreamsyncSettings
 
     log_config = streamsync_logging.configure(loglevel.upper())
@@ -126,13 +138,17 @@ def worker(
             settings.target(target).adapter_class()  # and the target's adapter, checked against its models
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
+    try:
+        prepare_data_dir(data_dir(settings))  # faust changes into it at start and creates only its last part
+    except StartupRefused as error:
+        raise click.ClickException(str(error)) from None
     _check_user(settings, chosen)
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        app = build(settings, chosen, chosen_targets, loop)
-    except (BrokerUnavailable, metrics.MetricsError) as error:
+        app = build(settings, chosen, chosen_targets, loop)  # refuses a state topic that is not compacted
+    except (BrokerUnavailable, TopicRefused, metrics.MetricsError) as error:
         raise click.ClickException(str(error)) from error
     structlog.get_logger("streamsync.worker").info(
         "worker starting",
@@ -325,8 +341,8 @@ def dlq_replay(
 
 
 def _source_setup(ctx: click.Context, source: str) -> tuple[Any, Any]:
-    """Nautobot set up, quiet logs on stderr, and (settings, SOURCE's model registry)."""
-    setup_nautobot(ctx.obj["config"])
+    """Nautobot set up (migrated), quiet logs on stderr, and (settings, SOURCE's model registry)."""
+    setup_nautobot(ctx.obj["config"], writes=True)
     from streamsync import logging as streamsync_logging
     from streamsync.settings import ConfigError, StreamsyncSettings
 
@@ -383,6 +399,8 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
     from streamsync.state import read_state
 
     kafka, topic = settings.kafka(), state_topic(source, settings.topic_prefix)
+    spec = TopicSpec(topic, settings.topic_partitions, settings.topic_replication, compacted=True)
+    _run(ensure_topics(kafka, [spec], create=False))  # a state topic that is not compacted: refused before loading
     started = time.monotonic()
     try:
         adapter = snap.load_adapter(adapter_path)
@@ -409,7 +427,6 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
     records = snap.write(taken, source)
 
     async def publish() -> int:
-        spec = TopicSpec(topic, settings.topic_partitions, settings.topic_replication, compacted=True)
         await ensure_topics(kafka, [spec])
         return await produce_raw(kafka, topic, (record.kafka() for record in records))
 
@@ -530,7 +547,7 @@ def replay(
             raise click.BadParameter(f"{when!r} is not an ISO 8601 time", param_hint="--datetime") from error
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
     topic = events_topic(source, topic_prefix)
-    setup_nautobot(ctx.obj["config"])
+    setup_nautobot(ctx.obj["config"], writes=True)  # it moves the stored positions
     try:
         resets = _run(plan_reset(bootstrap, group, topic, offset=offset, at=at, only=only))
     except ReplayRefused as error:
@@ -568,7 +585,7 @@ def setup_user(ctx: click.Context, user: str | None, sources: tuple[str, ...]) -
     Idempotent: creates the user (not staff, no usable password) and its "streamsync: <user>" object
     permission when missing, and extends the permission to models configured since. Prints what it granted.
     """
-    setup_nautobot(ctx.obj["config"])
+    setup_nautobot(ctx.obj["config"], writes=True)
     from streamsync.permissions import grant, source_models
     from streamsync.settings import ConfigError, StreamsyncSettings
 
@@ -598,12 +615,12 @@ def _check_user(settings: Any, sources: list[str]) -> None:
 
 
 def _run(coro: Any) -> Any:
-    """Run a Kafka coroutine for a command; an unreachable broker is a clean error, not a traceback."""
-    from streamsync.kafka import BrokerUnavailable
+    """Run a Kafka coroutine for a command; an unreachable broker or a refused topic is one line, not a traceback."""
+    from streamsync.kafka import BrokerUnavailable, TopicRefused
 
     try:
         return asyncio.run(coro)
-    except BrokerUnavailable as error:
+    except (BrokerUnavailable, TopicRefused) as error:
         raise click.ClickException(str(error)) from error
 
 

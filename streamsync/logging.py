@@ -26,11 +26,22 @@ _SHARED: list[Any] = [
 QUIET_LOGGERS = {"diffsync": "WARNING", "aiokafka": "WARNING", "faust": "WARNING", "mode": "WARNING"}
 
 
-def _renderer(fmt: str | None) -> Any:
-    fmt = fmt or os.getenv("STREAMSYNC_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
-    if fmt == "console":
-        return structlog.dev.ConsoleRenderer()
-    return structlog.processors.JSONRenderer()
+def _format(fmt: str | None) -> str:
+    return fmt or os.getenv("STREAMSYNC_LOG_FORMAT") or ("console" if sys.stderr.isatty() else "json")
+
+
+def _renderers(fmt: str | None) -> list[Any]:
+    """The last processors of every record, stdlib's and structlog's alike.
+
+    Exceptions are rendered here, once, for both kinds of record: the formatter hands a stdlib
+    record's `exc_info` (faust's, aiokafka's, Django's) to the chain, and structlog's
+    `log.exception()` / `exc_info=True` arrive with theirs untouched. JSON gets the traceback as
+    text in `exception` (a tuple would come out as "<traceback object at 0x...>"); the console
+    renderer prints its own readable traceback.
+    """
+    if _format(fmt) == "console":
+        return [structlog.dev.ConsoleRenderer()]
+    return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
 
 
 def logging_config(level: str = "INFO", fmt: str | None = None) -> dict[str, Any]:
@@ -41,7 +52,7 @@ def logging_config(level: str = "INFO", fmt: str | None = None) -> dict[str, Any
         "formatters": {
             "structlog": {
                 "()": structlog.stdlib.ProcessorFormatter,
-                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, _renderer(fmt)],
+                "processors": [structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderers(fmt)],
                 "foreign_pre_chain": _SHARED,
             }
         },
@@ -59,16 +70,25 @@ def logging_config(level: str = "INFO", fmt: str | None = None) -> dict[str, Any
     }
 
 
+def structlog_processors() -> list[Any]:
+    """The processors of structlog's own loggers: they end by handing the event to the stdlib handler's formatter."""
+    return [
+        structlog.stdlib.filter_by_level,
+        *_SHARED,
+        structlog.processors.StackInfoRenderer(),
+        structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+    ]
+
+
 def configure(level: str = "INFO", fmt: str | None = None) -> dict[str, Any]:
-    """Configure structlog and stdlib logging; returns the dictConfig (faust's Worker wants it too)."""
+    """Configure structlog and stdlib logging; returns the dictConfig (faust's Worker wants it too).
+
+    structlog's chain leaves `exc_info` alone: the formatter renders it (see `_renderers`). The
+    handler formats synchronously, inside the `except` block that logged, so `exc_info=True`
+    still finds the exception there.
+    """
     structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            *_SHARED,
-            structlog.processors.StackInfoRenderer(),
-            structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        processors=structlog_processors(),
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -29,7 +29,7 @@ from pydantic_core import to_jsonable_python
 
 from streamsync import ownership
 from streamsync.envelope import EnvelopeError, Event, Op, decode, describe
-from streamsync.kafka import KafkaConnection
+from streamsync.kafka import KafkaConnection, TopicRefused, TopicSpec, ensure_topics
 from streamsync.state import StateRead, identifiers_of, model_of, read_state
 from streamsync.tables import format_table
 from streamsync.topics import state_topic
@@ -50,7 +50,7 @@ CATCH_UP_ROUNDS = 3
 
 
 class ResyncError(RuntimeError):
-    """A resync that cannot start (no state topic); the message says what to do."""
+    """A resync that cannot start (no state topic, or one that is not compacted); the message says what to do."""
 
 
 @dataclass
@@ -134,6 +134,11 @@ def read(kafka: KafkaConnection | str, source: str, prefix: str, progress: Progr
     """Read `source`'s state topic to its current end (the latest record per key)."""
     topic = state_topic(source, prefix)
     report = (lambda done, total: progress("read", done, total)) if progress else None
+    try:
+        # A state topic under retention has lost objects: applying it would delete them from Nautobot.
+        asyncio.run(ensure_topics(kafka, [TopicSpec(topic, compacted=True)], create=False))
+    except TopicRefused as error:
+        raise ResyncError(str(error)) from None
     state = asyncio.run(read_state(kafka, topic, progress=report))
     if not state.exists:
         raise ResyncError(

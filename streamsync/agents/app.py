@@ -34,6 +34,11 @@ def default_data_dir() -> str:
     return os.path.join(base, "faust")
 
 
+def data_dir(settings: StreamsyncSettings) -> str:
+    """The faust data directory a worker with these settings uses: `data_dir`, else `default_data_dir()`."""
+    return settings.data_dir or default_data_dir()
+
+
 def create_app(settings: StreamsyncSettings, positions: Positions | None = None) -> StreamsyncApp:
     """A Faust app whose id is the consumer group: every worker with the same settings shares the work.
 
@@ -47,7 +52,7 @@ def create_app(settings: StreamsyncSettings, positions: Positions | None = None)
         broker_credentials=kafka.faust_credentials(),
         autodiscover=False,
         web_enabled=False,
-        datadir=settings.data_dir or default_data_dir(),
+        datadir=data_dir(settings),
         store="memory://",
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication,

@@ -128,12 +128,15 @@ def group() -> str:
 class WorkerProcess:
     """A real `streamsync worker` process, its output captured to a file for failure reports."""
 
-    def __init__(self, stream: Stream, log_path: Path, *args: str) -> None:
+    def __init__(
+        self, stream: Stream, log_path: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             [STREAMSYNC, "worker", *args],
-            env=stream.env(),
+            env=stream.env() if env is None else env,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
@@ -168,11 +171,16 @@ class WorkerProcess:
 
 @pytest.fixture
 def start_worker(stream: Stream, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start worker processes on the test's stream (or another); all are stopped at the end of the test."""
+    """Start worker processes on the test's stream (or another); all are stopped at the end of the test.
+
+    `cwd` and `env` (the whole environment, instead of the stream's) are for tests of the process's surroundings.
+    """
     workers: list[WorkerProcess] = []
 
-    def start(*args: str, on: Stream | None = None) -> WorkerProcess:
-        worker = WorkerProcess(on or stream, tmp_path / f"worker{len(workers)}.log", *args)
+    def start(
+        *args: str, on: Stream | None = None, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        worker = WorkerProcess(on or stream, tmp_path / f"worker{len(workers)}.log", *args, cwd=cwd, env=env)
         workers.append(worker)
         return worker
 
