@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import Event, Op
+from streamsync.envelope import Event, Op, canonical_key
 from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
 from tests.integration.conftest import Stream, free_port, wait_for, write_nautobot_config
 from tests.integration.prometheus import reachable, scrape, series, value
@@ -73,7 +73,10 @@ def test_metrics_count_events_by_outcome_dead_letters_and_lag(
                 _event(group, 2, name="two"),
                 _event(group, 3, name="three"),
                 (b"garbage", b"{not json"),
-                (b"nope", json.dumps(unknown_model).encode()),
+                (
+                    canonical_key("vlan-nope", unknown_model["key"]).encode(),
+                    json.dumps(unknown_model).encode(),
+                ),
             ],
         )
     )
