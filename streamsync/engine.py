@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from streamsync import ownership
 from streamsync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
 from streamsync.envelope import Event, Op, RejectCode, canonical_key, describe
+from streamsync.faults import Fault, classify, is_transient, reason
 from streamsync.registry import ModelRegistry, RejectedEvent
 
 
@@ -195,23 +196,6 @@ def in_batch_order(changes: Sequence[Change], objects: Sequence[ObjectResult]) -
     return sorted(objects, key=lambda result: position[result.key])
 
 
-def _root_causes(error: BaseException) -> list[BaseException]:
-    chain = []
-    current: BaseException | None = error
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    return chain
-
-
-def _is_retryable(error: BaseException) -> bool:
-    """A missing related object (it may arrive later) or a protected delete (its dependants may go)."""
-    from django.core.exceptions import ObjectDoesNotExist
-    from django.db.models import ProtectedError, RestrictedError
-
-    return any(isinstance(e, ObjectDoesNotExist | ProtectedError | RestrictedError) for e in _root_causes(error))
-
-
 def _same(wanted: Any, current: Any) -> bool:
     """Equal, with lists (tags, content types) compared as sets: their order means nothing."""
     if isinstance(wanted, list) and isinstance(current, list):
@@ -228,10 +212,6 @@ def _changed(wanted: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
 def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
     dst.update(attrs)
     return Outcome.UPDATED
-
-
-def _reason(error: BaseException) -> str:
-    return " ← ".join(dict.fromkeys(f"{type(e).__name__}: {e}".strip() for e in _root_causes(error)))
 
 
 class SyncEngine:
@@ -296,7 +276,7 @@ class SyncEngine:
                 return [applied for change in changes for applied in self._apply_round([change], adapters, result)]
             change = changes[0]
             failed = ObjectResult(
-                change.key, change.model.get_type(), Outcome.FAILED, _reason(error), events=change.events
+                change.key, change.model.get_type(), Outcome.FAILED, reason(error), events=change.events
             )
             return [(change, failed)]
         loaded = clock()
@@ -416,8 +396,11 @@ class SyncEngine:
         try:
             with transaction.atomic():
                 outcome, pk = action()
-        except Exception as error:  # one object's failure must not fail the batch
-            return done(Outcome.FAILED, _reason(error), _is_retryable(error))
+        except Exception as error:  # one object's failure must not fail the batch...
+            kind = classify(error)
+            if kind is Fault.TRANSIENT:
+                raise  # ...but the infrastructure's fails it: the whole batch is tried again
+            return done(Outcome.FAILED, reason(error), kind is Fault.WAITING)
         if outcome is Outcome.DELETED and dst is not None:
             nautobot.remove(dst)
         return done(outcome, pk=pk)
@@ -446,7 +429,9 @@ class SyncEngine:
         try:
             with transaction.atomic():
                 created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
-        except Exception:
+        except Exception as error:
+            if is_transient(error):
+                raise
             existing = nautobot.load_one(change.model, change.ids)
             if existing is None:
                 raise

@@ -1,4 +1,10 @@
-"""Which failures are the infrastructure's (retry the whole batch, never dead-letter) and which are not.
+"""What kind of failure an error is: the one place that decides between retrying, parking and dead-lettering.
+
+    transient   the infrastructure's: retry the whole batch with back-off, never dead-letter,
+                never move a position (the partition waits)
+    waiting     one object's, that may pass when other objects arrive or go: park the object's
+                events and retry them later (streamsync/retry.py)
+    permanent   the event's or the data's: dead-letter it with the reason
 
 A transient fault says nothing about the records: the database or Redis went away, a lock or a
 statement timed out, a deadlock or serialization failure rolled the transaction back, Kafka did not
@@ -12,10 +18,48 @@ dead-lettered.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from enum import StrEnum
 
 # PostgreSQL errors that say the worker's SQL cannot run here (not that a record is wrong):
 # insufficient_privilege, undefined_table, undefined_column, undefined_function.
 ENVIRONMENT_SQLSTATES = {"42501", "42P01", "42703", "42883"}
+
+
+class Fault(StrEnum):
+    """What a failure means for the records it touches."""
+
+    TRANSIENT = "transient"
+    WAITING = "waiting"
+    PERMANENT = "permanent"
+
+
+class OperatorFault(RuntimeError):
+    """Something an operator must put right (a user deactivated, a permission withdrawn).
+
+    Not the records' fault, so retried like an outage while the worker says why; never dead-lettered.
+    """
+
+
+def classify(error: BaseException) -> Fault:
+    """The kind of failure `error` is, judged by it and everything it was raised from or during."""
+    if is_transient(error):
+        return Fault.TRANSIENT
+    if is_waiting(error):
+        return Fault.WAITING
+    return Fault.PERMANENT
+
+
+def is_waiting(error: BaseException) -> bool:
+    """A related object that does not exist yet, or a delete that objects still depend on: it may pass later."""
+    from django.core.exceptions import ObjectDoesNotExist
+    from django.db.models import ProtectedError, RestrictedError
+
+    return any(isinstance(e, ObjectDoesNotExist | ProtectedError | RestrictedError) for e in causes(error))
+
+
+def reason(error: BaseException) -> str:
+    """`error` and its causes in one line: `Type: message ← Type: message`."""
+    return " ← ".join(dict.fromkeys(f"{type(e).__name__}: {e}".strip() for e in causes(error)))
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:
@@ -54,6 +98,7 @@ def _transient(error: BaseException) -> bool:
         | RedisConnectionError
         | RedisTimeoutError
         | TargetUnavailable
+        | OperatorFault
         | TimeoutError
         | ConnectionError,
     )

@@ -23,14 +23,14 @@ from streamsync.engine import (
     ObjectResult,
     Outcome,
     _changed,
-    _reason,
     fold,
     in_batch_order,
     rounds,
 )
 from streamsync.envelope import Event, Op
+from streamsync.faults import is_transient, reason
 from streamsync.registry import ModelRegistry
-from streamsync.targets.base import TargetAdapter, TargetUnavailable
+from streamsync.targets.base import TargetAdapter
 
 NAUTOBOT = "nautobot"  # the source of every event a target receives
 
@@ -116,10 +116,10 @@ class TargetEngine:
             with adapter.object_scope():
                 if write() is None:  # diffsync's convention for a CRUD method that failed
                     return done(Outcome.FAILED, f"{name} {outcome.value[:-1]} returned None")
-        except TargetUnavailable:
-            raise
-        except Exception as error:  # one object's failure must not fail the batch
-            return done(Outcome.FAILED, _reason(error))
+        except Exception as error:  # one object's failure must not fail the batch...
+            if is_transient(error):
+                raise  # ...but an unavailable target (or database) fails it: the batch is tried again
+            return done(Outcome.FAILED, reason(error))
         if outcome is Outcome.DELETED and dst is not None:
             adapter.remove(dst)
         return done(outcome)
