@@ -57,6 +57,34 @@ def is_waiting(error: BaseException) -> bool:
     return any(isinstance(e, ObjectDoesNotExist | ProtectedError | RestrictedError) for e in causes(error))
 
 
+def cause(error: BaseException) -> str:
+    """Which part of the infrastructure a transient `error` is about, as a short label for logs and metrics.
+
+    `database`, `redis`, `kafka`, `target`, `operator` (something a person must put right), or
+    `timeout` (a deadline streamsync set itself, e.g. for Kafka's acknowledgement).
+    """
+    from aiokafka.errors import KafkaError
+    from django.db import DatabaseError
+    from redis.exceptions import RedisError
+
+    from streamsync.targets.base import TargetUnavailable
+
+    kinds: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
+        (OperatorFault, "operator"),
+        (TargetUnavailable, "target"),
+        (RedisError, "redis"),
+        (KafkaError, "kafka"),
+        (DatabaseError, "database"),
+    ]
+    for error_ in causes(error):
+        for kind, label in kinds:
+            if isinstance(error_, kind):
+                return label
+        if getattr(error_, "pgcode", None):
+            return "database"
+    return "timeout" if any(isinstance(e, TimeoutError) for e in causes(error)) else "other"
+
+
 def reason(error: BaseException) -> str:
     """`error` and its causes in one line: `Type: message ← Type: message`."""
     return " ← ".join(dict.fromkeys(f"{type(e).__name__}: {e}".strip() for e in causes(error)))

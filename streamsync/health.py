@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from aiokafka import TopicPartition
 from pydantic import ValidationError
 
-from streamsync.batchlog import BatchSummary, recent
+from streamsync.batchlog import BatchSummary, WorkerStatus, recent, workers
 from streamsync.deadletter import DeadLetter
 from streamsync.dlq import StoredLetter, replay_group
 from streamsync.kafka import admin_client, consumer, partitions
@@ -42,6 +42,7 @@ class Health:
     kafka_error: str = ""
     batches: list[BatchSummary] = field(default_factory=list)
     batches_error: str = ""
+    workers: list[WorkerStatus] = field(default_factory=list)
     backlog: Backlog | None = None
     parked: dict[str, int] = field(default_factory=dict)
     database_error: str = ""
@@ -60,8 +61,9 @@ def gather(settings: StreamsyncSettings, *, batches: int = 25, letters: int = 10
         health.kafka_error = str(error) or repr(error)
     try:
         health.batches = recent(settings.group_id, batches)
+        health.workers = workers(settings.group_id)
     except Exception as error:
-        health.batches_error = f"cannot read recent batches from Redis: {error!r}"
+        health.batches_error = f"cannot read recent batches and workers from Redis: {error!r}"
     try:
         health.backlog, health.parked = database_figures(events_topic("nautobot", settings.topic_prefix))
     except Exception as error:

@@ -18,7 +18,7 @@ import os
 import socket
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from streamsync import __version__
-from streamsync.batchlog import BatchSummary, Recorder
+from streamsync.batchlog import BatchSummary, Recorder, Stall, WorkerStatus
 from streamsync.engine import BatchResult, Outcome
 from streamsync.health import database_figures
 from streamsync.lag import PartitionLag, consumer_lag
@@ -148,6 +148,20 @@ REWINDS = Counter(
     "Times a partition was read again from the database's position because records past it had been "
     "acknowledged without being applied (Kafka's committed offset ahead of it, or a gap in a batch)",
     ["topic", "partition"],
+    registry=REGISTRY,
+)
+INFRASTRUCTURE_RETRIES = Counter(
+    "streamsync_infrastructure_retries",
+    "Failed attempts of a batch that is retried, not dead-lettered, because of the infrastructure, by cause "
+    "(database, redis, kafka, target, operator, timeout)",
+    ["agent", "cause"],
+    registry=REGISTRY,
+)
+STALLED_SINCE = Gauge(
+    "streamsync_agent_stalled_since_timestamp_seconds",
+    "Since when an agent's batch keeps failing for an infrastructure reason (absent while it is not): "
+    "its partitions wait; alert on time() minus this",
+    ["agent", "cause"],
     registry=REGISTRY,
 )
 WORKER = Gauge(
@@ -317,8 +331,41 @@ def observe_rewind(topic: str, partition: int) -> None:
         log.exception("metrics: cannot count a rewind", topic=topic)
 
 
-def start(app: faust.App, settings: StreamsyncSettings, sources: Sequence[str]) -> str | None:
+def observe_stall(agent: str, cause: str, since: float, previous_cause: str | None) -> None:
+    """Count one failed attempt of a stalled agent and show since when it stalls. Never raises."""
+    try:
+        INFRASTRUCTURE_RETRIES.labels(agent, cause).inc()
+        if previous_cause is not None and previous_cause != cause:
+            STALLED_SINCE.remove(agent, previous_cause)
+        STALLED_SINCE.labels(agent, cause).set(since)
+    except Exception:
+        log.exception("metrics: cannot count a stall", agent=agent)
+
+
+def observe_recovery(agent: str, cause: str) -> None:
+    """An agent settles again: it no longer stalls. Never raises."""
+    try:
+        STALLED_SINCE.remove(agent, cause)
+    except Exception:
+        log.exception("metrics: cannot clear a stall", agent=agent)
+
+
+def report_worker(stalled: Sequence[Stall]) -> None:
+    """Tell the health page (through Redis, off the event loop) this worker's state. Never raises."""
+    if _context.recorder is not None:
+        status = WorkerStatus(group=_context.group, worker=_context.worker, at=datetime.now(UTC), stalled=list(stalled))
+        _context.recorder.record(status)
+
+
+def start(
+    app: faust.App,
+    settings: StreamsyncSettings,
+    sources: Sequence[str],
+    stalled: Callable[[], Sequence[Stall]] = list,
+) -> str | None:
     """Serve /metrics (unless `metrics_port` is 0), record batch summaries, and refresh the measured gauges.
+
+    `stalled` tells, at each refresh, which agents stall: the worker's state for the health page.
 
     Returns the address served, or None. Raises MetricsError when the port cannot be bound.
     """
@@ -338,7 +385,12 @@ def start(app: faust.App, settings: StreamsyncSettings, sources: Sequence[str]) 
         served = f"http://{settings.metrics_address}:{settings.metrics_port}/metrics"
         log.info("metrics served", url=served, refresh_interval=settings.metrics_interval)
     refresher = Refresher(settings)
-    app.timer(settings.metrics_interval, name="streamsync.metrics.refresh")(refresher.refresh)
+
+    async def refresh() -> None:
+        report_worker(stalled())  # first: it needs neither Kafka nor the database
+        await refresher.refresh()
+
+    app.timer(settings.metrics_interval, name="streamsync.metrics.refresh")(refresh)
     return served
 
 

@@ -29,6 +29,7 @@ ENV_OVERRIDES = {
     "metrics_port": "STREAMSYNC_METRICS_PORT",
     "metrics_address": "STREAMSYNC_METRICS_ADDRESS",
     "transaction_idle_timeout": "STREAMSYNC_TRANSACTION_IDLE_TIMEOUT",
+    "lock_timeout": "STREAMSYNC_LOCK_TIMEOUT",
 }
 
 
@@ -112,6 +113,9 @@ class StreamsyncSettings(BaseModel):
     # PostgreSQL, freeing its partitions' positions for their new owner; 0 never ends one. Keep it
     # above the longest pause a healthy batch makes between statements (a target's slowest write).
     transaction_idle_timeout: float = Field(default=300.0, ge=0, le=86_400)
+    # A batch waiting longer than this for a row lock another transaction holds (a user's long edit,
+    # a migration) fails and is retried with back-off, shown as a stalled agent; 0 waits without end.
+    lock_timeout: float = Field(default=60.0, ge=0, le=86_400)
     # The relay of Nautobot's change events (docs/nautobot-events.md): rows per cycle, seconds between idle looks.
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_interval: float = Field(default=0.2, gt=0, le=60)

@@ -26,6 +26,7 @@ import faust
 import structlog
 
 from streamsync.agents.positioning import Positions
+from streamsync.agents.stalls import Stalls
 from streamsync.faults import is_transient
 from streamsync.records import Origin
 from streamsync.settle import Settled, Settling, Where, Wire, settle, where
@@ -77,12 +78,15 @@ def _with_fresh_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T
 class Settler:
     """Settles one agent's batches; returns only once every record of a batch is settled."""
 
-    def __init__(self, app: faust.App, how: Settling, db: DatabaseThread, wire: Wire, positions: Positions) -> None:
+    def __init__(
+        self, app: faust.App, how: Settling, db: DatabaseThread, wire: Wire, positions: Positions, stalls: Stalls
+    ) -> None:
         self.app = app
         self.how = how
         self.db = db
         self.wire = wire
         self.positions = positions
+        self.stalls = stalls
 
     async def settle(self, records: Sequence[Origin]) -> list[Settled]:
         """Settle `records`; more than one result when a failing batch had to be split."""
@@ -97,6 +101,7 @@ class Settler:
                 failures += 1
                 context = {"agent": self.how.agent, "records": len(records), "attempt": failures}
                 if is_transient(error):
+                    self.stalls.failed(self.how.agent, error)
                     await self.wait(backoff(failures), "batch failed, retrying", error, **context)
                     continue
                 if failures < ATTEMPTS_BEFORE_SPLIT:
@@ -114,6 +119,7 @@ class Settler:
                 log.error("record fails every batch it is in: dead-lettering it", exc_info=error, **context)
                 poisoned = {**poisoned, where(records[0]): _reason(error)}
                 continue
+            self.stalls.recovered(self.how.agent)
             self.positions.vouch(self.how.agent, settled.admission)
             if settled.admission.refused:
                 await self.positions.read_again(self.app.consumer, self.how.agent, settled.admission.refused)

@@ -56,7 +56,7 @@ class SourceSync:
             dlq_topic=dlq_topic(source, settings.topic_prefix),
             max_bytes=runtime.max_bytes,
         )
-        self.settler = Settler(runtime.app, self.how, runtime.db, runtime.wire, runtime.positions)
+        self.settler = Settler(runtime.app, self.how, runtime.db, runtime.wire, runtime.positions, runtime.stalls)
         self._retrying = asyncio.Lock()
 
     def settled(self, settled: Settled) -> None:
@@ -80,14 +80,16 @@ class SourceSync:
         if self._retrying.locked():
             return
         async with self._retrying:
-            failures = 0
+            failures, timer = 0, f"streamsync.retry.{self.source}"
             while True:
                 try:
                     result, doomed = await self.runtime.db.run(retry_due, self.engine, self.source, self.policy)
                     break
                 except Exception as error:
                     failures += 1
+                    self.runtime.stalls.failed(timer, error)
                     await self.settler.wait(backoff(failures), "retry failed, retrying", error, source=self.source)
+            self.runtime.stalls.recovered(timer)
             if doomed:
                 letters = [
                     (d.origin, DeadLetter.of(d.origin, d.code, d.reason, source=self.source, attempts=d.attempts))

@@ -54,9 +54,8 @@ class TargetSync:
             max_bytes=runtime.max_bytes,
         )
         # Its own thread (and database connection): a slow remote system must not hold up the writes to Nautobot.
-        self.settler = Settler(
-            runtime.app, self.how, DatabaseThread(f"streamsync-{target}"), runtime.wire, runtime.positions
-        )
+        thread = DatabaseThread(f"streamsync-{target}")
+        self.settler = Settler(runtime.app, self.how, thread, runtime.wire, runtime.positions, runtime.stalls)
 
     def apply(self, incoming: list[Incoming]) -> Applied:
         """Write the events this target receives; the target's own changes coming back are skipped."""

@@ -117,6 +117,22 @@ def alice() -> Any:
 
 
 @pytest.fixture
+def viewer() -> Any:
+    """A user who may see streamsync's parked events (and so its health page), and nothing else."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.contenttypes.models import ContentType
+    from nautobot.users.models import ObjectPermission
+
+    from streamsync.models.state import ParkedEvent
+
+    user = get_user_model().objects.create_user(username=f"viewer-{uuid.uuid4().hex[:6]}")
+    permission = ObjectPermission.objects.create(name=f"p-{uuid.uuid4().hex[:8]}", actions=["view"])
+    permission.users.add(user)
+    permission.object_types.add(ContentType.objects.get_for_model(ParkedEvent))
+    return user
+
+
+@pytest.fixture
 def group() -> str:
     from nautobot.ipam.models import VLANGroup
 
@@ -405,3 +421,40 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         postgres.forget_aliases()
         postgres.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A Redis of one test's own (deploy/redis.sh with its own home and port), to stop and start.
+
+    Point a worker at it with `env` in `Stream.extra_env`: Nautobot's cache (and so every
+    `validated_save` that reads custom fields) then lives there.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.env = {"STREAMSYNC_HOME": str(home), "STREAMSYNC_REDIS_PORT": str(self.port)}
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        """Environment that makes a worker's Nautobot use this Redis."""
+        return {"NAUTOBOT_REDIS_HOST": "127.0.0.1", "NAUTOBOT_REDIS_PORT": str(self.port)}
+
+    def start(self) -> float:
+        """Start it; returns seconds taken."""
+        return _deploy("redis.sh", "start", self.env)
+
+    def stop(self) -> float:
+        """Stop it by its pid file; returns seconds taken."""
+        return _deploy("redis.sh", "stop", self.env)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A running Redis of this test's own; stopped at the end of the test."""
+    redis = PrivateRedis(tmp_path / "redis-home")
+    try:
+        redis.start()
+        yield redis
+    finally:
+        redis.stop()
