@@ -82,24 +82,21 @@ def remember(agent: str, applied: Iterable[tuple[Origin, str]]) -> int:
 
 def newer(lookups: Sequence[Lookup]) -> dict[Lookup, Place]:
     """For each lookup whose key has a later applied event on the same partition: where that event is."""
-    from django.db.models import Q
-
     from streamsync.models.state import LastApplied
 
+    by_stream: dict[tuple[str, str], set[str]] = {}
+    for lookup in lookups:
+        by_stream.setdefault((lookup.agent, lookup.place.topic), set()).add(lookup.key)
+    latest: dict[tuple[str, str, str], tuple[int, int]] = {}
+    for (agent, topic), keys in by_stream.items():
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), 1000):  # one index scan per thousand keys
+            rows = LastApplied.objects.filter(agent=agent, topic=topic, key__in=ordered[start : start + 1000])
+            for key, partition, offset in rows.values_list("key", "partition", "offset"):
+                latest[(agent, topic, key)] = (partition, offset)
     found: dict[Lookup, Place] = {}
-    for start in range(0, len(lookups), 500):
-        chunk = lookups[start : start + 500]
-        query = Q()
-        for lookup in chunk:
-            query |= Q(agent=lookup.agent, topic=lookup.place.topic, key=lookup.key)
-        rows = {
-            (agent, topic, key): (partition, offset)
-            for agent, topic, key, partition, offset in LastApplied.objects.filter(query).values_list(
-                "agent", "topic", "key", "partition", "offset"
-            )
-        }
-        for lookup in chunk:
-            latest = rows.get((lookup.agent, lookup.place.topic, lookup.key))
-            if latest is not None and latest[0] == lookup.place.partition and latest[1] > lookup.place.offset:
-                found[lookup] = Place(lookup.place.topic, *latest)
+    for lookup in lookups:
+        at = latest.get((lookup.agent, lookup.place.topic, lookup.key))
+        if at is not None and at[0] == lookup.place.partition and at[1] > lookup.place.offset:
+            found[lookup] = Place(lookup.place.topic, *at)
     return found
