@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from typing import IO, TYPE_CHECKING, Any
 
@@ -39,10 +40,10 @@ BOOTSTRAP_OPTION = click.option(
 )
 
 
-def setup_nautobot(config: str | None, *, writes: bool = False) -> None:
+def setup_nautobot(config: str | None, *, migrated: bool = False) -> None:
     """Load Nautobot's configuration exactly as `nautobot-server` does, then Django.
 
-    A command that `writes` to Nautobot's database refuses to go on unless streamsync's migrations
+    A command that uses streamsync's tables (`migrated`) refuses to go on unless its migrations
     are all applied: its tables would be missing or stale mid-run otherwise.
     """
     from streamsync.nautobot_setup import setup
@@ -54,7 +55,7 @@ def setup_nautobot(config: str | None, *, writes: bool = False) -> None:
         raise click.ClickException(
             f"cannot set up Nautobot (NAUTOBOT_CONFIG={os.getenv('NAUTOBOT_CONFIG')}): {error}"
         ) from error
-    if writes:
+    if migrated:
         try:
             require_migrations()
         except StartupRefused as error:
@@ -103,7 +104,7 @@ def worker(
 
     Without --source or --target, a worker runs every configured source and target.
     """
-    setup_nautobot(ctx.obj["config"], writes=True)
+    setup_nautobot(ctx.obj["config"], migrated=True)
     import faust
     import structlog
 
@@ -250,18 +251,32 @@ def kafka_options(fn: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
 @click.option("--all", "show_all", is_flag=True, help="Include letters already replayed.")
 @kafka_options
+@click.pass_context
 def dlq_list(
-    source: str, as_json: bool, show_all: bool, bootstrap: KafkaConnection, topic_prefix: str, group: str
+    ctx: click.Context,
+    source: str,
+    as_json: bool,
+    show_all: bool,
+    bootstrap: KafkaConnection,
+    topic_prefix: str,
+    group: str,
 ) -> None:
-    """Show SOURCE's dead letters: where each came from and why it failed."""
+    """Show SOURCE's dead letters: where each came from, why it failed, and whether it is superseded.
+
+    A letter is superseded when a newer event for its key has been applied since (read from
+    Nautobot's database: NAUTOBOT_CONFIG or --config).
+    """
     import json
 
-    from streamsync.dlq import read_letters
+    from streamsync.dlq import mark_superseded, read_letters
 
+    setup_nautobot(ctx.obj["config"], migrated=True)
     letters = _run(read_letters(bootstrap, dlq_topic(source, topic_prefix), group))
-    shown = [s for s in letters if show_all or not s.replayed]
+    shown = mark_superseded(
+        [s for s in letters if show_all or not s.replayed], source, events_topic("nautobot", topic_prefix)
+    )
     for stored in shown:
-        info = stored.letter
+        info, newer = stored.letter, stored.superseded_by
         if as_json:
             click.echo(
                 json.dumps(
@@ -270,6 +285,7 @@ def dlq_list(
                         "offset": stored.offset,
                         "key": stored.key.decode(errors="replace") if stored.key else None,
                         "replayed": stored.replayed,
+                        "superseded_by": dataclasses.asdict(newer) if newer else None,
                         **(info.model_dump(mode="json") if info else {"code": "unknown", "reason": "no headers"}),
                         "value": stored.value.decode(errors="replace") if stored.value else None,
                     }
@@ -280,32 +296,53 @@ def dlq_list(
             click.echo(
                 f"{stored.partition}@{stored.offset}  {info.code if info else 'unknown'}  "
                 f"attempts={info.attempts if info else '?'}  from {where}"
-                f"{'  (replayed)' if stored.replayed else ''}\n"
+                f"{'  (replayed)' if stored.replayed else ''}"
+                f"{f'  superseded by {newer}' if newer else ''}\n"
                 f"    key:    {stored.key.decode(errors='replace') if stored.key else '-'}\n"
                 f"    reason: {info.reason if info else 'no streamsync headers'}"
             )
     if not as_json:
         replayed = len(letters) - len([s for s in letters if not s.replayed])
-        click.echo(f"{len(shown)} dead letter(s) shown; {replayed} of {len(letters)} already replayed", err=True)
+        superseded = sum(1 for s in shown if s.superseded_by)
+        click.echo(
+            f"{len(shown)} dead letter(s) shown, {superseded} of them superseded; "
+            f"{replayed} of {len(letters)} already replayed",
+            err=True,
+        )
 
 
 @dlq.command("replay")
 @click.argument("source")
 @click.option("--dry-run", is_flag=True, help="Show what would be replayed; send nothing.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option(
+    "--include-superseded", is_flag=True, help="Replay superseded letters too (a newer event was applied since)."
+)
 @kafka_options
+@click.pass_context
 def dlq_replay(
-    source: str, dry_run: bool, yes: bool, bootstrap: KafkaConnection, topic_prefix: str, group: str
+    ctx: click.Context,
+    source: str,
+    dry_run: bool,
+    yes: bool,
+    include_superseded: bool,
+    bootstrap: KafkaConnection,
+    topic_prefix: str,
+    group: str,
 ) -> None:
     """Send SOURCE's dead letters not replayed yet back to its events topic, as they were.
 
-    A target's dead letters (Nautobot's change events it refused) go back to <prefix>.nautobot.events.
-    Fix the cause first (the missing object, the bad value at the producer): a replayed event that
-    fails again becomes a new dead letter.
+    A target's dead letters (Nautobot's change events it refused) go back to <prefix>.nautobot.events,
+    marked for that target alone. A letter whose key has had a newer event applied since is
+    superseded: it is passed over for good (replaying it would roll the object back) unless
+    --include-superseded. Fix the cause first (the missing object, the bad value at the producer):
+    a replayed event that fails again becomes a new dead letter.
     """
-    from streamsync.dlq import destination, read_letters, replay
+    from streamsync.dlq import mark_superseded, read_letters, redrive, replay
 
+    setup_nautobot(ctx.obj["config"], migrated=True)
     topic, events = dlq_topic(source, topic_prefix), events_topic(source, topic_prefix)
+    nautobot = events_topic("nautobot", topic_prefix)
     pending = [s for s in _run(read_letters(bootstrap, topic, group)) if not s.replayed]
     cut = [s for s in pending if s.letter is not None and s.letter.truncated is not None]
     for stored in cut:
@@ -316,25 +353,36 @@ def dlq_replay(
             f"[{stored.letter.original_partition}]@{stored.letter.original_offset}",
             err=True,
         )
-    pending = [s for s in pending if s not in cut]
-    nautobot = events_topic("nautobot", topic_prefix)
-    destinations = sorted({destination(s, events, nautobot) for s in pending})
-    target = " and ".join(destinations)
+    pending = mark_superseded([s for s in pending if s not in cut], source, nautobot)
+    superseded = [s for s in pending if s.superseded_by is not None]
+    for stored in superseded:
+        click.echo(
+            f"superseded{', replayed anyway' if include_superseded else ', not replayed'}: "
+            f"{stored.partition}@{stored.offset}  key {stored.object_key}  "
+            f"(a newer event was applied since: {stored.superseded_by})",
+            err=True,
+        )
+    passed = [] if include_superseded else superseded
+    sending = [s for s in pending if s not in passed]
+    records = [redrive(s, source, events, nautobot) for s in sending]
+    target = " and ".join(sorted({r.topic for r in records}))
+    skipped = f"skipped {len(passed)} superseded, left out {len(cut)} truncated"
     if not pending:
-        click.echo("no dead letters to replay")
+        click.echo(f"no dead letters to replay; {skipped}")
         return
     codes: dict[str, int] = {}
-    for stored in pending:
+    for stored in sending:
         code = stored.letter.code if stored.letter else "unknown"
         codes[code] = codes.get(code, 0) + 1
     summary = ", ".join(f"{n} {code}" for code, n in sorted(codes.items()))
+    what = f"{len(sending)} dead letter(s)" + (f" ({summary}) to {target}" if sending else "")
     if dry_run:
-        click.echo(f"would replay {len(pending)} dead letter(s) ({summary}) to {target}")
+        click.echo(f"would replay {what}; would skip {len(passed)} superseded, leave out {len(cut)} truncated")
         return
     if not yes:
-        click.confirm(f"replay {len(pending)} dead letter(s) ({summary}) to {target}?", abort=True)
-    count = _run(replay(bootstrap, topic, group, lambda s: destination(s, events, nautobot), pending))
-    click.echo(f"replayed {count} dead letter(s) to {target}")
+        click.confirm(f"replay {what} and pass over {len(passed)} superseded?", abort=True)
+    count = _run(replay(bootstrap, topic, group, records, sending + passed))
+    click.echo(f"replayed {count} dead letter(s){f' to {target}' if sending else ''}; {skipped}")
 
 
 # ---------------------------------------------------------------- state topic: snapshot, resync, replay
@@ -342,7 +390,7 @@ def dlq_replay(
 
 def _source_setup(ctx: click.Context, source: str) -> tuple[Any, Any]:
     """Nautobot set up (migrated), quiet logs on stderr, and (settings, SOURCE's model registry)."""
-    setup_nautobot(ctx.obj["config"], writes=True)
+    setup_nautobot(ctx.obj["config"], migrated=True)
     from streamsync import logging as streamsync_logging
     from streamsync.settings import ConfigError, StreamsyncSettings
 
@@ -547,7 +595,7 @@ def replay(
             raise click.BadParameter(f"{when!r} is not an ISO 8601 time", param_hint="--datetime") from error
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
     topic = events_topic(source, topic_prefix)
-    setup_nautobot(ctx.obj["config"], writes=True)  # it moves the stored positions
+    setup_nautobot(ctx.obj["config"], migrated=True)  # it moves the stored positions
     try:
         resets = _run(plan_reset(bootstrap, group, topic, offset=offset, at=at, only=only))
     except ReplayRefused as error:
@@ -585,7 +633,7 @@ def setup_user(ctx: click.Context, user: str | None, sources: tuple[str, ...]) -
     Idempotent: creates the user (not staff, no usable password) and its "streamsync: <user>" object
     permission when missing, and extends the permission to models configured since. Prints what it granted.
     """
-    setup_nautobot(ctx.obj["config"], writes=True)
+    setup_nautobot(ctx.obj["config"], migrated=True)
     from streamsync.permissions import grant, source_models
     from streamsync.settings import ConfigError, StreamsyncSettings
 

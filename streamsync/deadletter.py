@@ -8,6 +8,7 @@ its size): its headers still name the topic, partition and offset where the whol
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
@@ -15,6 +16,9 @@ from pydantic import BaseModel, Field
 from streamsync.records import Origin, OutRecord
 
 HEADER_PREFIX = "streamsync-"
+# On a target's dead letter replayed to `<prefix>.nautobot.events`: the one target it is for. Every
+# other target skips it; Nautobot's change stream otherwise reaches every target, and they have it.
+HEADER_REDRIVE_FOR = "streamsync-redrive-for"
 MAX_REASON_BYTES = 4000
 # What is kept of a record too large to be dead-lettered whole: enough to see what it was.
 TRUNCATED_BYTES = 64 * 1024
@@ -72,6 +76,16 @@ class DeadLetter(BaseModel):
             if name.startswith(HEADER_PREFIX) and name[len(HEADER_PREFIX) :].replace("-", "_") in cls.model_fields
         }
         return cls.model_validate(fields)
+
+    @classmethod
+    def original_headers(cls, headers: Sequence[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+        """A letter's headers without those dead-lettering and replaying added: the original record's own.
+
+        What `dlq replay` sends with the original key and bytes: `streamsync-origin` among them, so a
+        system's own change replayed to it is still known as its own.
+        """
+        added = {HEADER_PREFIX + name.replace("_", "-") for name in cls.model_fields} | {HEADER_REDRIVE_FOR}
+        return tuple((name, value) for name, value in headers if name not in added)
 
     def record(self, topic: str, origin: Origin, max_bytes: int) -> OutRecord:
         """The letter as produced to `topic`: the original record, cut short if it exceeds `max_bytes`.

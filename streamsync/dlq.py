@@ -2,18 +2,25 @@
 
 `replay` remembers how far it got in a consumer group of its own (`<group>-dlq-replay`), so a
 letter is re-driven once; a replayed event that fails again comes back as a new dead letter.
+A letter whose key has had a newer event applied since is *superseded* (`mark_superseded`,
+streamsync/lastapplied.py): replaying it would roll the object back, so `dlq replay` passes it
+over unless told otherwise. A target's letters go back to Nautobot's events topic marked for
+that target alone (`redrive`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from aiokafka import ConsumerRecord, TopicPartition
 from pydantic import ValidationError
 
-from streamsync.deadletter import DeadLetter
-from streamsync.kafka import KafkaConnection, admin_client, consumer, partitions, produce_raw
+from streamsync.deadletter import HEADER_REDRIVE_FOR, DeadLetter
+from streamsync.envelope import EnvelopeError, decode
+from streamsync.kafka import KafkaConnection, admin_client, consumer, partitions, produce_records
+from streamsync.lastapplied import Lookup, Place, newer
+from streamsync.records import Headers, OutRecord
 
 
 @dataclass(frozen=True)
@@ -25,7 +32,22 @@ class StoredLetter:
     key: bytes | None
     value: bytes | None
     letter: DeadLetter | None  # None: headers missing or unreadable
-    replayed: bool
+    replayed: bool  # `dlq replay` passed it: replayed, or passed over as superseded
+    headers: Headers = ()
+    # Where the newer event applied for its key since is (`mark_superseded`); None: not superseded.
+    superseded_by: Place | None = None
+
+    @property
+    def object_key(self) -> str | None:
+        """The canonical key of the letter's event, if the record holds one and is keyed by it; else None."""
+        if self.key is None or self.value is None or self.letter is None or self.letter.truncated is not None:
+            return None
+        try:
+            event = decode(self.value)
+        except EnvelopeError:
+            return None
+        key = event.canonical_key
+        return key if self.key == key.encode() else None
 
 
 def replay_group(group: str) -> str:
@@ -60,7 +82,36 @@ def _stored(tp: TopicPartition, record: ConsumerRecord[bytes, bytes], replayed_b
         letter: DeadLetter | None = DeadLetter.from_headers(list(record.headers or []))
     except ValidationError:
         letter = None
-    return StoredLetter(tp.partition, record.offset, record.key, record.value, letter, record.offset < replayed_below)
+    headers = tuple((name, bytes(value)) for name, value in record.headers or ())
+    return StoredLetter(
+        tp.partition, record.offset, record.key, record.value, letter, record.offset < replayed_below, headers
+    )
+
+
+def mark_superseded(letters: Sequence[StoredLetter], system: str, nautobot_topic: str) -> list[StoredLetter]:
+    """`letters`, each superseded one with where the newer event applied for its key is (needs the database).
+
+    A letter of `system` whose original record came from `nautobot_topic` is its target's, any
+    other its source's. Letters whose key cannot be read (no event, keyed otherwise) are never
+    superseded.
+    """
+    from streamsync.positions import sync_agent, target_agent
+
+    lookups: dict[tuple[int, int], Lookup] = {}
+    for stored in letters:
+        key, info = stored.object_key, stored.letter
+        if key is None or info is None:
+            continue
+        agent = target_agent(system) if info.original_topic == nautobot_topic else sync_agent(system)
+        place = Place(info.original_topic, info.original_partition, info.original_offset)
+        lookups[(stored.partition, stored.offset)] = Lookup(agent, key, place)
+    found = newer(list(lookups.values()))
+    return [
+        replace(s, superseded_by=found.get(lookups[(s.partition, s.offset)]))
+        if (s.partition, s.offset) in lookups
+        else s
+        for s in letters
+    ]
 
 
 def destination(stored: StoredLetter, events_topic: str, nautobot_topic: str) -> str:
@@ -73,22 +124,34 @@ def destination(stored: StoredLetter, events_topic: str, nautobot_topic: str) ->
     return events_topic
 
 
+def redrive(stored: StoredLetter, system: str, events_topic: str, nautobot_topic: str) -> OutRecord:
+    """The record that re-drives a letter of `system`: its original key, bytes and headers, to `destination`.
+
+    A target's letter goes to Nautobot's events topic, which every target reads: it carries
+    `streamsync-redrive-for: <system>`, so that only that target applies it.
+    """
+    topic = destination(stored, events_topic, nautobot_topic)
+    headers = DeadLetter.original_headers(stored.headers)
+    if topic == nautobot_topic:
+        headers += ((HEADER_REDRIVE_FOR, system.encode()),)
+    return OutRecord(topic, stored.key, stored.value, headers)
+
+
 async def replay(
     bootstrap: KafkaConnection | str,
     topic: str,
     group: str,
-    target: str | Callable[[StoredLetter], str],
-    letters: list[StoredLetter],
+    records: Sequence[OutRecord],
+    handled: Sequence[StoredLetter],
 ) -> int:
-    """Produce `letters` (original key and bytes) to `target` (one topic, or one per letter); remember they went."""
-    by_topic: dict[str, list[StoredLetter]] = {}
-    for stored in letters:
-        by_topic.setdefault(target if isinstance(target, str) else target(stored), []).append(stored)
-    count = 0
-    for name, batch in by_topic.items():
-        count += await produce_raw(bootstrap, name, ((s.key, s.value) for s in batch))
+    """Produce `records` (re-driven letters), then remember every `handled` letter of `topic` as done.
+
+    `handled` holds the letters replayed and those passed over (superseded): `dlq replay` goes
+    past both. Returns how many records were produced.
+    """
+    count = await produce_records(bootstrap, records)
     positions: dict[TopicPartition, int] = {}
-    for stored in letters:
+    for stored in handled:
         tp = TopicPartition(topic, stored.partition)
         positions[tp] = max(positions.get(tp, 0), stored.offset + 1)
     if positions:

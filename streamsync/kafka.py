@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from streamsync.envelope import Event
 from streamsync.partitioning import murmur2_partitioner
+from streamsync.records import OutRecord
 
 CONNECT_TIMEOUT = 30.0
 
@@ -553,5 +554,13 @@ async def produce_raw(
     """Produce (key, value) pairs as they are, waiting for every acknowledgement; returns the count."""
     async with producer(kafka) as client:
         pending = [await client.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*pending)
+        return len(pending)
+
+
+async def produce_records(kafka: KafkaConnection | str, records: Iterable[OutRecord]) -> int:
+    """Produce records (topic, key, value, headers) as they are, in order, waiting for every acknowledgement."""
+    async with producer(kafka) as client:
+        pending = [await client.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None) for r in records]
         await asyncio.gather(*pending)
         return len(pending)

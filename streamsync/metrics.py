@@ -138,8 +138,9 @@ TARGET_ECHOES = Counter(
 )
 SKIPPED = Counter(
     "streamsync_records_skipped",
-    "Records an agent read and did not settle again: already_applied (below the position the database "
-    "vouches for, e.g. redelivered after a crash)",
+    "Records an agent read and did not apply: already_applied (below the position the database vouches for, "
+    "e.g. redelivered after a crash), redrive_for_another_target (a target's dead letter re-driven for "
+    "another target)",
     ["agent", "reason"],
     registry=REGISTRY,
 )

@@ -9,6 +9,7 @@ due keys' queues through the engine; a key that keeps failing is dead-lettered a
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
+from streamsync import lastapplied
 from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, DeadLetter
 from streamsync.engine import BatchResult, Outcome, SyncEngine
 from streamsync.envelope import Event, decode
@@ -63,7 +65,8 @@ def apply_source(
 
     Parked events are not dead-lettered; rejected events and failures that cannot pass later are.
     The touched keys' full states (applied, failed and parked events alike; rejected ones not) are
-    merged into the state table here and returned as state-topic records.
+    merged into the state table here and returned as state-topic records. Where each key's latest
+    applied event is goes to `LastApplied` (streamsync/lastapplied.py), for dead letters it supersedes.
     """
     from django.db.models import Min
 
@@ -100,10 +103,21 @@ def apply_source(
             (origins[id(e)], DeadLetter.of(origins[id(e)], code, failure.reason, source=source)) for e in failure.events
         ]
     ParkedEvent.objects.bulk_create(rows)
+    _remember(source, result, [(i.event, i.origin) for i in incoming])
     rejected = {id(r.event) for r in result.rejected}
     state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
     records = [OutRecord(state_topic, *record.kafka()) for record in state]
     return Applied(result, letters, records, parked=len(rows))
+
+
+def _remember(source: str, result: BatchResult, batch: Sequence[tuple[Event, Origin]]) -> None:
+    """Record where the latest applied event of each key is (`batch` in log order); timed as `last_applied`."""
+    from streamsync.positions import sync_agent  # it imports streamsync's tables, and settings import this module
+
+    started = time.perf_counter()
+    applied = {id(e) for e in lastapplied.applied_events(result)}
+    lastapplied.remember(sync_agent(source), ((o, e.canonical_key) for e, o in batch if id(e) in applied))
+    result.add_time("last_applied", time.perf_counter() - started)
 
 
 def _row(source: str, event: Event, origin: Origin, attempts: int, retry_at: datetime, reason: str) -> ParkedEvent:
@@ -156,6 +170,7 @@ def retry_due(
         for row in rows:
             events[row.id] = decode(bytes(row.value))
         result = engine.apply(list(events.values()), source=source)
+        _remember(source, result, [(events[row.id], _origin(row)) for row in rows])
 
         outcome_of = {id(e): o for o in result.objects for e in o.events}
         rejected = {id(r.event): r for r in result.rejected}

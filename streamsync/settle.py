@@ -66,6 +66,7 @@ class Applied:
     parked: int = 0
     skipped: int = 0  # events this agent does not act on (a target's own echoes, models it does not receive)
     echoes: int = 0  # of which a target's own changes, coming back from Nautobot
+    redrives: int = 0  # of which dead letters of another target, re-driven for that target alone
 
 
 @dataclass

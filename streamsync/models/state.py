@@ -113,3 +113,28 @@ class Position(models.Model):
 
     def __str__(self) -> str:
         return f"{self.group} {self.agent} {self.topic}[{self.partition}] at {self.next_offset}"
+
+
+class LastApplied(models.Model):
+    """Where the latest event applied for one key is: what tells a dead letter that it is superseded.
+
+    One row per agent (`streamsync.sync.<source>`, `streamsync.target.<target>`), topic and
+    canonical key, upserted in one statement per batch in the batch's own transaction, so it
+    commits with what it describes. A dead letter of that key on the same partition below
+    `offset` is older than what the system has now: replaying it would roll the object back.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    agent = models.CharField(max_length=255, help_text="the agent that applied it, e.g. streamsync.sync.ipam")
+    topic = models.CharField(max_length=255)
+    key = models.CharField(max_length=KEY_LENGTH, help_text="canonical object key")
+    partition = models.IntegerField()
+    offset = models.BigIntegerField(help_text="offset of the latest event applied for the key")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["agent", "topic", "key"], name="streamsync_lastapplied_agent_topic_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.agent} {self.key} at {self.topic}[{self.partition}]@{self.offset}"
