@@ -357,7 +357,13 @@ def _source_setup(ctx: click.Context, source: str) -> tuple[Any, Any]:
 class _Progress:
     """`progress(phase, done, total)` as one click progress bar per phase, on stderr."""
 
-    LABELS = {"read": "reading the state topic", "plan": "comparing with Nautobot", "apply": "applying"}
+    LABELS = {
+        "read": "reading the state topic",
+        "plan": "comparing with Nautobot",
+        "apply": "applying",
+        "events": "reading the events to reprocess",
+        "cascade": "collecting what their deletes cascade to",
+    }
 
     def __init__(self) -> None:
         self._bar: Any = None
@@ -521,8 +527,9 @@ def replay(
     """Reprocess SOURCE's events from an offset or a time: move the workers' positions back.
 
     Moves both the group's Kafka offsets and the positions in Nautobot's database that workers read
-    from. The workers must be stopped; the next one to start reprocesses from there. Reprocessing
-    is safe: applying an event whose change is already in Nautobot changes nothing.
+    from. The workers must be stopped; the next one to start reprocesses from there. An upsert
+    whose change is already in Nautobot changes nothing; a delete deletes its object as it is now,
+    with everything Django cascades to: --dry-run, and the confirmation, list those first.
     """
     from datetime import UTC, datetime
 
@@ -536,6 +543,7 @@ def replay(
         reset,
         with_positions,
     )
+    from streamsync.replay_preview import format_preview, preview, summary
 
     if sum((offset is not None, when is not None, earliest)) != 1:
         raise click.UsageError("give exactly one of --offset, --datetime or --earliest")
@@ -547,7 +555,7 @@ def replay(
             raise click.BadParameter(f"{when!r} is not an ISO 8601 time", param_hint="--datetime") from error
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
     topic = events_topic(source, topic_prefix)
-    setup_nautobot(ctx.obj["config"], writes=True)  # it moves the stored positions
+    _, registry = _source_setup(ctx, source)  # it moves the stored positions, and reads the source's models
     try:
         resets = _run(plan_reset(bootstrap, group, topic, offset=offset, at=at, only=only))
     except ReplayRefused as error:
@@ -558,15 +566,24 @@ def replay(
     if all(r.current is None for r in resets):
         click.echo(f"note: group {group} has committed nothing on {topic}: is it the workers' group?", err=True)
     members = _run(active_members(bootstrap, group))
+    if members and not dry_run:
+        raise click.ClickException(refusal(group, members))
+    deletes = ""
+    if dry_run or not yes:  # what the replayed deletes would take with them, before anyone says yes
+        progress = _Progress()
+        try:
+            found = preview(bootstrap, topic, resets, registry, source, progress)
+        finally:
+            progress.close()
+        click.echo(format_preview(found))
+        deletes = f"; {summary(found)}"
     if dry_run:
         click.echo(f"dry run: group {group} would reprocess {events} event(s); nothing changed")
         if members:
             click.echo(f"note: {refusal(group, members)}", err=True)
         return
-    if members:
-        raise click.ClickException(refusal(group, members))
     if not yes:
-        click.confirm(f"reset group {group} on {topic}: {events} event(s) to reprocess?", abort=True)
+        click.confirm(f"reset group {group} on {topic}: {events} event(s) to reprocess{deletes}?", abort=True)
     try:
         _run(reset(bootstrap, group, topic, resets))
     except ReplayRefused as error:

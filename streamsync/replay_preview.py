@@ -1,0 +1,181 @@
+"""What a replay would delete: the deletes among the events it reprocesses, and what they cascade to.
+
+Reprocessing is idempotent for upserts, not for deletes: a delete replayed after its object was
+made again (by the source's own later upsert, or by hand) deletes the object as it is now, and
+with it everything Django cascades to, such as interfaces and IP address assignments that others
+attached since, which the replayed upsert does not bring back. So before a replay moves anything,
+this reads the stretch it would reprocess (each partition from its new offset to its end, as of
+now), keeps the first delete per object key, finds those whose object exists in Nautobot now (by
+its identifiers, as the engine does), and collects each one's cascade (streamsync.cascade).
+
+Bounded: records are read in batches and only deletes are decoded (a record whose bytes cannot
+spell `"delete"` is skipped unread); what is kept is one entry per deleted key, never the events.
+Read-only: the database work runs in a READ ONLY transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from aiokafka import TopicPartition
+
+from streamsync.cascade import CascadeReport, Root, collect, format_report, headline
+from streamsync.envelope import EnvelopeError, Op, canonical_key
+from streamsync.kafka import KafkaConnection, consumer
+from streamsync.records import Origin, read_event
+
+if TYPE_CHECKING:
+    from streamsync.registry import ModelRegistry
+    from streamsync.replay import PartitionReset
+
+# (phase, done, total): phases are "events" (records read) and "cascade" (deletes collected).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Delete:
+    """The first delete event of one object key in the stretch, and where it is."""
+
+    key: str
+    model: str
+    ids: dict[str, Any]
+    partition: int
+    offset: int
+
+    @property
+    def label(self) -> str:
+        """The key and the event's place, as output names it."""
+        return f"{self.key} (partition {self.partition}, offset {self.offset})"
+
+
+@dataclass
+class ReplayPreview:
+    """The stretch's deletes: how many events were read, which objects exist, and their cascade."""
+
+    events: int = 0
+    deletes: int = 0  # keys the stretch deletes
+    gone: int = 0  # of those, keys with no object in Nautobot now
+    ambiguous: list[str] = field(default_factory=list)  # keys naming several objects: the engine fails them
+    cascade: CascadeReport = field(default_factory=CascadeReport)
+
+
+async def read_deletes(
+    kafka: KafkaConnection | str,
+    topic: str,
+    resets: Collection[PartitionReset],
+    registry: ModelRegistry,
+    source: str,
+    progress: Progress | None = None,
+) -> tuple[int, dict[str, Delete]]:
+    """Records read, and the first delete per key, from each reset's new offset to its end.
+
+    Only events a worker would apply count: records it rejects (not an envelope, keyed otherwise,
+    another source, a model or key the source's models refuse) are dead-lettered, not applied.
+    """
+    chosen = {TopicPartition(topic, r.partition): r for r in resets if r.reprocess > 0}
+    deletes: dict[str, Delete] = {}
+    total = sum(r.reprocess for r in chosen.values())
+    read = 0
+    if not chosen:
+        return read, deletes
+    async with consumer(kafka) as reader:
+        reader.assign(list(chosen))
+        for tp, reset in chosen.items():
+            reader.seek(tp, reset.new)
+        remaining = set(chosen)
+        while remaining:
+            for tp, batch in (await reader.getmany(*remaining, timeout_ms=1000)).items():
+                for record in batch:
+                    if record.offset >= chosen[tp].end:
+                        continue
+                    read += 1
+                    delete = _delete(record, registry, source)
+                    if delete is not None and delete.key not in deletes:
+                        deletes[delete.key] = delete
+            remaining = {tp for tp in remaining if await reader.position(tp) < chosen[tp].end}
+            if progress is not None:
+                progress("events", read, total)
+    return read, deletes
+
+
+def _delete(record: Any, registry: ModelRegistry, source: str) -> Delete | None:
+    """The delete `record` carries, if a worker would apply it as one; None otherwise."""
+    from streamsync.registry import RejectedEvent
+
+    value = record.value
+    # JSON spells "delete" literally or with a \u escape: anything else is no delete, left undecoded.
+    if value is None or (b"delete" not in value and b"\\u" not in value):
+        return None
+    origin = Origin(record.key, value, record.topic, record.partition, record.offset, ())
+    try:
+        event = read_event(origin, sys.maxsize)
+        if event.op is not Op.DELETE or event.source != source:
+            return None
+        model, ids, _ = registry.split(event)
+    except (EnvelopeError, RejectedEvent):
+        return None
+    name = model.get_type()
+    return Delete(canonical_key(name, ids), name, ids, record.partition, record.offset)
+
+
+def find_roots(deletes: Collection[Delete], registry: ModelRegistry, preview: ReplayPreview) -> list[Root]:
+    """The deletes whose object exists now, found by identifiers as the engine finds them (one query each)."""
+    roots = []
+    for delete in sorted(deletes, key=lambda d: (d.partition, d.offset)):
+        model = registry.get(delete.model)
+        found = list(model.get_queryset().filter(**delete.ids).values_list("pk", flat=True)[:2])  # type: ignore[attr-defined]
+        if not found:
+            preview.gone += 1
+        elif len(found) > 1:
+            preview.ambiguous.append(delete.key)
+        else:
+            roots.append(Root(model._model, found[0], delete.label))  # type: ignore[attr-defined]
+    return roots
+
+
+def preview(
+    kafka: KafkaConnection | str,
+    topic: str,
+    resets: Collection[PartitionReset],
+    registry: ModelRegistry,
+    source: str,
+    progress: Progress | None = None,
+) -> ReplayPreview:
+    """Read the stretch a replay would reprocess and collect what its deletes would take with them; writes nothing."""
+    from django.db import connection, transaction
+
+    result = ReplayPreview()
+    result.events, deletes = asyncio.run(read_deletes(kafka, topic, resets, registry, source, progress))
+    result.deletes = len(deletes)
+    report = (lambda done, total: progress("cascade", done, total)) if progress else None
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION READ ONLY")
+        roots = find_roots(deletes.values(), registry, result)
+        del deletes
+        result.cascade = collect(roots, progress=report)
+    return result
+
+
+def summary(found: ReplayPreview) -> str:
+    """One line for the confirmation: "this replay will delete 1 device, cascading to 3 interfaces"."""
+    if found.cascade.empty:
+        return "this replay deletes nothing that exists in Nautobot now"
+    return f"this replay will delete {headline(found.cascade)}"
+
+
+def format_preview(found: ReplayPreview) -> str:
+    """What the stretch deletes: counts, the cascade table and lists, and the one-line summary."""
+    lines = [
+        f"read {found.events} event(s) to reprocess: {found.deletes} object key(s) deleted, "
+        f"{found.gone} of them with no object in Nautobot now"
+    ]
+    lines += [f"{key}: names more than one object in Nautobot: the replay fails it" for key in found.ambiguous]
+    if not found.cascade.empty:
+        lines.append(format_report(found.cascade))
+    lines.append(summary(found))
+    return "\n".join(lines)
