@@ -15,6 +15,7 @@ objects deleted (their model and primary key, to count each once), never with th
 
 from __future__ import annotations
 
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -87,12 +88,27 @@ class CascadeReport:
         return not self.deleted
 
 
+@contextlib.contextmanager
+def read_only() -> Iterator[None]:
+    """A transaction that cannot write: READ ONLY when outermost; inside another, a savepoint rolled back."""
+    from django.db import connection, transaction
+
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION READ ONLY")
+        yield
+        if not outermost:
+            transaction.set_rollback(True)
+
+
 def collect(
     roots: Sequence[Root], *, detailed: int = DETAILED, chunk_size: int = CHUNK_SIZE, progress: Progress | None = None
 ) -> CascadeReport:
     """Collect what deleting every root takes with it; the first `detailed` roots get a list of their own.
 
-    Reads only; roots that no longer exist are left out. Run it in a read-only transaction.
+    Reads only; roots that no longer exist are left out. Run it in `read_only()`.
     """
     report = CascadeReport()
     root_ids = {(_label(root.model), root.pk) for root in roots}

@@ -362,7 +362,7 @@ class _Progress:
         "plan": "comparing with Nautobot",
         "apply": "applying",
         "events": "reading the events to reprocess",
-        "cascade": "collecting what their deletes cascade to",
+        "cascade": "collecting what the deletes cascade to",
     }
 
     def __init__(self) -> None:
@@ -451,10 +451,12 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
 def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size: int) -> None:
     """Bring Nautobot to SOURCE's state topic: create, update, and delete what SOURCE owns.
 
-    Objects SOURCE does not own (made by hand, or by another source) are never deleted.
+    Deletes only objects SOURCE owns and its state lacks, with what Django cascades to from them
+    (listed before the question), and each only if it is unchanged and still owned when applied.
     """
     settings, registry = _source_setup(ctx, source)
     from streamsync import resync as rs
+    from streamsync.cascade import format_report, headline
     from streamsync.engine import SyncEngine
     from streamsync.kafka import BrokerUnavailable
     from streamsync.replay import active_members
@@ -476,6 +478,15 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
             "is applied after the resync's own changes (docs/resync.md)",
             err=True,
         )
+    deletes = ""
+    if plan.deletes and (dry_run or not yes):  # what the deletes would take with them, before anyone says yes
+        try:
+            found = rs.cascade_of(plan, registry, progress)
+        finally:
+            progress.close()
+        line = f"this resync will delete {headline(found)}"
+        click.echo(f"{format_report(found)}\n{line}")
+        deletes = f"; {line}"
     if dry_run:
         click.echo("dry run: nothing changed")
         return
@@ -483,15 +494,18 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
         click.echo(f"Nautobot already matches the state of {source}")
         return
     if not yes:
-        click.confirm(f"apply {plan.changes} change(s) to Nautobot?", abort=True)
+        click.confirm(f"apply {plan.changes} change(s) to Nautobot{deletes}?", abort=True)
     try:
         result = rs.apply(plan, SyncEngine(registry, username=settings.user), progress, chunk_size)
     finally:
         progress.close()
+    left = f", left alone {len(result.left_alone)}" if result.left_alone else ""
     click.echo(
         f"created {result.count('created')}, updated {result.count('updated')}, deleted {result.count('deleted')}, "
-        f"claimed {result.claimed} in {result.seconds:.1f}s"
+        f"claimed {result.claimed}{left} in {result.seconds:.1f}s"
     )
+    for line in rs.describe_problems(result.left_alone):
+        click.echo(line, err=True)
     if result.caught_up:
         click.echo(f"then applied {result.caught_up} record(s) the workers added to the state topic meanwhile")
     problems = [f"{f.key}: {f.reason}" for f in result.failed] + [f"{r.key}: {r.reason}" for r in result.rejected]

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiokafka import TopicPartition
 
-from streamsync.cascade import CascadeReport, Root, collect, format_report, headline
+from streamsync.cascade import CascadeReport, Root, collect, format_report, headline, read_only
 from streamsync.envelope import EnvelopeError, Op, canonical_key
 from streamsync.kafka import KafkaConnection, consumer
 from streamsync.records import Origin, read_event
@@ -146,15 +146,11 @@ def preview(
     progress: Progress | None = None,
 ) -> ReplayPreview:
     """Read the stretch a replay would reprocess and collect what its deletes would take with them; writes nothing."""
-    from django.db import connection, transaction
-
     result = ReplayPreview()
     result.events, deletes = asyncio.run(read_deletes(kafka, topic, resets, registry, source, progress))
     result.deletes = len(deletes)
     report = (lambda done, total: progress("cascade", done, total)) if progress else None
-    with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION READ ONLY")
+    with read_only():
         roots = find_roots(deletes.values(), registry, result)
         del deletes
         result.cascade = collect(roots, progress=report)
