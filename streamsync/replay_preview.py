@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 # (phase, done, total): phases are "events" (records read) and "cascade" (deletes collected).
 Progress = Callable[[str, int, int], None]
 
+# Deleted keys looked up per query, as a batch's keys are.
+LOOKUP_CHUNK = 500
+
 
 @dataclass(frozen=True)
 class Delete:
@@ -123,18 +126,79 @@ def _delete(record: Any, registry: ModelRegistry, source: str) -> Delete | None:
 
 
 def find_roots(deletes: Collection[Delete], registry: ModelRegistry, preview: ReplayPreview) -> list[Root]:
-    """The deletes whose object exists now, found by identifiers as the engine finds them (one query each)."""
-    roots = []
-    for delete in sorted(deletes, key=lambda d: (d.partition, d.offset)):
-        model = registry.get(delete.model)
-        found = list(model.get_queryset().filter(**delete.ids).values_list("pk", flat=True)[:2])  # type: ignore[attr-defined]
-        if not found:
-            preview.gone += 1
-        elif len(found) > 1:
-            preview.ambiguous.append(delete.key)
-        else:
-            roots.append(Root(model._model, found[0], delete.label))  # type: ignore[attr-defined]
-    return roots
+    """The deletes whose object exists now, found by identifiers as the engine finds them, in the stretch's order.
+
+    Loaded as the engine loads a batch (the partial adapter, one query per model and `LOOKUP_CHUNK`
+    keys); keys whose DiffSync unique ids collide, or a chunk the database refuses, one by one.
+    """
+    from streamsync.adapters import adapter_classes
+
+    found: list[tuple[Delete, Root]] = []
+    by_model: dict[str, list[Delete]] = {}
+    for delete in deletes:
+        by_model.setdefault(delete.model, []).append(delete)
+    for name, of_model in by_model.items():
+        model = registry.get(name)
+        nautobot_cls, _ = adapter_classes([model])
+        for start in range(0, len(of_model), LOOKUP_CHUNK):
+            together: dict[str, Delete] = {}  # by DiffSync unique id
+            alone: list[Delete] = []
+            for delete in of_model[start : start + LOOKUP_CHUNK]:
+                unique_id = model.create_unique_id(**delete.ids)
+                if unique_id in together:
+                    alone.append(delete)
+                else:
+                    together[unique_id] = delete
+            nautobot = _load(nautobot_cls, name, [delete.ids for delete in together.values()])
+            if nautobot is None:
+                alone += together.values()
+            else:
+                for unique_id, delete in together.items():
+                    if (name, unique_id) in nautobot.ambiguous:
+                        preview.ambiguous.append(delete.key)
+                        continue
+                    dst = nautobot.get_or_none(model, unique_id)
+                    _found(found, preview, delete, model, [dst.pk] if dst is not None else [])
+            for delete in alone:
+                _found(found, preview, delete, model, _pks(model, delete.ids))
+    found.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
+    preview.ambiguous.sort()
+    return [root for _, root in found]
+
+
+def _load(nautobot_cls: Any, name: str, keys: list[dict[str, Any]]) -> Any:
+    """The partial adapter loaded with `keys`, as the engine loads it; None if that fails."""
+    from django.db import DatabaseError, transaction
+
+    nautobot = nautobot_cls(keys={name: keys})
+    try:
+        with transaction.atomic():  # a refused query must not end the read-only transaction
+            nautobot.load()
+    except (DatabaseError, ValueError):  # or a row contrib cannot load (ValidationError): look keys up one by one
+        return None
+    return nautobot
+
+
+def _pks(model: Any, ids: dict[str, Any]) -> list[Any]:
+    """Up to two primary keys of the objects `ids` name (none if the database cannot even compare them)."""
+    from django.db import DatabaseError, transaction
+
+    try:
+        with transaction.atomic():
+            return list(model.get_queryset().filter(**ids).values_list("pk", flat=True)[:2])
+    except DatabaseError:  # e.g. a number beyond the column's range: the engine fails such a delete
+        return []
+
+
+def _found(
+    found: list[tuple[Delete, Root]], preview: ReplayPreview, delete: Delete, model: Any, pks: list[Any]
+) -> None:
+    if not pks:
+        preview.gone += 1
+    elif len(pks) > 1:
+        preview.ambiguous.append(delete.key)
+    else:
+        found.append((delete, Root(model._model, pks[0], delete.label)))
 
 
 def preview(
