@@ -276,3 +276,55 @@ def test_a_planned_delete_leaves_alone_an_object_changed_or_replaced_since_the_p
     again = stream.cli("resync", source, "--dry-run")
     assert again.returncode == 0, again.stderr
     assert _summary(again.stdout)["vlan"] == [0, 0, 1, 3, 0]
+
+
+def test_a_planned_delete_is_checked_under_its_rows_lock() -> None:
+    """Between the check and the delete nobody can change the row: `admit` locks it until the transaction ends."""
+    import threading
+
+    from django.db import OperationalError, connection, connections, transaction
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    from streamsync import guard, ownership
+    from streamsync.envelope import Event, Op
+    from streamsync.models import builtin_model
+    from streamsync.registry import ModelRegistry
+
+    source, group = f"s{uuid.uuid4().hex[:8]}", f"rs-{uuid.uuid4().hex[:6]}"
+    registry = ModelRegistry([builtin_model("vlan")])
+    vlan = VLAN.objects.create(
+        vlan_group=VLANGroup.objects.create(name=group), vid=1, name="v1", status=Status.objects.get(name="Active")
+    )
+    ownership.claim(source, [(registry.get("vlan"), vlan_key(1, group), vlan.pk)])
+    event = Event(source=source, model="vlan", op=Op.DELETE, key={"vid": 1, "vlan_group__name": group})
+    planned = guard.PlannedDelete(event, vlan.pk, guard.fingerprints(VLAN, [vlan.pk])[vlan.pk])
+
+    def edit() -> str:
+        """A user's save from another connection, giving up after half a second of waiting."""
+        outcome: list[str] = []
+
+        def run() -> None:
+            try:
+                with connections["default"].cursor() as cursor:
+                    cursor.execute("SET lock_timeout = '500ms'")
+                    cursor.execute("UPDATE ipam_vlan SET description = 'by hand' WHERE id = %s", [vlan.pk])
+                outcome.append("saved")
+            except OperationalError as error:
+                outcome.append(f"waited: {type(error.__cause__).__name__}")
+            finally:
+                connections["default"].close()
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+        return outcome[0]
+
+    with transaction.atomic():
+        admission = guard.admit(source, registry, [planned])
+        assert admission.admitted == [planned] and not admission.left_alone
+        assert edit() == "waited: LockNotAvailable"
+        transaction.set_rollback(True)
+    assert not connection.in_atomic_block
+    assert edit() == "saved"
+    assert VLAN.objects.get(pk=vlan.pk).description == "by hand"
