@@ -16,6 +16,7 @@ objects deleted (their model and primary key, to count each once), never with th
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ DETAILED = 20
 NAMES = 10
 # A name longer than this is cut.
 NAME_LENGTH = 80
+# Objects of one model and root beyond this are listed in primary key order, not by name.
+SORT_BY_NAME = 1000
 
 # (done, total) roots collected.
 Progress = Callable[[int, int], None]
@@ -52,12 +55,12 @@ class Tally:
     counts: Counter[str] = field(default_factory=Counter)
     names: dict[str, list[str]] = field(default_factory=dict)
 
-    def add(self, label: str, name: str, limit: int = NAMES) -> None:
-        """Count one object, and keep its name while the model has fewer than `limit`."""
+    def add(self, label: str, name: str | Callable[[], str], limit: int = NAMES) -> None:
+        """Count one object, and keep its name (`name()` is called only then) while the model has fewer than `limit`."""
         self.counts[label] += 1
         kept = self.names.setdefault(label, [])
         if len(kept) < limit:
-            kept.append(name)
+            kept.append(name if isinstance(name, str) else name())
 
 
 @dataclass
@@ -153,14 +156,23 @@ def _one(report: CascadeReport, root: Root) -> RootCascade | None:
         return None
     found, protected = _collect([instance])
     detail = RootCascade(root, _text(instance))
-    for obj in sorted((o for objs in found.values() for o in objs), key=_sort_key):
-        if _ident(obj) != _ident(instance):
-            _name(report, obj)
-            detail.cascade.add(_label(type(obj)), _text(obj))
-    for obj in sorted(protected, key=_sort_key):
-        _name(report, obj)
-        detail.protected.add(_label(type(obj)), _text(obj))
+    found[type(instance)] = {obj for obj in found.get(type(instance), set()) if obj.pk != instance.pk}
+    by_model: dict[Any, set[Any]] = {}
+    for obj in protected:
+        by_model.setdefault(type(obj), set()).add(obj)
+    for objs, tally in ((found, detail.cascade), (by_model, detail.protected)):
+        for model, of_model in objs.items():
+            for obj in _named_first(of_model):
+                _name(report, obj)
+                tally.add(_label(model), functools.partial(_text, obj))
     return detail
+
+
+def _named_first(objs: set[Any]) -> list[Any]:
+    """Objects in the order their names are listed: by name, or for many (naming each may query) by key."""
+    if len(objs) <= SORT_BY_NAME:
+        return sorted(objs, key=_text)
+    return sorted(objs, key=lambda obj: str(obj.pk))
 
 
 def _collect(instances: list[Any]) -> tuple[dict[Any, set[Any]], set[Any]]:
@@ -205,10 +217,6 @@ def _label(model: Any) -> str:
 
 def _ident(obj: Any) -> tuple[str, Any]:
     return _label(type(obj)), obj.pk
-
-
-def _sort_key(obj: Any) -> tuple[str, str]:
-    return _label(type(obj)), _text(obj)
 
 
 def _text(obj: Any) -> str:
