@@ -405,7 +405,13 @@ def _source_setup(ctx: click.Context, source: str) -> tuple[Any, Any]:
 class _Progress:
     """`progress(phase, done, total)` as one click progress bar per phase, on stderr."""
 
-    LABELS = {"read": "reading the state topic", "plan": "comparing with Nautobot", "apply": "applying"}
+    LABELS = {
+        "read": "reading the state topic",
+        "plan": "comparing with Nautobot",
+        "apply": "applying",
+        "events": "reading the events to reprocess",
+        "cascade": "collecting what the deletes cascade to",
+    }
 
     def __init__(self) -> None:
         self._bar: Any = None
@@ -493,10 +499,12 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
 def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size: int) -> None:
     """Bring Nautobot to SOURCE's state topic: create, update, and delete what SOURCE owns.
 
-    Objects SOURCE does not own (made by hand, or by another source) are never deleted.
+    Deletes only objects SOURCE owns and its state lacks, with what Django cascades to from them
+    (listed before the question), and each only if it is unchanged and still owned when applied.
     """
     settings, registry = _source_setup(ctx, source)
     from streamsync import resync as rs
+    from streamsync.cascade import format_report, headline
     from streamsync.engine import SyncEngine
     from streamsync.kafka import BrokerUnavailable
     from streamsync.replay import active_members
@@ -518,6 +526,15 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
             "is applied after the resync's own changes (docs/resync.md)",
             err=True,
         )
+    deletes = ""
+    if plan.deletes and (dry_run or not yes):  # what the deletes would take with them, before anyone says yes
+        try:
+            found = rs.cascade_of(plan, registry, progress)
+        finally:
+            progress.close()
+        line = f"this resync will delete {headline(found)}"
+        click.echo(f"{format_report(found)}\n{line}")
+        deletes = f"; {line}"
     if dry_run:
         click.echo("dry run: nothing changed")
         return
@@ -525,15 +542,18 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
         click.echo(f"Nautobot already matches the state of {source}")
         return
     if not yes:
-        click.confirm(f"apply {plan.changes} change(s) to Nautobot?", abort=True)
+        click.confirm(f"apply {plan.changes} change(s) to Nautobot{deletes}?", abort=True)
     try:
         result = rs.apply(plan, SyncEngine(registry, username=settings.user), progress, chunk_size)
     finally:
         progress.close()
+    left = f", left alone {len(result.left_alone)}" if result.left_alone else ""
     click.echo(
         f"created {result.count('created')}, updated {result.count('updated')}, deleted {result.count('deleted')}, "
-        f"claimed {result.claimed} in {result.seconds:.1f}s"
+        f"claimed {result.claimed}{left} in {result.seconds:.1f}s"
     )
+    for line in rs.describe_problems(result.left_alone):
+        click.echo(line, err=True)
     if result.caught_up:
         click.echo(f"then applied {result.caught_up} record(s) the workers added to the state topic meanwhile")
     problems = [f"{f.key}: {f.reason}" for f in result.failed] + [f"{r.key}: {r.reason}" for r in result.rejected]
@@ -569,8 +589,9 @@ def replay(
     """Reprocess SOURCE's events from an offset or a time: move the workers' positions back.
 
     Moves both the group's Kafka offsets and the positions in Nautobot's database that workers read
-    from. The workers must be stopped; the next one to start reprocesses from there. Reprocessing
-    is safe: applying an event whose change is already in Nautobot changes nothing.
+    from. The workers must be stopped; the next one to start reprocesses from there. An upsert
+    whose change is already in Nautobot changes nothing; a delete deletes its object as it is now,
+    with everything Django cascades to: --dry-run, and the confirmation, list those first.
     """
     from datetime import UTC, datetime
 
@@ -584,6 +605,7 @@ def replay(
         reset,
         with_positions,
     )
+    from streamsync.replay_preview import format_preview, preview, summary
 
     if sum((offset is not None, when is not None, earliest)) != 1:
         raise click.UsageError("give exactly one of --offset, --datetime or --earliest")
@@ -595,7 +617,7 @@ def replay(
             raise click.BadParameter(f"{when!r} is not an ISO 8601 time", param_hint="--datetime") from error
         at = at if at.tzinfo else at.replace(tzinfo=UTC)
     topic = events_topic(source, topic_prefix)
-    setup_nautobot(ctx.obj["config"], migrated=True)  # it moves the stored positions
+    _, registry = _source_setup(ctx, source)  # it moves the stored positions, and reads the source's models
     try:
         resets = _run(plan_reset(bootstrap, group, topic, offset=offset, at=at, only=only))
     except ReplayRefused as error:
@@ -606,15 +628,24 @@ def replay(
     if all(r.current is None for r in resets):
         click.echo(f"note: group {group} has committed nothing on {topic}: is it the workers' group?", err=True)
     members = _run(active_members(bootstrap, group))
+    if members and not dry_run:
+        raise click.ClickException(refusal(group, members))
+    deletes = ""
+    if dry_run or not yes:  # what the replayed deletes would take with them, before anyone says yes
+        progress = _Progress()
+        try:
+            found = preview(bootstrap, topic, resets, registry, source, progress)
+        finally:
+            progress.close()
+        click.echo(format_preview(found))
+        deletes = f"; {summary(found)}"
     if dry_run:
         click.echo(f"dry run: group {group} would reprocess {events} event(s); nothing changed")
         if members:
             click.echo(f"note: {refusal(group, members)}", err=True)
         return
-    if members:
-        raise click.ClickException(refusal(group, members))
     if not yes:
-        click.confirm(f"reset group {group} on {topic}: {events} event(s) to reprocess?", abort=True)
+        click.confirm(f"reset group {group} on {topic}: {events} event(s) to reprocess{deletes}?", abort=True)
     try:
         _run(reset(bootstrap, group, topic, resets))
     except ReplayRefused as error:

@@ -17,6 +17,7 @@ from nautobot.extras.jobs import ChoiceVar
 from nautobot_ssot.jobs.base import DataSource
 
 from streamsync import permissions, resync
+from streamsync.cascade import format_report, headline
 from streamsync.engine import SyncEngine
 from streamsync.settings import StreamsyncSettings
 
@@ -57,8 +58,9 @@ class StreamsyncResync(DataSource):
 
         name = "streamsync resync"
         description = (
-            "Diff a streamsync source's state topic against Nautobot and apply the difference. Objects the "
-            "source does not own are never deleted (docs/resync.md)."
+            "Diff a streamsync source's state topic against Nautobot and apply the difference. Deletes only "
+            "objects the source owns and its state lacks, with their cascade (in the log), and only if unchanged "
+            "since the plan (docs/resync.md)."
         )
         data_source = "streamsync state topic"
         has_sensitive_variables = False
@@ -98,6 +100,10 @@ class StreamsyncResync(DataSource):
         }
         self.sync.save()
         self.logger.info("Plan:\n%s", resync.format_summary(plan))
+        if plan.deletes:
+            deleted = resync.cascade_of(plan, registry, progress)
+            self.logger.info("The deletes and their cascade:\n%s", format_report(deleted))
+            self.logger.info("This resync will delete %s", headline(deleted))
         for problem in plan.problems[:50]:
             self.logger.warning("Left alone: %s: %s", problem.key, problem.reason)
 
@@ -111,12 +117,15 @@ class StreamsyncResync(DataSource):
         self.sync.sync_time = timedelta(seconds=time.perf_counter() - applied_at)
         self.sync.save()
         self.logger.info(
-            "Applied: %d created, %d updated, %d deleted, %d claimed",
+            "Applied: %d created, %d updated, %d deleted, %d claimed, %d left alone",
             result.count("created"),
             result.count("updated"),
             result.count("deleted"),
             result.claimed,
+            len(result.left_alone),
         )
+        for line in resync.describe_problems(result.left_alone):
+            self.logger.warning("Not deleted: %s", line)
         for line in resync.describe_failures(result.failed):
             self.logger.error("Failed: %s", line)
         for problem in result.rejected[:50]:

@@ -6,7 +6,8 @@
 The safety net for whatever streaming missed: hand edits in Nautobot, a restored database, a
 snapshot's tombstones. Scope is what the source owns (streamsync.ownership): objects the state
 names are created or updated; owned objects the state does not name are deleted; an object
-neither owned nor named is never touched.
+neither owned nor named is never touched. A planned delete is applied only to the very object
+the plan found, still owned and unchanged (streamsync.guard): the apply may come long after.
 
 Built for a whole source at once (10,000s of objects): the topic is kept as raw bytes per key
 and decoded one model at a time; Nautobot is read once per model, in chunks; unchanged objects
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from streamsync import ownership
+from streamsync import cascade, guard, ownership
 from streamsync.envelope import EnvelopeError, Event, Op, decode, describe
+from streamsync.guard import PlannedDelete
 from streamsync.kafka import KafkaConnection, TopicRefused, TopicSpec, ensure_topics
 from streamsync.state import StateRead, identifiers_of, model_of, read_state
 from streamsync.tables import format_table
@@ -37,10 +39,10 @@ from streamsync.topics import state_topic
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
 
-    from streamsync.engine import ObjectResult, SyncEngine
+    from streamsync.engine import BatchResult, ObjectResult, SyncEngine
     from streamsync.registry import ModelRegistry
 
-# (phase, done, total): phases are "read", "plan" and "apply".
+# (phase, done, total): phases are "read", "plan", "cascade" and "apply".
 Progress = Callable[[str, int, int], None]
 
 # Objects per engine batch when applying: one transaction and change context each.
@@ -86,8 +88,9 @@ class ResyncPlan:
     state: dict[str, bytes]
     # Upserts in model dependency order (parents first): keys into `state`.
     upserts: list[str] = field(default_factory=list)
-    # Owned objects the state lacks, children first: delete events by their current identifiers.
-    deletes: list[Event] = field(default_factory=list)
+    # Owned objects the state lacks, children first: delete events by their current identifiers,
+    # with the primary key and fingerprint of the object found, which the apply checks again.
+    deletes: list[PlannedDelete] = field(default_factory=list)
     # Unowned objects that already match the state: (model, key, primary key) to claim.
     claims: list[tuple[type[DiffSyncModel], str, Any]] = field(default_factory=list)
     counts: dict[str, ModelCounts] = field(default_factory=dict)
@@ -120,6 +123,8 @@ class ResyncResult:
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
     failed: list[ObjectResult] = field(default_factory=list)
     rejected: list[Problem] = field(default_factory=list)
+    # Planned deletes not applied: the object changed, was replaced or is no longer owned since the plan.
+    left_alone: list[Problem] = field(default_factory=list)
     claimed: int = 0
     # Keys applied again because workers changed them while the resync ran.
     caught_up: int = 0
@@ -164,7 +169,7 @@ def plan(source: str, registry: ModelRegistry, state: StateRead, progress: Progr
 
     models = registry.in_order(registry)
     done = 0
-    deletes: list[list[Event]] = []
+    deletes: list[list[PlannedDelete]] = []
     for model in models:
         name = model.get_type()
         deletes.append(_plan_model(result, model, registry, by_model.get(name, [])))
@@ -176,7 +181,9 @@ def plan(source: str, registry: ModelRegistry, state: StateRead, progress: Progr
     return result
 
 
-def _plan_model(plan: ResyncPlan, model: type[DiffSyncModel], registry: ModelRegistry, keys: list[str]) -> list[Event]:
+def _plan_model(
+    plan: ResyncPlan, model: type[DiffSyncModel], registry: ModelRegistry, keys: list[str]
+) -> list[PlannedDelete]:
     """Plan one model's upserts and claims into `plan`; returns its deletes."""
     from streamsync.adapters import adapter_classes
     from streamsync.engine import _changed
@@ -227,13 +234,27 @@ def _plan_model(plan: ResyncPlan, model: type[DiffSyncModel], registry: ModelReg
                 counts.claim += 1
                 plan.claims.append((model, key, dst.pk))
 
+    doomed = [dst for dst in nautobot.get_all(model) if dst.pk in owned and dst.get_unique_id() not in wanted]
+    # What each looks like now: the apply deletes it only if it still does (streamsync.guard).
+    marks = guard.fingerprints(model._model, [dst.pk for dst in doomed]) if doomed else {}  # type: ignore[attr-defined]
     deletes = []
-    for dst in nautobot.get_all(model):
-        if dst.pk in owned and dst.get_unique_id() not in wanted:
-            ids = to_jsonable_python(dst.get_identifiers())
+    for dst in doomed:
+        if dst.pk in marks:  # else deleted while this was planned
+            event = Event(source=plan.source, model=name, op=Op.DELETE, key=to_jsonable_python(dst.get_identifiers()))
             counts.delete += 1
-            deletes.append(Event(source=plan.source, model=name, op=Op.DELETE, key=ids))
+            deletes.append(PlannedDelete(event, dst.pk, marks[dst.pk]))
     return deletes
+
+
+def cascade_of(plan: ResyncPlan, registry: ModelRegistry, progress: Progress | None = None) -> cascade.CascadeReport:
+    """What the plan's deletes would take with them: Django's cascade, collected read-only (streamsync.cascade)."""
+    roots = [
+        cascade.Root(registry.get(delete.event.model)._model, delete.pk, delete.key)  # type: ignore[attr-defined]
+        for delete in plan.deletes
+    ]
+    report = (lambda done, total: progress("cascade", done, total)) if progress else None
+    with cascade.read_only():
+        return cascade.collect(roots, progress=report)
 
 
 def apply(
@@ -243,9 +264,11 @@ def apply(
 
     Deletes go first (children first), then creates and updates (parents first), never in one
     chunk: an owned object renamed by hand must be gone before the state's object takes its
-    unique name. Each chunk is diffed again as it is applied, so an object that changed since the
-    plan gets what the state says, not what the plan saw. Then the records that reached the state
-    topic since it was read (workers kept going) are applied too (`catch_up`).
+    unique name. A planned delete is applied only if its object is still the one planned, owned
+    and unchanged (`guard.admit`, under row locks in the chunk's transaction); the others are left
+    alone and reported. Creates and updates are diffed again as they are applied, so an object
+    that changed since the plan gets what the state says, not what the plan saw. Then the records
+    that reached the state topic since it was read (workers kept going) are applied too (`catch_up`).
     """
     started = time.perf_counter()
     result = ResyncResult()
@@ -255,9 +278,10 @@ def apply(
         if progress is not None:
             progress("apply", done, total)
 
+    deleted = _apply_deletes(plan.source, engine, result, plan.deletes, chunk_size, report)
     # Upserts are decoded a chunk at a time: the plan keeps only the state's bytes.
     upserts = (decode(plan.state[key]) for key in plan.upserts)
-    done = _apply_events(plan.source, engine, result, [iter(plan.deletes), upserts], chunk_size, report)
+    done = deleted + _apply_events(plan.source, engine, result, upserts, chunk_size, lambda n: report(deleted + n))
     if plan.claims:
         result.claimed = _claim(plan)
         report(done + len(plan.claims))
@@ -270,23 +294,53 @@ def _apply_events(
     source: str,
     engine: SyncEngine,
     result: ResyncResult,
-    phases: Sequence[Iterator[Event]],
+    work: Iterator[Event],
     chunk_size: int,
     report: Callable[[int], None],
 ) -> int:
-    """Apply each phase's events in chunks, one phase after the other; returns how many were applied."""
+    """Apply upserts in chunks, one engine batch (and transaction) each; returns how many were applied."""
     done = 0
-    for work in phases:
-        while events := list(itertools.islice(work, chunk_size)):
-            batch = engine.apply(events, source=source)
-            for obj in batch.objects:
-                per_model = result.outcomes.setdefault(obj.model, {})
-                per_model[obj.outcome.value] = per_model.get(obj.outcome.value, 0) + 1
-            result.failed += batch.failed
-            result.rejected += [Problem(r.event.canonical_key, r.reason) for r in batch.rejected]
-            done += len(events)
-            report(done)
+    while events := list(itertools.islice(work, chunk_size)):
+        _tally(result, engine.apply(events, source=source))
+        done += len(events)
+        report(done)
     return done
+
+
+def _apply_deletes(
+    source: str,
+    engine: SyncEngine,
+    result: ResyncResult,
+    deletes: Sequence[PlannedDelete],
+    chunk_size: int,
+    report: Callable[[int], None],
+) -> int:
+    """Apply planned deletes in chunks, each admitted under its row's lock in the chunk's transaction."""
+    from django.db import transaction
+
+    done = 0
+    for start in range(0, len(deletes), chunk_size):
+        chunk = deletes[start : start + chunk_size]
+        with transaction.atomic():  # the locks `admit` takes hold until the engine has deleted
+            admission = guard.admit(source, engine.registry, chunk)
+            if admission.admitted:
+                _tally(result, engine.apply([delete.event for delete in admission.admitted], source=source))
+        for delete in admission.gone:  # nothing left to delete, as the engine counts it
+            per_model = result.outcomes.setdefault(delete.event.model, {})
+            per_model["unchanged"] = per_model.get("unchanged", 0) + 1
+        result.left_alone += [Problem(delete.key, reason) for delete, reason in admission.left_alone]
+        done += len(chunk)
+        report(done)
+    return done
+
+
+def _tally(result: ResyncResult, batch: BatchResult) -> None:
+    """Add one engine batch's outcomes, failures and rejections to `result`."""
+    for obj in batch.objects:
+        per_model = result.outcomes.setdefault(obj.model, {})
+        per_model[obj.outcome.value] = per_model.get(obj.outcome.value, 0) + 1
+    result.failed += batch.failed
+    result.rejected += [Problem(r.event.canonical_key, r.reason) for r in batch.rejected]
 
 
 def catch_up(plan: ResyncPlan, engine: SyncEngine, result: ResyncResult, chunk_size: int = CHUNK_SIZE) -> None:
@@ -314,10 +368,16 @@ def catch_up(plan: ResyncPlan, engine: SyncEngine, result: ResyncResult, chunk_s
             except EnvelopeError as error:
                 result.rejected.append(Problem(key, error.reason))
         gone = [key for key, value in tail.values.items() if value is None]
-        owned = OwnedObject.objects.filter(source=plan.source, key__in=gone).values_list("key", flat=True)
-        deletes = [Event(source=plan.source, model=model_of(k), op=Op.DELETE, key=identifiers_of(k)) for k in owned]
+        owned = OwnedObject.objects.filter(source=plan.source, key__in=gone).values_list("key", "object_id")
+        # By the owned object's primary key: the key's identifiers may name someone else's object by now.
+        deletes = [
+            PlannedDelete(Event(source=plan.source, model=model_of(key), op=Op.DELETE, key=identifiers_of(key)), pk)
+            for key, pk in owned
+            if model_of(key) in engine.registry
+        ]
         result.caught_up += len(upserts) + len(deletes)
-        _apply_events(plan.source, engine, result, [iter(deletes), iter(upserts)], chunk_size, lambda done: None)
+        _apply_deletes(plan.source, engine, result, deletes, chunk_size, lambda done: None)
+        _apply_events(plan.source, engine, result, iter(upserts), chunk_size, lambda done: None)
 
 
 def _claim(plan: ResyncPlan) -> int:
@@ -336,6 +396,14 @@ def format_summary(plan: ResyncPlan) -> str:
         for name, c in [*rows, ("total", plan.totals())]
     ]
     return format_table(header, body, numeric_from=1)
+
+
+def describe_problems(problems: Sequence[Problem], limit: int = 50) -> list[str]:
+    """One line per problem (the first `limit`): "vlan:{...}: changed since the plan: left alone"."""
+    lines = [f"{p.key}: {p.reason}" for p in problems[:limit]]
+    if len(problems) > limit:
+        lines.append(f"... and {len(problems) - limit} more")
+    return lines
 
 
 def describe_failures(failed: Sequence[ObjectResult], limit: int = 50) -> list[str]:
