@@ -17,6 +17,7 @@ dead-lettered.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from enum import StrEnum
 
@@ -88,6 +89,12 @@ def cause(error: BaseException) -> str:
 def reason(error: BaseException) -> str:
     """`error` and its causes in one line: `Type: message ← Type: message`."""
     return " ← ".join(dict.fromkeys(f"{type(e).__name__}: {e}".strip() for e in causes(error)))
+
+
+def trace(error: BaseException) -> str:
+    """`error` with where it was raised (the end of its traceback): enough for a person to find a defect."""
+    lines = traceback.format_exception(error)
+    return "".join(lines[-12:])[-3500:]
 
 
 def causes(error: BaseException) -> Iterator[BaseException]:

@@ -17,7 +17,6 @@ import functools
 import logging
 import os
 import random
-import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, TypeVar
@@ -27,7 +26,7 @@ import structlog
 
 from streamsync.agents.positioning import Positions
 from streamsync.agents.stalls import Stalls
-from streamsync.faults import is_transient
+from streamsync.faults import is_transient, trace
 from streamsync.records import Origin
 from streamsync.settle import Settled, Settling, Where, Wire, settle, where
 
@@ -117,7 +116,7 @@ class Settler:
                 if where(records[0]) in poisoned:
                     raise  # not even its dead letter can be settled: the agent cannot go on
                 log.error("record fails every batch it is in: dead-lettering it", exc_info=error, **context)
-                poisoned = {**poisoned, where(records[0]): _reason(error)}
+                poisoned = {**poisoned, where(records[0]): trace(error)}
                 continue
             self.stalls.recovered(self.how.agent)
             self.positions.vouch(self.how.agent, settled.admission)
@@ -133,12 +132,6 @@ class Settler:
             if self.app.should_stop:
                 leave_uncommitted(message, error, **context)
             await asyncio.sleep(min(0.2, seconds))
-
-
-def _reason(error: BaseException) -> str:
-    """The error with where it was raised: enough for a person to find the defect."""
-    lines = traceback.format_exception(error)
-    return "".join(lines[-12:])[-3500:]
 
 
 def leave_uncommitted(what: str, error: BaseException, **context: Any) -> NoReturn:

@@ -22,9 +22,10 @@ from streamsync.agents.runtime import Runtime, events_channel, run_agent
 from streamsync.agents.settler import Settler, backoff
 from streamsync.deadletter import DeadLetter
 from streamsync.engine import SyncEngine
+from streamsync.faults import is_transient
 from streamsync.positions import sync_agent
 from streamsync.records import Origin, read_event
-from streamsync.retry import apply_source, forget, retry_due
+from streamsync.retry import Retrying, apply_source, retry_due
 from streamsync.settle import Settled, Settling
 from streamsync.topics import dlq_topic, state_topic
 
@@ -57,6 +58,7 @@ class SourceSync:
             max_bytes=runtime.max_bytes,
         )
         self.settler = Settler(runtime.app, self.how, runtime.db, runtime.wire, runtime.positions, runtime.stalls)
+        self.retrying = Retrying(source, settings.retry, self.how.dlq_topic, runtime.max_bytes)
         self._retrying = asyncio.Lock()
 
     def settled(self, settled: Settled) -> None:
@@ -76,31 +78,30 @@ class SourceSync:
         observe_letters(self.source, settled.letters)
 
     async def retry(self) -> None:
-        """Re-apply keys whose retry is due; dead-letter those out of attempts."""
+        """Re-apply keys whose retry is due; dead-letter those out of attempts (streamsync/retry.py).
+
+        An infrastructure fault is retried with back-off; anything else ends this look (the engine's
+        own errors are a key's failed attempt in `retry_due`, so this is a defect): the next look tries again.
+        """
         if self._retrying.locked():
             return
         async with self._retrying:
             failures, timer = 0, f"streamsync.retry.{self.source}"
             while True:
                 try:
-                    result, doomed = await self.runtime.db.run(retry_due, self.engine, self.source, self.policy)
+                    retried = await self.runtime.db.run(retry_due, self.engine, self.retrying, self.runtime.wire)
                     break
                 except Exception as error:
+                    if not is_transient(error):
+                        log.error("retry failed: trying again at the next look", source=self.source, exc_info=error)
+                        return
                     failures += 1
                     self.runtime.stalls.failed(timer, error)
                     await self.settler.wait(backoff(failures), "retry failed, retrying", error, source=self.source)
             self.runtime.stalls.recovered(timer)
-            if doomed:
-                letters = [
-                    (d.origin, DeadLetter.of(d.origin, d.code, d.reason, source=self.source, attempts=d.attempts))
-                    for d in doomed
-                ]
-                records = [letter.record(self.how.dlq_topic, o, self.how.max_bytes) for o, letter in letters]
-                await self.runtime.wire.send(records)
-                observe_letters(self.source, letters)
-                await self.runtime.db.run(forget, [d.row_id for d in doomed if d.row_id is not None])
-            if result is not None:
-                log.info("retry batch", source=self.source, **result.as_log())
+            observe_letters(self.source, retried.letters)
+            for result in retried.results:
+                log.info("retry batch", source=self.source, keys=retried.keys, **result.as_log())
                 metrics.observe_batch(self.source, result.received, result)  # outcomes of retried events count too
 
 
