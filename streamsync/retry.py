@@ -167,7 +167,6 @@ class Retried:
     results: list[BatchResult] = field(default_factory=list)
     letters: list[tuple[Origin, DeadLetter]] = field(default_factory=list)
     keys: int = 0
-    rows: int = 0
 
 
 def take_due(source: str, now: datetime, limit: int) -> list[list[ParkedEvent]]:
@@ -271,7 +270,7 @@ def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
                     letters.append((origin, DeadLetter.of(origin, *why, source=how.source, attempts=attempts)))
         ParkedEvent.objects.filter(id__in=gone).delete()
         wire.publish([letter.record(how.dlq_topic, origin, how.max_bytes) for origin, letter in letters])
-    return Retried(results, letters, keys=len(queues), rows=sum(len(q) for q in queues))
+    return Retried(results, letters, keys=len(queues))
 
 
 @dataclass(frozen=True)
