@@ -41,7 +41,6 @@ class SourceSync:
         self.source = source
         self.name = sync_agent(source)
         self.engine = SyncEngine(settings.source(source).registry(), username=settings.user)
-        self.policy = settings.retry
         self.how = Settling(
             group=settings.group_id,
             agent=self.name,
