@@ -44,13 +44,14 @@ class ResyncWork:
     def __init__(self, work: Any, bootstrap: str) -> None:
         from streamsync.engine import SyncEngine
         from streamsync.models.ipam import VLANModel
+        from streamsync.permissions import set_up_writer
         from streamsync.registry import ModelRegistry
 
         self.work = work
         self.bootstrap = bootstrap
         self.prefix = f"bench{uuid.uuid4().hex[:6]}"
         self.registry = ModelRegistry([VLANModel])
-        self.engine = SyncEngine(self.registry, username="streamsync")
+        self.engine = SyncEngine(self.registry, set_up_writer("streamsync", self.registry))
         self.source = "ipam"
 
     def _produce(self, records: Sequence[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:

@@ -32,6 +32,7 @@ from nautobot_ssot.contrib import NautobotAdapter
 from streamsync.engine import BatchResult, Outcome, SyncEngine
 from streamsync.envelope import Event, Op
 from streamsync.models.ipam import VLANModel
+from streamsync.permissions import set_up_writer
 from streamsync.registry import ModelRegistry
 
 PHASES = ("load", "diff", "save", "changelog")
@@ -168,9 +169,9 @@ class Workload:
     """The database's VLANs and the keys the benchmark updates and creates."""
 
     def __init__(self) -> None:
-        self.user = get_user_model().objects.get_or_create(username=USERNAME)[0]
         self.active = Status.objects.get(name="Active")
-        self.engine = SyncEngine(ModelRegistry([VLANModel]), username=USERNAME)
+        self.engine = SyncEngine(ModelRegistry([VLANModel]), set_up_writer(USERNAME, [VLANModel]))
+        self.user = get_user_model().objects.get(username=USERNAME)
         self.groups: dict[str, VLANGroup] = {}
         self.seeded = 0  # seeded VLAN i is vid i % 4000 + 1 in seed group i // 4000
         self.created = 0  # created VLAN i is vid i % 4000 + 1 in new group i // 4000

@@ -507,6 +507,7 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
     from streamsync.cascade import format_report, headline
     from streamsync.engine import SyncEngine
     from streamsync.kafka import BrokerUnavailable
+    from streamsync.permissions import Writer, WriterBlocked
     from streamsync.replay import active_members
 
     progress = _Progress()
@@ -541,10 +542,19 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
     if not plan.changes and not plan.claims:
         click.echo(f"Nautobot already matches the state of {source}")
         return
+    # Written as the streamsync user: checked now, and in every chunk's transaction.
+    writer = Writer.of(settings.user, registry)
+    standing = writer.standing()
+    if standing.blocked is not None:
+        raise click.ClickException(str(WriterBlocked(standing)))
     if not yes:
         click.confirm(f"apply {plan.changes} change(s) to Nautobot{deletes}?", abort=True)
     try:
-        result = rs.apply(plan, SyncEngine(registry, username=settings.user), progress, chunk_size)
+        result = rs.apply(plan, SyncEngine(registry, writer), progress, chunk_size)
+    except WriterBlocked as error:
+        raise click.ClickException(
+            f"stopped: {error}. The chunks applied before stay; run the resync again once it is fixed"
+        ) from error
     finally:
         progress.close()
     left = f", left alone {len(result.left_alone)}" if result.left_alone else ""

@@ -9,6 +9,10 @@ The hot path, in order:
    updates in model dependency order, deletes in reverse, each object in its own savepoint,
    all inside one transaction and one change context attributed to the streamsync user.
 
+The user comes from the caller (`Writer`): the engine asks it for the user at the start of every
+batch, in the batch's transaction, and a user that may not write (missing, inactive, lacking a
+permission) fails the whole batch before anything is written.
+
 Steps 2 to 4 run once per round (`rounds()`): a batch whose keys share a DiffSync unique id is
 applied as several, one after the other, in the same transaction and change context.
 
@@ -27,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 from diffsync import DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
@@ -214,33 +218,69 @@ def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
     return Outcome.UPDATED
 
 
-class SyncEngine:
-    """Turns batches of events into the smallest set of writes in Nautobot."""
+class Writer(Protocol):
+    """Who the engine writes as; the caller decides (streamsync.permissions.Writer checks a user's permissions)."""
 
-    def __init__(self, registry: ModelRegistry, username: str = "streamsync") -> None:
+    def user(self) -> Any:
+        """The Nautobot user to write as, checked now; raises an OperatorFault when it may not write."""
+
+
+@dataclass(frozen=True)
+class ChangeLog:
+    """What Nautobot's change log says of the engine's writes besides the user: context and detail.
+
+    The detail starts with `streamsync:<source>`, which says whose change it is (streamsync.events
+    reads it back); `note` adds who or what caused the writes, for the people reading the log.
+    """
+
+    note: str = ""  # e.g. "resync started by alice"
+    context: str = "orm"  # Nautobot's ObjectChangeEventContextChoices: "orm", or "job" when a Job runs the engine
+
+    def detail(self, source: str) -> str:
+        """The change context detail of a batch of `source`."""
+        detail = f"streamsync:{source}" if source else "streamsync"
+        return f"{detail} {self.note}" if self.note else detail
+
+
+class SyncEngine:
+    """Turns batches of events into the smallest set of writes in Nautobot, as the user its caller gives."""
+
+    def __init__(self, registry: ModelRegistry, writer: Writer, changelog: ChangeLog | None = None) -> None:
         self.registry = registry
-        self.username = username
+        self.writer = writer
+        self.changelog = changelog or ChangeLog()
 
     def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
-        """Apply `events` (in partition order) to Nautobot and report what happened to each object."""
+        """Apply `events` (in partition order) to Nautobot and report what happened to each object.
+
+        Raises the writer's OperatorFault, with nothing written, when its user may not write: checked
+        for every batch, even one that changes nothing, so that a blocked writer settles nothing.
+        """
+        from django.db import transaction
+
         started = time.perf_counter()
         result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
-        changes, result.rejected = fold(events, self.registry, source)
-        if changes:
-            self._apply_changes(list(changes.values()), source, result)
+        # One transaction (the caller's, when it has one) for the check and the writes it allows.
+        with transaction.atomic():
+            user = self.writer.user()
+            result.add_time("check", time.perf_counter() - started)
+            changes, result.rejected = fold(events, self.registry, source)
+            if changes:
+                self._apply_changes(list(changes.values()), source, user, result)
         result.timings["total"] = time.perf_counter() - started
         return result
 
-    def _apply_changes(self, changes: list[Change], source: str, result: BatchResult) -> None:
-        """Apply `changes` round by round (`rounds()`) in one transaction and change context, adding to `result`."""
-        from django.db import transaction
+    def _apply_changes(self, changes: list[Change], source: str, user: Any, result: BatchResult) -> None:
+        """Apply `changes` round by round (`rounds()`) in one change context, adding to `result`.
+
+        Runs in `apply`'s transaction: the change log commits with the data it describes.
+        """
         from nautobot.extras.context_managers import web_request_context
 
         adapters = adapter_classes(self.registry.in_order({c.model for c in changes}))
         applied: list[tuple[Change, ObjectResult]] = []
-        # One transaction around the change context: the change log commits with the data it describes.
-        detail = f"streamsync:{source}" if source else "streamsync"
-        with transaction.atomic(), web_request_context(self._user(), context_detail=detail):
+        changelog = self.changelog
+        with web_request_context(user, context_detail=changelog.detail(source), context=changelog.context):
             for batch_round in rounds(changes):
                 applied += self._apply_round(batch_round, adapters, result)
             started = time.perf_counter()
@@ -444,12 +484,3 @@ class SyncEngine:
             with contextlib.suppress(ObjectAlreadyExists):
                 nautobot.add(created)
         return Outcome.CREATED, pk
-
-    def _user(self) -> Any:
-        """The Nautobot user the change log attributes streamsync's writes to.
-
-        Created when missing with only the permissions on this registry's models (streamsync/permissions.py).
-        """
-        from streamsync.permissions import nautobot_models, writer
-
-        return writer(self.username, nautobot_models(self.registry))

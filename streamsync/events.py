@@ -56,7 +56,9 @@ HEADER_CONTEXT = "nautobot-change-context"  # Web, ORM, Job, ...
 HEADER_ACTION = "nautobot-action"  # create, update, delete: what Nautobot recorded
 
 _OPS = {"create": Op.UPSERT, "update": Op.UPSERT, "delete": Op.DELETE}
-ENGINE_DETAIL = "streamsync"  # the engine's change contexts: "streamsync:<source>", or "streamsync" without one
+# The engine's change contexts: "streamsync:<source>", or "streamsync" without one, then maybe " <note>"
+# (streamsync.engine.ChangeLog: "streamsync:ipam resync started by alice").
+ENGINE_DETAIL = "streamsync"
 
 
 def origin(headers: Iterable[tuple[str, bytes | str]] | Mapping[str, bytes] | None) -> str | None:
@@ -78,10 +80,11 @@ def applied_by_streamsync(context_detail: str, user_name: str, streamsync_user: 
     """
     if user_name != streamsync_user:
         return None
-    if context_detail == ENGINE_DETAIL:
+    head = context_detail.split(" ", 1)[0]  # source names are topic names: no spaces
+    if head == ENGINE_DETAIL:
         return ""
-    if context_detail.startswith(ENGINE_DETAIL + ":"):
-        return context_detail[len(ENGINE_DETAIL) + 1 :]
+    if head.startswith(ENGINE_DETAIL + ":"):
+        return head[len(ENGINE_DETAIL) + 1 :]
     return None
 
 

@@ -16,9 +16,10 @@ from nautobot.core.celery import register_jobs
 from nautobot.extras.jobs import ChoiceVar
 from nautobot_ssot.jobs.base import DataSource
 
-from streamsync import permissions, resync
+from streamsync import resync
 from streamsync.cascade import format_report, headline
 from streamsync.engine import SyncEngine
+from streamsync.permissions import Writer, WriterBlocked
 from streamsync.settings import StreamsyncSettings
 
 name = "streamsync"  # the Jobs' group in Nautobot's Jobs list
@@ -110,10 +111,14 @@ class StreamsyncResync(DataSource):
         if self.sync.dry_run:
             self.logger.info("Dry run: nothing written.")
             return
-        # Writes as the streamsync user, which must hold the source's permissions (docs/security.md).
-        permissions.ensure_permitted(settings.user, permissions.source_models(settings, [self.source_name]))
+        # Writes as the streamsync user, which must hold the source's permissions (docs/security.md): said
+        # before the first write, and checked again in every chunk's transaction.
+        writer = Writer.of(settings.user, registry)
+        found = writer.standing()
+        if found.blocked is not None:
+            raise WriterBlocked(found)
         applied_at = time.perf_counter()
-        result = resync.apply(plan, SyncEngine(registry, username=settings.user), progress)
+        result = resync.apply(plan, SyncEngine(registry, writer), progress)
         self.sync.sync_time = timedelta(seconds=time.perf_counter() - applied_at)
         self.sync.save()
         self.logger.info(

@@ -23,6 +23,7 @@ from streamsync.agents.settler import Settler, backoff
 from streamsync.deadletter import DeadLetter
 from streamsync.engine import SyncEngine
 from streamsync.faults import is_transient
+from streamsync.permissions import Writer
 from streamsync.positions import sync_agent
 from streamsync.records import Origin, read_event
 from streamsync.retry import Retrying, apply_source, retry_due
@@ -40,7 +41,9 @@ class SourceSync:
         self.runtime = runtime
         self.source = source
         self.name = sync_agent(source)
-        self.engine = SyncEngine(settings.source(source).registry(), username=settings.user)
+        registry = settings.source(source).registry()
+        # Checked in every batch's transaction: the user may be deactivated or lose a permission while we run.
+        self.engine = SyncEngine(registry, Writer.of(settings.user, registry))
         self.how = Settling(
             group=settings.group_id,
             agent=self.name,

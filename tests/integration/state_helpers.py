@@ -60,11 +60,18 @@ def vlans(group: str) -> dict[int, tuple[str, str]]:
 def own_source(stream: Stream, tmp_path: Path, **settings: Any) -> tuple[Stream, str]:
     """A source of this test's own (writing VLANs), and the stream whose processes know it (and `settings`).
 
+    Its user is set up with the VLAN permissions, as an operator would before a resync.
+
     Ownership is per source name and the test database is shared by a whole run: a source of its
     own keeps a test's resync from seeing other tests' objects as its own.
     """
+    from nautobot.ipam.models import VLAN
+
+    from streamsync.permissions import grant
+
     source = f"s{uuid.uuid4().hex[:8]}"
     config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={source: {"models": ["vlan"]}}, **settings)
+    grant(str(settings.get("user", "streamsync")), [VLAN])  # as `streamsync setup-user` does: resync never creates it
     return dataclasses.replace(stream, extra_env={**stream.extra_env, "NAUTOBOT_CONFIG": str(config)}), source
 
 

@@ -13,6 +13,7 @@ from nautobot_ssot.contrib.typeddicts import TagDict
 
 from streamsync.engine import BatchResult, Outcome, SyncEngine
 from streamsync.envelope import Event, Op
+from streamsync.permissions import set_up_writer
 from streamsync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
@@ -26,7 +27,7 @@ def _vlan_event(group: str | None, vid: int, op: Op = Op.UPSERT, **attrs: Any) -
 def engine() -> SyncEngine:
     from streamsync.models.ipam import VLANModel
 
-    return SyncEngine(ModelRegistry([VLANModel]))
+    return SyncEngine(ModelRegistry([VLANModel]), set_up_writer("streamsync", [VLANModel]))
 
 
 @pytest.fixture
@@ -305,7 +306,8 @@ def test_names_containing_the_unique_id_separator_are_two_objects() -> None:
     """Location `a__b` under `c` and `a` under `b__c` are both `a__b__c` to diffsync."""
     from streamsync.models.dcim import LocationModel, LocationTypeModel
 
-    engine = SyncEngine(ModelRegistry([LocationTypeModel, LocationModel]))
+    models = [LocationTypeModel, LocationModel]
+    engine = SyncEngine(ModelRegistry(models), set_up_writer("streamsync", models))
     u = uuid.uuid4().hex[:8]
     kind, c, b_c = f"lt-{u}", f"c-{u}", f"b__c-{u}"
     first = {"name": "a__b", "parent__name": c}
@@ -373,7 +375,8 @@ def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transa
         location_type__name: str
         status__name: str = "Active"
 
-    engine = SyncEngine(ModelRegistry([VLANModel, LocationByLatitude]))
+    registry = ModelRegistry([VLANModel, LocationByLatitude])
+    engine = SyncEngine(registry, set_up_writer("streamsync", registry))
     u = uuid.uuid4().hex[:8]
     LocationType.objects.create(name=f"lt-{u}")
 

@@ -328,3 +328,24 @@ def test_a_planned_delete_is_checked_under_its_rows_lock() -> None:
     assert not connection.in_atomic_block
     assert edit() == "saved"
     assert VLAN.objects.get(pk=vlan.pk).description == "by hand"
+
+
+def test_resync_never_creates_its_user_and_refuses_before_writing(stream: Stream, tmp_path: Path) -> None:
+    from django.contrib.auth import get_user_model
+    from nautobot.ipam.models import VLANGroup
+
+    missing = f"gone-{uuid.uuid4().hex[:6]}"
+    stream, source = own_source(stream, tmp_path, user=missing)
+    get_user_model().objects.filter(username=missing).delete()  # set up by own_source; deleted since
+    group = f"rs-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    produce_state(stream, source, [(vlan_key(1, group), vlan_event("upsert", 1, group, source, name="one"))])
+
+    refused = stream.cli("resync", source, "--yes")
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1] == (
+        f"Error: Nautobot user {missing!r} does not exist: streamsync does not write as it; "
+        "grant them (docs/security.md) or run: streamsync setup-user"
+    )
+    assert vlans(group) == {}
+    assert not get_user_model().objects.filter(username=missing).exists()

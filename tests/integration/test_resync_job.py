@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 def source(stream: Stream) -> Iterator[str]:
     """A source of the test's own, on the test's topics, in this process's PLUGINS_CONFIG for the Job to read."""
     from django.conf import settings
+    from nautobot.ipam.models import VLAN
+
+    from streamsync.permissions import grant
 
     name = f"j{uuid.uuid4().hex[:8]}"
     config = settings.PLUGINS_CONFIG["streamsync"]
@@ -32,6 +35,7 @@ def source(stream: Stream) -> Iterator[str]:
         topic_prefix=stream.prefix,
         kafka_bootstrap=stream.bootstrap,
     )
+    grant(config.get("user", "streamsync"), [VLAN])  # as `streamsync setup-user` does: the Job never creates it
     yield name
     config.clear()
     config.update(saved)
@@ -51,12 +55,12 @@ def job_model() -> Any:
     return model
 
 
-def _run(job_model: Any, source: str, dryrun: bool) -> tuple[Any, Any]:
-    """Run the Job to its end; returns its JobResult and its SSoT Sync record."""
+def _run(job_model: Any, source: str, dryrun: bool, username: str = "test-user") -> tuple[Any, Any]:
+    """Run the Job to its end as `username`; returns its JobResult and its SSoT Sync record."""
     from nautobot.core.testing import run_job_for_testing
     from nautobot_ssot.models import Sync
 
-    result = run_job_for_testing(job_model, job_kwargs={"source": source, "dryrun": dryrun})
+    result = run_job_for_testing(job_model, username=username, job_kwargs={"source": source, "dryrun": dryrun})
     result.refresh_from_db()
     return result, Sync.objects.get(job_result=result)
 
@@ -101,3 +105,27 @@ def test_the_job_is_an_ssot_data_source_and_repairs_drift_only_when_not_a_dry_ru
     assert result.status == "SUCCESS", result.result
     assert sync.summary == {"create": 0, "update": 1, "delete": 1, "no-change": 1, "skip": 0}
     assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2")}
+
+
+def test_the_job_never_creates_a_missing_streamsync_user(stream: Stream, source: str, job_model: Any) -> None:
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from nautobot.ipam.models import VLANGroup
+
+    missing = f"gone-{uuid.uuid4().hex[:6]}"
+    settings.PLUGINS_CONFIG["streamsync"]["user"] = missing  # the source fixture puts the settings back
+    group = f"jb-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    produce_state(stream, source, [(key, {**value, "source": source}) for key, value in _state(group, 1) if value])
+
+    result, _ = _run(job_model, source, dryrun=False)
+    assert result.status == "FAILURE"
+    assert f"Nautobot user {missing!r} does not exist" in str(result.result), result.result
+    assert vlans(group) == {}
+    assert not get_user_model().objects.filter(username=missing).exists()
+
+
+def _active() -> Any:
+    from nautobot.extras.models import Status
+
+    return Status.objects.get(name="Active")

@@ -17,6 +17,7 @@ from django.db import OperationalError, connection, transaction
 
 from streamsync.engine import BatchResult, SyncEngine
 from streamsync.envelope import Event, Op, canonical_key, decode
+from streamsync.permissions import set_up_writer
 from streamsync.records import Origin, OutRecord
 from streamsync.registry import ModelRegistry
 from streamsync.retry import Retrying, RetryPolicy, apply_source, retry_due, take_due
@@ -49,7 +50,7 @@ def source() -> str:
 def engine() -> SyncEngine:
     from streamsync.models.ipam import VLANModel
 
-    return SyncEngine(ModelRegistry([VLANModel]))
+    return SyncEngine(ModelRegistry([VLANModel]), set_up_writer("streamsync", [VLANModel]))
 
 
 def _now() -> datetime:
@@ -216,7 +217,7 @@ def test_a_batch_parks_behind_a_key_being_retried_and_the_newer_event_is_neither
 
     policy = RetryPolicy(max_attempts=5)
     how = Retrying(source, policy, "dlq", 1_000_000)
-    retrier = Worker(lambda: retry_due(Pausing(engine.registry), how, Wire()))
+    retrier = Worker(lambda: retry_due(Pausing(engine.registry, engine.writer), how, Wire()))
     retrier.start()
     assert applied.wait(WAIT), "the retrying worker did not apply the queue"
 
@@ -265,7 +266,7 @@ def test_an_engine_error_fails_its_key_alone_and_dead_letters_its_queue_in_order
 
     how = Retrying(source, RetryPolicy(max_attempts=2, backoff=60), "dlq", 1_000_000)
     wire = Wire()
-    retried = retry_due(Faulty(engine.registry), how, wire)
+    retried = retry_due(Faulty(engine.registry, engine.writer), how, wire)
     assert (retried.keys, retried.letters, wire.published) == (2, [], [])
     assert _description(group, 41) == "fine", "the other key went on"
     assert [a for _, a in _rows(source)[broken_key]] == [1, 1, 1], "the failing key kept whole, attempt counted"
@@ -276,7 +277,7 @@ def test_an_engine_error_fails_its_key_alone_and_dead_letters_its_queue_in_order
     reasons = parked.values_list("last_reason", flat=True)
     assert all("DataError: division by zero" in reason for reason in reasons), reasons
     parked.update(next_attempt_at=now)  # due again: the last attempt
-    retried = retry_due(Faulty(engine.registry), how, wire)
+    retried = retry_due(Faulty(engine.registry, engine.writer), how, wire)
     letters = [DeadLetter.from_headers(list(record.headers)) for record in wire.published]
     assert [(letter.code, letter.attempts) for letter in letters] == [("unexpected_error", 2)] * 3
     assert [letter.original_offset for letter in letters] == sorted(letter.original_offset for letter in letters)
@@ -324,6 +325,6 @@ def test_an_infrastructure_fault_undoes_the_whole_retry(source: str, engine: Syn
             return super().apply(events, source=source)
 
     with pytest.raises(OperationalError):
-        retry_due(Flaky(engine.registry), Retrying(source, RetryPolicy(), "dlq", 1_000_000), Wire())
+        retry_due(Flaky(engine.registry, engine.writer), Retrying(source, RetryPolicy(), "dlq", 1_000_000), Wire())
     assert _rows(source) == before, "nothing counted, nothing removed"
     assert _description(group, 60) is None, "the key applied before the fault is undone with the rest"
