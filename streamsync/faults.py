@@ -86,6 +86,11 @@ def cause(error: BaseException) -> str:
     return "timeout" if any(isinstance(e, TimeoutError) for e in causes(error)) else "other"
 
 
+def operator_fault(error: BaseException) -> OperatorFault | None:
+    """The OperatorFault `error` is or was raised from or during, if any."""
+    return next((e for e in causes(error) if isinstance(e, OperatorFault)), None)
+
+
 def reason(error: BaseException) -> str:
     """`error` and its causes in one line: `Type: message ← Type: message`."""
     return " ← ".join(dict.fromkeys(f"{type(e).__name__}: {e}".strip() for e in causes(error)))

@@ -1,7 +1,13 @@
-"""What the health page shows, gathered in one call: lag per source and partition, recent batches, dead letters.
+"""What the health page shows, gathered in one call: lag, recent batches, dead letters, the writer's standing.
 
-Each part comes from where it lives (Kafka, Redis, the database) and fails on its own: an
-unreachable Kafka leaves the batches and the outbox figures on the page, with the reason.
+Lag is per source and partition; the writer's standing says whether the Nautobot user streamsync
+writes as may write each source's models. Each part comes from where it lives (Kafka, Redis, the
+database) and fails on its own: an unreachable Kafka leaves the batches and the outbox figures on
+the page, with the reason.
+
+The writer's standing is not a report from the workers: the page asks the database the question
+every worker asks at the start of each batch (streamsync.permissions.standing, two queries), so
+it is right with no worker running, with Redis down, and after a worker died while blocked.
 """
 
 from __future__ import annotations
@@ -46,6 +52,24 @@ class Health:
     backlog: Backlog | None = None
     parked: dict[str, int] = field(default_factory=dict)
     database_error: str = ""
+    user: str = ""
+    writers: list[SourceWriter] = field(default_factory=list)
+    writers_error: str = ""
+
+    @property
+    def blocked(self) -> list[SourceWriter]:
+        """The sources whose batches wait for their user to be put right."""
+        return [w for w in self.writers if w.blocked]
+
+
+@dataclass(frozen=True)
+class SourceWriter:
+    """Whether the Nautobot user may write one source's models, and if not, why."""
+
+    source: str
+    blocked: str  # a streamsync.permissions.Blocked value; "" when it may write
+    missing: list[str]
+    reason: str  # one line for a person; "" when it may write
 
 
 def gather(settings: StreamsyncSettings, *, batches: int = 25, letters: int = 10) -> Health:
@@ -68,7 +92,31 @@ def gather(settings: StreamsyncSettings, *, batches: int = 25, letters: int = 10
         health.backlog, health.parked = database_figures(events_topic("nautobot", settings.topic_prefix))
     except Exception as error:
         health.database_error = f"cannot read the outbox and parked events: {error!r}"
+    health.user = settings.user
+    try:
+        health.writers = writers(settings)
+    except Exception as error:
+        health.writers_error = f"cannot check the Nautobot user {settings.user!r}: {error!r}"
     return health
+
+
+def writers(settings: StreamsyncSettings) -> list[SourceWriter]:
+    """Per source, whether `settings.user` may write its models: the workers' per-batch rule, in two queries."""
+    from streamsync.permissions import Blocked, required, source_models, standing
+
+    needs = {source: required(source_models(settings, [source])) for source in sorted(settings.sources)}
+    found = standing(settings.user, sorted({perm for perms in needs.values() for perm in perms}))
+    shown = []
+    for source, perms in needs.items():
+        lacking = [perm for perm in perms if perm in found.missing]
+        if found.blocked in (Blocked.USER_MISSING, Blocked.USER_INACTIVE):
+            shown.append(SourceWriter(source, found.blocked.value, lacking, found.describe()))
+        elif lacking:
+            reason = f"Nautobot user {settings.user!r} lacks {', '.join(lacking)}"
+            shown.append(SourceWriter(source, Blocked.PERMISSION_MISSING.value, lacking, reason))
+        else:
+            shown.append(SourceWriter(source, "", [], ""))
+    return shown
 
 
 async def _from_kafka(

@@ -37,6 +37,7 @@ from streamsync.batchlog import BatchSummary, Recorder, Stall, WorkerStatus
 from streamsync.engine import BatchResult, Outcome
 from streamsync.health import database_figures
 from streamsync.lag import PartitionLag, consumer_lag
+from streamsync.permissions import Blocked
 from streamsync.topics import events_topic
 
 if TYPE_CHECKING:
@@ -163,6 +164,13 @@ STALLED_SINCE = Gauge(
     "Since when an agent's batch keeps failing for an infrastructure reason (absent while it is not): "
     "its partitions wait; alert on time() minus this",
     ["agent", "cause"],
+    registry=REGISTRY,
+)
+WRITER_BLOCKED = Gauge(
+    "streamsync_writer_blocked",
+    "1 while the source's batches wait because the Nautobot user streamsync writes as may not write the "
+    "source's models (reason: user_missing, user_inactive, permission_missing); 0 otherwise",
+    ["source", "reason"],
     registry=REGISTRY,
 )
 WORKER = Gauge(
@@ -322,6 +330,15 @@ def observe_skipped(agent: str, reason: str, count: int) -> None:
             SKIPPED.labels(agent, reason).inc(count)
     except Exception:
         log.exception("metrics: cannot count skipped records", agent=agent)
+
+
+def observe_writer(source: str, blocked: str | None) -> None:
+    """Set the source's writer gauges: 1 for the reason it is `blocked` for, 0 for the others. Never raises."""
+    try:
+        for reason in Blocked:
+            WRITER_BLOCKED.labels(source, reason.value).set(1 if reason == blocked else 0)
+    except Exception:
+        log.exception("metrics: cannot set the writer gauges", source=source)
 
 
 def observe_rewind(topic: str, partition: int) -> None:

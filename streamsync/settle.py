@@ -121,7 +121,8 @@ def settle(
                 incoming.append(Incoming(how.read(origin), origin))
             except EnvelopeError as error:
                 letters.append((origin, DeadLetter.of(origin, error.code, error.reason, source=how.system)))
-        applied = how.apply(incoming) if incoming else Applied(BatchResult(batch_id="", received=0))
+        # Even with nothing to apply: a source's apply checks its writer, and a blocked writer settles nothing.
+        applied = how.apply(incoming)
         letters += applied.letters
         positions.advance(admission)
         # Last before the commit, so that little can fail after Kafka has the records.

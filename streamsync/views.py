@@ -15,6 +15,7 @@ from streamsync.batchlog import BatchSummary, WorkerStatus
 from streamsync.dlq import StoredLetter
 from streamsync.health import Health, gather
 from streamsync.lag import PartitionLag, format_age
+from streamsync.permissions import FIX
 from streamsync.settings import ConfigError, StreamsyncSettings
 from streamsync.topics import events_topic
 
@@ -61,6 +62,7 @@ class HealthView(ContentTypePermissionRequiredMixin, View):
                 "workers": [_worker(w, settings) for w in health.workers],
                 "parked": [(source, health.parked.get(source, 0)) for source in health.sources],
                 "outbox_age": _outbox_age(health),
+                "fix": FIX,
             },
         )
 

@@ -2,6 +2,8 @@
 
     settle(batch) on the database thread (streamsync/settle.py)
       transient fault (database, Redis, Kafka away)   retry the same batch with back-off, for as long as it takes
+      operator's fault (the Nautobot user may not     the same, with a shorter back-off (it is fixed by hand, and
+        write: streamsync.faults.OperatorFault)       should be noticed soon), and the agent's Watch says why
       any other error, twice                          split the batch in halves and settle each, until the
                                                       record that fails alone is dead-lettered as
                                                       `unexpected_error` with the error, and the rest is settled
@@ -19,14 +21,14 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import faust
 import structlog
 
 from streamsync.agents.positioning import Positions
 from streamsync.agents.stalls import Stalls
-from streamsync.faults import is_transient, trace
+from streamsync.faults import is_transient, operator_fault, trace
 from streamsync.records import Origin
 from streamsync.settle import Settled, Settling, Where, Wire, settle, where
 
@@ -34,6 +36,9 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 MAX_BACKOFF_SECONDS = 30.0
+# Back-off cap while an operator's fault (a user deactivated, a permission withdrawn) holds a batch:
+# one attempt costs a few queries, and writing should resume within seconds of the fix.
+OPERATOR_BACKOFF_SECONDS = 5.0
 # Attempts of a batch that fails for no infrastructure reason before it is split.
 ATTEMPTS_BEFORE_SPLIT = 2
 # Exit status of a worker whose agent crashed: a supervisor should start it again.
@@ -44,6 +49,16 @@ def backoff(failures: int, base: float = 0.5, cap: float = MAX_BACKOFF_SECONDS) 
     """Seconds to wait after `failures` failures in a row: doubling from `base` up to `cap`, with jitter."""
     delay = min(cap, base * 2 ** min(max(failures, 1) - 1, 16))
     return delay * random.uniform(0.8, 1.0)  # noqa: S311 - spreading retries, not secrets
+
+
+class Watch(Protocol):
+    """Told how an agent's attempts end, to say what the settler cannot (e.g. why its writer is blocked)."""
+
+    def failed(self, error: BaseException, retry_in: float) -> bool:
+        """An attempt failed and will be retried; True when this said why (the settler then says nothing)."""
+
+    def succeeded(self) -> None:
+        """An attempt succeeded."""
 
 
 class DatabaseThread:
@@ -78,7 +93,14 @@ class Settler:
     """Settles one agent's batches; returns only once every record of a batch is settled."""
 
     def __init__(
-        self, app: faust.App, how: Settling, db: DatabaseThread, wire: Wire, positions: Positions, stalls: Stalls
+        self,
+        app: faust.App,
+        how: Settling,
+        db: DatabaseThread,
+        wire: Wire,
+        positions: Positions,
+        stalls: Stalls,
+        watch: Watch | None = None,
     ) -> None:
         self.app = app
         self.how = how
@@ -86,6 +108,7 @@ class Settler:
         self.wire = wire
         self.positions = positions
         self.stalls = stalls
+        self.watch = watch
 
     async def settle(self, records: Sequence[Origin]) -> list[Settled]:
         """Settle `records`; more than one result when a failing batch had to be split."""
@@ -101,7 +124,7 @@ class Settler:
                 context = {"agent": self.how.agent, "records": len(records), "attempt": failures}
                 if is_transient(error):
                     self.stalls.failed(self.how.agent, error)
-                    await self.wait(backoff(failures), "batch failed, retrying", error, **context)
+                    await self.wait(retry_delay(error, failures), "batch failed, retrying", error, **context)
                     continue
                 if failures < ATTEMPTS_BEFORE_SPLIT:
                     await self.wait(backoff(failures), "batch failed, retrying", error, **context)
@@ -119,19 +142,29 @@ class Settler:
                 poisoned = {**poisoned, where(records[0]): trace(error)}
                 continue
             self.stalls.recovered(self.how.agent)
+            if self.watch is not None:
+                self.watch.succeeded()
             self.positions.vouch(self.how.agent, settled.admission)
             if settled.admission.refused:
                 await self.positions.read_again(self.app.consumer, self.how.agent, settled.admission.refused)
             return [settled]
 
     async def wait(self, seconds: float, message: str, error: BaseException, **context: Any) -> None:
-        """Log a failed attempt and sleep; a worker told to stop meanwhile leaves without committing."""
-        log.warning(message, retry_in=round(seconds, 2), error=repr(error), **context)
+        """Say why an attempt failed (the Watch, or a log line) and sleep; a worker told to stop leaves uncommitted."""
+        if self.watch is None or not self.watch.failed(error, seconds):
+            log.warning(message, retry_in=round(seconds, 2), error=repr(error), **context)
         deadline = asyncio.get_running_loop().time() + seconds
         while asyncio.get_running_loop().time() < deadline:
             if self.app.should_stop:
                 leave_uncommitted(message, error, **context)
             await asyncio.sleep(min(0.2, seconds))
+
+
+def retry_delay(error: BaseException, failures: int) -> float:
+    """Seconds before the next attempt after `failures` transient failures in a row (`error` the last)."""
+    if operator_fault(error) is not None:
+        return backoff(failures, cap=OPERATOR_BACKOFF_SECONDS)
+    return backoff(failures)
 
 
 def leave_uncommitted(what: str, error: BaseException, **context: Any) -> NoReturn:

@@ -6,7 +6,9 @@
           → publish state records and dead letters  → advance positions  → commit
       → count and log  → faust acks (Kafka commits, never past the database's positions)
 
-A timer re-applies parked events whose retry is due (streamsync/retry.py).
+A timer re-applies parked events whose retry is due (streamsync/retry.py). Every batch, and every
+retry, checks first that the Nautobot user may write the source's models (streamsync.permissions.
+Writer); while it may not, both wait and retry, and the WriterWatch says why (log, gauge).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import structlog
 
 from streamsync import metrics
 from streamsync.agents.runtime import Runtime, events_channel, run_agent
-from streamsync.agents.settler import Settler, backoff
+from streamsync.agents.settler import Settler, retry_delay
+from streamsync.agents.watch import WriterWatch
 from streamsync.deadletter import DeadLetter
 from streamsync.engine import SyncEngine
 from streamsync.faults import is_transient
@@ -44,6 +47,7 @@ class SourceSync:
         registry = settings.source(source).registry()
         # Checked in every batch's transaction: the user may be deactivated or lose a permission while we run.
         self.engine = SyncEngine(registry, Writer.of(settings.user, registry))
+        self.watch = WriterWatch(source)
         self.how = Settling(
             group=settings.group_id,
             agent=self.name,
@@ -59,7 +63,9 @@ class SourceSync:
             dlq_topic=dlq_topic(source, settings.topic_prefix),
             max_bytes=runtime.max_bytes,
         )
-        self.settler = Settler(runtime.app, self.how, runtime.db, runtime.wire, runtime.positions, runtime.stalls)
+        self.settler = Settler(
+            runtime.app, self.how, runtime.db, runtime.wire, runtime.positions, runtime.stalls, self.watch
+        )
         self.retrying = Retrying(source, settings.retry, self.how.dlq_topic, runtime.max_bytes)
         self._retrying = asyncio.Lock()
 
@@ -99,8 +105,11 @@ class SourceSync:
                         return
                     failures += 1
                     self.runtime.stalls.failed(timer, error)
-                    await self.settler.wait(backoff(failures), "retry failed, retrying", error, source=self.source)
+                    delay = retry_delay(error, failures)
+                    await self.settler.wait(delay, "retry failed, retrying", error, source=self.source)
             self.runtime.stalls.recovered(timer)
+            if retried.results:  # the engine ran: its writer was checked
+                self.watch.succeeded()
             observe_letters(self.source, retried.letters)
             for result in retried.results:
                 log.info("retry batch", source=self.source, keys=retried.keys, **result.as_log())
