@@ -505,7 +505,7 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
     settings, registry = _source_setup(ctx, source)
     from streamsync import resync as rs
     from streamsync.cascade import format_report, headline
-    from streamsync.engine import SyncEngine
+    from streamsync.engine import ChangeLog, SyncEngine
     from streamsync.kafka import BrokerUnavailable
     from streamsync.permissions import Writer, WriterBlocked
     from streamsync.replay import active_members
@@ -542,15 +542,17 @@ def resync(ctx: click.Context, source: str, dry_run: bool, yes: bool, chunk_size
     if not plan.changes and not plan.claims:
         click.echo(f"Nautobot already matches the state of {source}")
         return
-    # Written as the streamsync user: checked now, and in every chunk's transaction.
+    # Written as the streamsync user (checked now, and in every chunk's transaction); the change log
+    # names who started it.
     writer = Writer.of(settings.user, registry)
     standing = writer.standing()
     if standing.blocked is not None:
         raise click.ClickException(str(WriterBlocked(standing)))
     if not yes:
         click.confirm(f"apply {plan.changes} change(s) to Nautobot{deletes}?", abort=True)
+    changelog = ChangeLog(note=f"resync started by {_operator()} (streamsync resync)")
     try:
-        result = rs.apply(plan, SyncEngine(registry, writer), progress, chunk_size)
+        result = rs.apply(plan, SyncEngine(registry, writer, changelog), progress, chunk_size)
     except WriterBlocked as error:
         raise click.ClickException(
             f"stopped: {error}. The chunks applied before stay; run the resync again once it is fixed"
@@ -687,6 +689,18 @@ def setup_user(ctx: click.Context, user: str | None, sources: tuple[str, ...]) -
         raise click.ClickException("the configured sources write no Nautobot models: nothing to grant")
     for line in grant(settings.user, models).lines():
         click.echo(line)
+
+
+def _operator() -> str:
+    """Who runs this command, as the change log should name them: login name and host."""
+    import getpass
+    import socket
+
+    try:
+        login = getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (e.g. a container)
+        login = f"uid {os.getuid()}"
+    return f"{login} on {socket.gethostname()}"
 
 
 def _check_user(settings: Any, sources: list[str]) -> None:

@@ -4,6 +4,11 @@ The Job is a nautobot-ssot `DataSource`, so it shows in the SSoT dashboard with 
 (dry-run or not, load/diff/sync times, the create/update/delete summary), but its work is
 `streamsync.resync`'s, exactly what `streamsync resync SOURCE` does: read the source's state topic,
 plan against Nautobot over what the source owns, apply through the engine.
+
+Who started it and who writes are two users. The writes are the least-privilege streamsync user's
+(checked in every chunk's transaction, never created here); the Job's user, who started it, is
+named in every change's context detail ("streamsync:ipam resync started by alice (job result
+...)", context "Job") and owns the JobResult, which the SSoT dashboard shows as the Sync's user.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from datetime import timedelta
 from typing import Any
 
 from nautobot.core.celery import register_jobs
+from nautobot.extras.choices import ObjectChangeEventContextChoices
 from nautobot.extras.jobs import ChoiceVar
 from nautobot_ssot.jobs.base import DataSource
 
 from streamsync import resync
 from streamsync.cascade import format_report, headline
-from streamsync.engine import SyncEngine
+from streamsync.engine import ChangeLog, SyncEngine
 from streamsync.permissions import Writer, WriterBlocked
 from streamsync.settings import StreamsyncSettings
 
@@ -117,8 +123,9 @@ class StreamsyncResync(DataSource):
         found = writer.standing()
         if found.blocked is not None:
             raise WriterBlocked(found)
+        self.logger.info("Writing as %s; started by %s", settings.user, self.started_by())
         applied_at = time.perf_counter()
-        result = resync.apply(plan, SyncEngine(registry, writer), progress)
+        result = resync.apply(plan, SyncEngine(registry, writer, self.changelog()), progress)
         self.sync.sync_time = timedelta(seconds=time.perf_counter() - applied_at)
         self.sync.save()
         self.logger.info(
@@ -138,6 +145,18 @@ class StreamsyncResync(DataSource):
         if result.failed or result.rejected:
             count = len(result.failed) + len(result.rejected)
             raise RuntimeError(f"{count} object(s) could not be applied; see the log")
+
+    def started_by(self) -> str:
+        """The username of whoever started this run (the JobResult's user)."""
+        user = self.user
+        return user.username if user is not None else "an unknown user"
+
+    def changelog(self) -> ChangeLog:
+        """How the change log records this run's writes: a Job's, started by the Job's user."""
+        return ChangeLog(
+            note=f"resync started by {self.started_by()} (job result {self.job_result.pk})",
+            context=ObjectChangeEventContextChoices.CONTEXT_JOB,
+        )
 
 
 jobs = [StreamsyncResync]

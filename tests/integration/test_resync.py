@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import subprocess
 import uuid
 from pathlib import Path
@@ -31,7 +33,7 @@ def _summary(output: str) -> dict[str, list[int]]:
 def test_resync_repairs_drift_and_leaves_unowned_objects_alone(
     stream: Stream, start_worker: Any, tmp_path: Path
 ) -> None:
-    from nautobot.extras.models import Status
+    from nautobot.extras.models import ObjectChange, Status
     from nautobot.ipam.models import VLAN, VLANGroup
 
     stream, source = own_source(stream, tmp_path)
@@ -73,6 +75,12 @@ def test_resync_repairs_drift_and_leaves_unowned_objects_alone(
     assert applied.returncode == 0, applied.stderr
     assert "created 2, updated 1, deleted 2, claimed 0" in applied.stdout
     assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2"), 4: ("v4", "d4"), 5: ("by hand", "")}
+    # Written as the streamsync user; the change log names who ran the command, and where.
+    started_by = f"{getpass.getuser()} on {socket.gethostname()}"
+    detail = f"streamsync:{source} resync started by {started_by} (streamsync resync)"
+    two = VLAN.objects.get(vlan_group__name=group, vid=2)
+    [created] = ObjectChange.objects.filter(changed_object_id=two.pk, action="create", change_context_detail=detail)
+    assert (created.user_name, created.change_context) == ("streamsync", "orm")
 
     # The recreated VLANs are owned again, so the next resync has nothing left to do.
     again = stream.cli("resync", source, "--dry-run")

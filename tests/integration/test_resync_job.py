@@ -107,6 +107,47 @@ def test_the_job_is_an_ssot_data_source_and_repairs_drift_only_when_not_a_dry_ru
     assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2")}
 
 
+def test_the_job_writes_as_the_streamsync_user_and_records_who_started_it(
+    stream: Stream, source: str, job_model: Any, alice: Any
+) -> None:
+    """Run by a normal user: the writes are streamsync's, the change log and the Sync record name who started it."""
+    from django.conf import settings
+    from nautobot.extras.models import ObjectChange
+    from nautobot.ipam.models import VLAN, VLANGroup
+    from nautobot_ssot.models import Sync
+    from nautobot_ssot.tables import SyncTable
+
+    from streamsync.events import applied_by_streamsync
+
+    assert not (alice.is_superuser or alice.is_staff)
+    writer = settings.PLUGINS_CONFIG["streamsync"].get("user", "streamsync")
+    group = f"jb-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    produce_state(stream, source, [(key, {**value, "source": source}) for key, value in _state(group, 1, 2) if value])
+    # One VLAN to create, one made by hand to update (without a change context: no change log entry of its own).
+    VLAN.objects.create(
+        vlan_group=VLANGroup.objects.get(name=group), vid=2, name="by hand", status=_active(), description="drift"
+    )
+
+    result, sync = _run(job_model, source, dryrun=False, username="alice")
+    assert result.status == "SUCCESS", result.result
+    assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2")}
+    pks = list(VLAN.objects.filter(vlan_group__name=group).values_list("pk", flat=True))
+    detail = f"streamsync:{source} resync started by alice (job result {result.pk})"
+    changes = ObjectChange.objects.filter(changed_object_id__in=pks, user_name=writer)
+    assert sorted((c.action, c.user.username, c.change_context, c.change_context_detail) for c in changes) == [
+        ("create", writer, "job", detail),
+        ("update", writer, "job", detail),
+    ]
+    assert not ObjectChange.objects.filter(changed_object_id__in=pks, user=alice).exists()
+    # Still the source's own change for Nautobot's events: a consumer writing to the source skips it.
+    assert applied_by_streamsync(detail, writer, writer) == source
+
+    assert sync.job_result.user == alice and result.user == alice
+    [row] = SyncTable(Sync.objects.filter(pk=sync.pk)).rows  # the SSoT dashboard's Sync history, column "User"
+    assert str(row.get_cell_value("user")) == "alice"
+
+
 def test_the_job_never_creates_a_missing_streamsync_user(stream: Stream, source: str, job_model: Any) -> None:
     from django.conf import settings
     from django.contrib.auth import get_user_model
