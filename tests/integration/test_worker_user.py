@@ -244,3 +244,57 @@ def test_worker_creates_a_missing_user_and_says_so(stream: Stream, start_worker:
     ]
     user = _fresh(username)
     assert not (user.is_superuser or user.is_staff) and user.has_perms(VLAN_PERMS)
+
+
+@dataclasses.dataclass
+class _Wire:
+    """Kafka as settling needs it, in memory: what was published, and a log without holes."""
+
+    published: list[Any] = dataclasses.field(default_factory=list)
+
+    def publish(self, records: Any) -> None:
+        self.published += records
+
+    def first_offset(self, topic: str, partition: int, offset: int) -> int:
+        return offset
+
+
+def test_a_blocked_source_settles_nothing_not_even_records_that_are_no_events() -> None:
+    """A batch of records that are no events needs no write, and still waits: a blocked source's positions stop."""
+    import functools
+
+    from nautobot.ipam.models import VLAN
+
+    from streamsync.engine import SyncEngine
+    from streamsync.models.ipam import VLANModel
+    from streamsync.models.state import Position
+    from streamsync.permissions import Writer, WriterBlocked, grant
+    from streamsync.records import Origin, read_event
+    from streamsync.registry import ModelRegistry
+    from streamsync.retry import RetryPolicy, apply_source
+    from streamsync.settle import Settling, settle
+
+    username, group = _username(), f"g-{uuid.uuid4().hex[:6]}"
+    source, topic = "ipam", f"t{uuid.uuid4().hex[:8]}.ipam.events"
+    engine = SyncEngine(ModelRegistry([VLANModel]), Writer.of(username, [VLANModel]))
+    how = Settling(
+        group=group,
+        agent="streamsync.sync.ipam",
+        system=source,
+        read=functools.partial(read_event, max_bytes=1 << 20),
+        apply=functools.partial(apply_source, engine, source, policy=RetryPolicy(), state_topic="state"),
+        dlq_topic="dlq",
+        max_bytes=1 << 20,
+    )
+    garbage = [Origin(b"k", b"{oops", topic, 0, 0), Origin(b"k", None, topic, 0, 1)]
+    wire = _Wire()
+
+    with pytest.raises(WriterBlocked):
+        settle(how, garbage, wire)
+    assert wire.published == [] and not Position.objects.filter(group=group).exists()
+
+    grant(username, [VLAN])
+    settled = settle(how, garbage, wire)
+    assert sorted(letter.code for _, letter in settled.letters) == ["not_json", "null_value"]
+    assert len(wire.published) == 2
+    assert Position.objects.get(group=group, topic=topic, partition=0).next_offset == 2
