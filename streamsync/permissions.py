@@ -170,11 +170,6 @@ def standing(username: str, wanted: Sequence[str]) -> Standing:
     return Standing(username, user, tuple(p for p in wanted if p not in held and not permission_is_exempt(p)))
 
 
-def missing(username: str, models: Iterable[Any]) -> list[str]:
-    """The permissions `username` lacks on `models` (all of them when the user is missing or inactive)."""
-    return list(standing(username, required(models)).missing)
-
-
 @dataclass(frozen=True)
 class Writer:
     """The user a source's batches write as, and the permissions each batch checks it holds.
