@@ -133,6 +133,20 @@ def viewer() -> Any:
 
 
 @pytest.fixture
+def group_named_none() -> Iterator[str]:
+    """A VLAN group named "None" (a name diffsync spells like a null identifier), removed after the test.
+
+    Removed with its VLANs: other tests (hostile envelopes) rely on no such group existing.
+    """
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    VLANGroup.objects.get_or_create(name="None")
+    yield "None"
+    VLAN.objects.filter(vlan_group__name="None").delete()
+    VLANGroup.objects.filter(name="None").delete()
+
+
+@pytest.fixture
 def group() -> str:
     from nautobot.ipam.models import VLANGroup
 

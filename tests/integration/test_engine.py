@@ -239,15 +239,16 @@ def _vlan(vid: int, group: str | None, name: str, **attrs: Any) -> dict[str, Any
     return {"vid": vid, "vlan_group__name": group, "name": name, **defaults, **attrs}
 
 
-def test_vlans_whose_unique_ids_collide_are_applied_as_in_batches_of_their_own(engine: SyncEngine, group: str) -> None:
+def test_vlans_whose_unique_ids_collide_are_applied_as_in_batches_of_their_own(
+    engine: SyncEngine, group: str, group_named_none: str
+) -> None:
     """No group and a group named "None" are two VLANs; diffsync names both `<vid>__None`."""
     from nautobot.extras.models import ObjectChange
-    from nautobot.ipam.models import VLAN, VLANGroup
+    from nautobot.ipam.models import VLAN
 
     from streamsync.models.ipam import VLANModel
     from streamsync.models.state import OwnedObject
 
-    VLANGroup.objects.get_or_create(name="None")
     vid = _free_global_vid()
     no_group = {"vid": vid, "vlan_group__name": None}
     named_none = {"vid": vid, "vlan_group__name": "None"}
