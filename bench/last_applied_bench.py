@@ -4,7 +4,7 @@
 
 On a fresh clone of the migrated template (`streamsync_bench_lastapplied`, dropped at the end), the
 `LastApplied` table is filled with N rows (default 1,000,000: a large source's keys), then
-`streamsync.lastapplied.remember` runs as a batch runs it, inside a transaction, for batches of 1,
+`streamsync.sync.lastapplied.remember` runs as a batch runs it, inside a transaction, for batches of 1,
 100 and 500 keys, half of them already in the table (an update of the row) and half new (an
 insert). `newer` then looks up 1,000 letters, as `dlq list` does. Prints one table: median and
 95th percentile per call. This is a benchmark, not a test.
@@ -30,7 +30,7 @@ def _key(n: int) -> str:
 
 
 def _fill(rows: int) -> None:
-    from streamsync.models.state import LastApplied
+    from streamsync.models.bookkeeping import LastApplied
 
     chunk = 10_000
     for start in range(0, rows, chunk):
@@ -57,14 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["NAUTOBOT_DB_NAME"] = DB_NAME  # before Nautobot's settings are read
 
-    from streamsync import devdb
+    from deploy import devdb
 
     devdb.create_database(DB_NAME)
     try:
         from django.db import connection, transaction
 
-        from streamsync.lastapplied import Lookup, Place, newer, remember
-        from streamsync.records import Origin
+        from streamsync.contract.records import Origin
+        from streamsync.sync.lastapplied import Lookup, Place, newer, remember
 
         started = time.perf_counter()
         _fill(args.rows)

@@ -29,11 +29,11 @@ from nautobot.extras.models import ObjectChange, Status
 from nautobot.ipam.models import VLAN, VLANGroup
 from nautobot_ssot.contrib import NautobotAdapter
 
-from streamsync.engine import BatchResult, Outcome, SyncEngine
-from streamsync.envelope import Event, Op
+from streamsync.contract.envelope import Event, Op
 from streamsync.models.ipam import VLANModel
-from streamsync.permissions import set_up_writer
-from streamsync.registry import ModelRegistry
+from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 PHASES = ("load", "diff", "save", "changelog")
 VIDS_PER_GROUP = 4000  # VLAN ids stay in 1..4094: one VLAN group per 4,000 VLANs
@@ -54,7 +54,7 @@ PROFILE_ITEMS: tuple[tuple[str, str, str | None], ...] = (
     ("change-context exit: webhook/job-hook lookups", "nautobot/extras/webhooks.py", "enqueue_webhooks"),
     ("change-context exit: webhook/job-hook lookups", "nautobot/extras/jobs.py", "enqueue_job_hooks"),
     ("event brokers (publish_event)", "nautobot/core/events/__init__.py", "publish_event"),
-    ("streamsync/events.py (its event broker)", "streamsync/events.py", None),
+    ("streamsync/outbox/broker.py (its event broker)", "streamsync/outbox/broker.py", None),
 )
 
 Key = tuple[int, str]  # (vid, VLAN group name)

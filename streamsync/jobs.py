@@ -2,7 +2,7 @@
 
 The Job is a nautobot-ssot `DataSource`, so it shows in the SSoT dashboard with its Sync records
 (dry-run or not, load/diff/sync times, the create/update/delete summary), but its work is
-`streamsync.resync`'s, exactly what `streamsync resync SOURCE` does: read the source's state topic,
+`streamsync.ops.resync`'s, exactly what `streamsync resync SOURCE` does: read the source's state topic,
 plan against Nautobot over what the source owns, apply through the engine.
 
 Who started it and who writes are two users. The writes are the least-privilege streamsync user's
@@ -22,11 +22,11 @@ from nautobot.extras.choices import ObjectChangeEventContextChoices
 from nautobot.extras.jobs import ChoiceVar
 from nautobot_ssot.jobs.base import DataSource
 
-from streamsync import resync
-from streamsync.cascade import format_report, headline
-from streamsync.engine import ChangeLog, SyncEngine
-from streamsync.permissions import Writer, WriterBlocked
+from streamsync.ops import resync
+from streamsync.ops.cascade import format_report, headline
 from streamsync.settings import StreamsyncSettings
+from streamsync.sync.engine import ChangeLog, SyncEngine
+from streamsync.sync.permissions import Writer, WriterBlocked
 
 name = "streamsync"  # the Jobs' group in Nautobot's Jobs list
 

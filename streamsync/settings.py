@@ -13,10 +13,16 @@ from typing import Any
 from diffsync import DiffSyncModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from streamsync.kafka import KafkaConfigError, KafkaConnection, KafkaSecurity, security_with_env, validation_message
+from streamsync.kafka.connection import (
+    KafkaConfigError,
+    KafkaConnection,
+    KafkaSecurity,
+    security_with_env,
+    validation_message,
+)
 from streamsync.models import BUILTIN_MODELS, builtin_model
-from streamsync.registry import ModelRegistry
-from streamsync.retry import RetryPolicy
+from streamsync.sync.registry import ModelRegistry
+from streamsync.sync.retry import RetryPolicy
 from streamsync.targets.base import TargetAdapter
 
 # What differs per deployment can come from the environment and wins over nautobot_config.py.

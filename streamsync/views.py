@@ -11,13 +11,13 @@ from django.shortcuts import render
 from django.views import View
 from nautobot.core.views.mixins import ContentTypePermissionRequiredMixin
 
-from streamsync.batchlog import BatchSummary, WorkerStatus
-from streamsync.dlq import StoredLetter
-from streamsync.health import Health, gather
-from streamsync.lag import PartitionLag, format_age
-from streamsync.permissions import FIX
+from streamsync.contract.topics import events_topic
+from streamsync.monitor.batchlog import BatchSummary, WorkerStatus
+from streamsync.monitor.health import Health, gather
+from streamsync.ops.deadletters import StoredLetter
+from streamsync.ops.lag import PartitionLag, format_age
 from streamsync.settings import ConfigError, StreamsyncSettings
-from streamsync.topics import events_topic
+from streamsync.sync.permissions import FIX
 
 # Streamsync's operational state is a view of its parked events and dead letters: whoever may see
 # parked events (superusers, or a "view" object permission on streamsync | parked event) sees the page.

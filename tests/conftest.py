@@ -21,7 +21,7 @@ def pytest_configure(config: object) -> None:
     """Clone the migrated template into this run's database, then set Nautobot up on it."""
     import pytest
 
-    from streamsync import devdb
+    from deploy import devdb
 
     try:
         devdb.create_database(TEST_DB)
@@ -30,7 +30,7 @@ def pytest_configure(config: object) -> None:
             f"cannot create the test database {TEST_DB} ({error!r}). Start the stack first: bash deploy/stack.sh up",
             returncode=3,
         )
-    from streamsync.nautobot_setup import setup
+    from streamsync.cli.nautobot_setup import setup
 
     setup()
     from django.core.cache import cache
@@ -44,7 +44,7 @@ def pytest_unconfigure(config: object) -> None:
         return
     from django.db import connections
 
-    from streamsync import devdb
+    from deploy import devdb
 
     connections.close_all()
     devdb.drop_database(TEST_DB)

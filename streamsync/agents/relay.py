@@ -26,9 +26,9 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from streamsync.kafka import KafkaConnection, TopicSpec, as_connection, ensure_topics, producer_kwargs
+from streamsync.contract.topics import events_topic
+from streamsync.kafka.connection import KafkaConnection, TopicSpec, as_connection, ensure_topics, producer_kwargs
 from streamsync.settings import StreamsyncSettings
-from streamsync.topics import events_topic
 
 log = structlog.get_logger(__name__)
 
@@ -180,7 +180,7 @@ class OutboxRelay:
         """
         from django.db import close_old_connections, connection, transaction
 
-        from streamsync.outbox import OutboxEvent
+        from streamsync.models.bookkeeping import OutboxEvent
 
         self._release()
         close_old_connections()
@@ -205,7 +205,7 @@ class OutboxRelay:
         from django.db.models import F
         from django.utils import timezone
 
-        from streamsync.outbox import OutboxEvent
+        from streamsync.models.bookkeeping import OutboxEvent
 
         try:
             if delivered:

@@ -13,10 +13,10 @@ from streamsync.agents.positioning import Positions
 from streamsync.agents.settler import DatabaseThread, Settler, crash
 from streamsync.agents.stalls import Stalls
 from streamsync.agents.wire import KafkaWire
-from streamsync.records import Origin
+from streamsync.contract.records import Origin
+from streamsync.contract.topics import events_topic
 from streamsync.settings import StreamsyncSettings
-from streamsync.settle import Settled
-from streamsync.topics import events_topic
+from streamsync.sync.settle import Settled
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """Settling batches from the event loop: on a database thread, through infrastructure faults, past poison.
 
-    settle(batch) on the database thread (streamsync/settle.py)
+    settle(batch) on the database thread (streamsync/sync/settle.py)
       transient fault (database, Redis, Kafka away)   retry the same batch with back-off, for as long as it takes
       operator's fault (the Nautobot user may not     the same, with a shorter back-off (it is fixed by hand, and
-        write: streamsync.faults.OperatorFault)       should be noticed soon), and the agent's Watch says why
+        write: streamsync.sync.faults.OperatorFault)       should be noticed soon), and the agent's Watch says why
       any other error, twice                          split the batch in halves and settle each, until the
                                                       record that fails alone is dead-lettered as
                                                       `unexpected_error` with the error, and the rest is settled
@@ -28,9 +28,9 @@ import structlog
 
 from streamsync.agents.positioning import Positions
 from streamsync.agents.stalls import Stalls
-from streamsync.faults import is_transient, operator_fault, trace
-from streamsync.records import Origin
-from streamsync.settle import Settled, Settling, Where, Wire, settle, where
+from streamsync.contract.records import Origin
+from streamsync.sync.faults import is_transient, operator_fault, trace
+from streamsync.sync.settle import Settled, Settling, Where, Wire, settle, where
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 
 import structlog
 
-from streamsync import metrics
-from streamsync.batchlog import Stall
-from streamsync.faults import cause, reason
+from streamsync.monitor import prometheus
+from streamsync.monitor.batchlog import Stall
+from streamsync.sync.faults import cause, reason
 
 log = structlog.get_logger(__name__)
 
@@ -40,9 +40,9 @@ class Stalls:
         self._stalled[agent] = stall
         if previous is None:
             log.error("agent stalled: its batch waits for the infrastructure", agent=agent, cause=stall.cause)
-        metrics.observe_stall(agent, stall.cause, stall.since.timestamp(), previous.cause if previous else None)
+        prometheus.observe_stall(agent, stall.cause, stall.since.timestamp(), previous.cause if previous else None)
         if previous is None or previous.cause != stall.cause:
-            metrics.report_worker(self.current())
+            prometheus.report_worker(self.current())
 
     def recovered(self, agent: str) -> None:
         """`agent` settled a batch: it no longer stalls."""
@@ -51,8 +51,8 @@ class Stalls:
             return
         waited = time.time() - stall.since.timestamp()
         log.info("agent recovered", agent=agent, cause=stall.cause, attempts=stall.attempts, stalled_s=round(waited, 1))
-        metrics.observe_recovery(agent, stall.cause)
-        metrics.report_worker(self.current())
+        prometheus.observe_recovery(agent, stall.cause)
+        prometheus.report_worker(self.current())
 
     def current(self) -> list[Stall]:
         """The stalled agents now."""

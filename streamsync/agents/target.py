@@ -1,7 +1,7 @@
 """The target agent: Nautobot's change events from Kafka into one remote system.
 
     take_events(n, within=t)
-      → on the target's own thread, one transaction for its positions (streamsync/settle.py):
+      → on the target's own thread, one transaction for its positions (streamsync/sync/settle.py):
           admit (positions)  → read each record  → skip echoes and other targets' re-driven letters
           → TargetEngine.apply (CRUD, commit())  → record the latest applied event per key
           → publish dead letters  → advance positions  → commit
@@ -19,19 +19,20 @@ import time
 
 import structlog
 
-from streamsync import lastapplied, metrics
 from streamsync.agents.runtime import Runtime, events_channel, run_agent
 from streamsync.agents.settler import DatabaseThread, Settler
 from streamsync.agents.sync import observe_letters
-from streamsync.deadletter import APPLY_FAILED, HEADER_REDRIVE_FOR, DeadLetter
-from streamsync.events import SOURCE as NAUTOBOT
-from streamsync.events import origin
-from streamsync.positions import target_agent
-from streamsync.records import read_event
-from streamsync.registry import ModelRegistry
-from streamsync.settle import Applied, Incoming, Settled, Settling
+from streamsync.contract.deadletter import APPLY_FAILED, HEADER_REDRIVE_FOR, DeadLetter
+from streamsync.contract.records import read_event
+from streamsync.contract.topics import dlq_topic
+from streamsync.monitor import prometheus
+from streamsync.outbox.broker import SOURCE as NAUTOBOT
+from streamsync.outbox.broker import origin
+from streamsync.sync import lastapplied
+from streamsync.sync.positions import target_agent
+from streamsync.sync.registry import ModelRegistry
+from streamsync.sync.settle import Applied, Incoming, Settled, Settling
 from streamsync.targets.apply import TargetEngine
-from streamsync.topics import dlq_topic
 
 log = structlog.get_logger(__name__)
 
@@ -106,9 +107,9 @@ class TargetSync:
             dead_lettered=len(settled.letters),
             **{**result.as_log(), "received": settled.received},
         )
-        metrics.observe_target_batch(self.target, result, echoes)
-        metrics.observe_skipped(self.name, "already_applied", len(settled.admission.skipped))
-        metrics.observe_skipped(self.name, "redrive_for_another_target", settled.applied.redrives)
+        prometheus.observe_target_batch(self.target, result, echoes)
+        prometheus.observe_skipped(self.name, "already_applied", len(settled.admission.skipped))
+        prometheus.observe_skipped(self.name, "redrive_for_another_target", settled.applied.redrives)
         observe_letters(self.target, settled.letters)
 
 

@@ -11,9 +11,9 @@ import time
 
 import structlog
 
-from streamsync import metrics
-from streamsync.faults import operator_fault
-from streamsync.permissions import FIX, WriterBlocked
+from streamsync.monitor import prometheus
+from streamsync.sync.faults import operator_fault
+from streamsync.sync.permissions import FIX, WriterBlocked
 
 log = structlog.get_logger(__name__)
 
@@ -28,7 +28,7 @@ class WriterWatch:
         self.source = source
         self._blocked: WriterBlocked | None = None
         self._since = 0.0
-        metrics.observe_writer(source, None)
+        prometheus.observe_writer(source, None)
 
     def failed(self, error: BaseException, retry_in: float) -> bool:
         """Say why, if the writer is blocked; False for any other failure (the caller says that one)."""
@@ -40,7 +40,7 @@ class WriterWatch:
             self._since = time.monotonic()
         news = before is None or (before.reason, before.missing) != (fault.reason, fault.missing)
         self._blocked = fault
-        metrics.observe_writer(self.source, fault.reason)
+        prometheus.observe_writer(self.source, fault.reason)
         (log.error if news else log.warning)(
             BLOCKED,
             source=self.source,
@@ -63,5 +63,5 @@ class WriterWatch:
             user=self._blocked.username,
             blocked_for_s=round(time.monotonic() - self._since, 1),
         )
-        metrics.observe_writer(self.source, None)
+        prometheus.observe_writer(self.source, None)
         self._blocked = None

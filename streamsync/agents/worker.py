@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import structlog
 
-from streamsync import metrics
 from streamsync.agents.app import StreamsyncApp, create_app
 from streamsync.agents.positioning import Positions
 from streamsync.agents.relay import register_relay
@@ -17,9 +16,10 @@ from streamsync.agents.stalls import Stalls
 from streamsync.agents.sync import register_sync_agent
 from streamsync.agents.target import register_target_agent
 from streamsync.agents.wire import KafkaWire
-from streamsync.kafka import TopicSpec, ensure_topics, topic_configs
+from streamsync.contract.topics import dlq_topic, events_topic, state_topic
+from streamsync.kafka.connection import TopicSpec, ensure_topics, topic_configs
+from streamsync.monitor import prometheus
 from streamsync.settings import StreamsyncSettings
-from streamsync.topics import dlq_topic, events_topic, state_topic
 
 log = structlog.get_logger(__name__)
 
@@ -96,6 +96,6 @@ def build(
         register_target_agent(runtime, target)  # <prefix>.nautobot.events -> the target's models
     register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
     # /metrics, batch summaries and the worker's state for the health page, lag refresh
-    metrics.start(app, settings, list(sources), runtime.stalls.current)
+    prometheus.start(app, settings, list(sources), runtime.stalls.current)
     log.info("records larger than this are dead-lettered as too_large", max_record_bytes=max_bytes)
     return app

@@ -4,7 +4,7 @@ The same steps as the engine that writes Nautobot, mirrored: fold the events per
 batch's keys from the target (`TargetAdapter.load_keys`), diff each object and call the target
 model's `create` / `update` / `delete`, parents before children (deletes the other way round), each
 object's failure its own. Keys whose DiffSync unique ids collide are loaded and applied in rounds
-of their own (`streamsync.engine.rounds`), one after the other, before the one commit. Nothing here
+of their own (`streamsync.sync.engine.rounds`), one after the other, before the one commit. Nothing here
 knows about Kafka.
 """
 
@@ -17,7 +17,8 @@ from typing import Any
 
 from diffsync import DiffSyncModel
 
-from streamsync.engine import (
+from streamsync.contract.envelope import Event, Op
+from streamsync.sync.engine import (
     BatchResult,
     Change,
     ObjectResult,
@@ -27,9 +28,8 @@ from streamsync.engine import (
     in_batch_order,
     rounds,
 )
-from streamsync.envelope import Event, Op
-from streamsync.faults import is_transient, reason
-from streamsync.registry import ModelRegistry
+from streamsync.sync.faults import is_transient, reason
+from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
 
 NAUTOBOT = "nautobot"  # the source of every event a target receives

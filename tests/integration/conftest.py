@@ -94,9 +94,9 @@ def broker(stream: Stream) -> Iterator[Any]:
     """The streamsync event broker Nautobot registered from EVENT_BROKERS, writing for this test's topic prefix."""
     from nautobot.core.events import _EVENT_BROKERS
 
-    from streamsync.events import StreamsyncEventBroker
+    from streamsync.contract.topics import events_topic
+    from streamsync.outbox.broker import StreamsyncEventBroker
     from streamsync.settings import StreamsyncSettings
-    from streamsync.topics import events_topic
 
     brokers = [b for b in _EVENT_BROKERS if isinstance(b, StreamsyncEventBroker)]
     assert len(brokers) == 1, f"EVENT_BROKERS in nautobot_config.py should register it once: {_EVENT_BROKERS}"
@@ -123,7 +123,7 @@ def viewer() -> Any:
     from django.contrib.contenttypes.models import ContentType
     from nautobot.users.models import ObjectPermission
 
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     user = get_user_model().objects.create_user(username=f"viewer-{uuid.uuid4().hex[:6]}")
     permission = ObjectPermission.objects.create(name=f"p-{uuid.uuid4().hex[:8]}", actions=["view"])
@@ -359,7 +359,7 @@ class PrivatePostgres:
         """Create database `name` here as a copy of the stack's migrated template; returns seconds taken."""
         from django.conf import settings
 
-        from streamsync import devdb
+        from deploy import devdb
 
         started = time.monotonic()
         shared = settings.DATABASES["default"]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import canonical_key
-from streamsync.kafka import produce_raw
+from streamsync.contract.envelope import canonical_key
+from streamsync.kafka.connection import produce_raw
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -103,9 +103,9 @@ def test_bad_events_are_dead_lettered_with_reasons_and_replayed_after_the_fix(
 
 def _settled_everywhere(stream: Stream, topic: str) -> bool:
     """True once the stored position of every partition of `topic` holding records is at its end."""
-    from streamsync.kafka import admin_client, consumer, partitions
-    from streamsync.models.state import Position
-    from streamsync.positions import sync_agent
+    from streamsync.kafka.connection import admin_client, consumer, partitions
+    from streamsync.models.bookkeeping import Position
+    from streamsync.sync.positions import sync_agent
 
     async def ends() -> dict[int, int]:
         async with admin_client(stream.bootstrap) as admin:

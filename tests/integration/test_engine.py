@@ -11,10 +11,10 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from nautobot_ssot.contrib.typeddicts import TagDict
 
-from streamsync.engine import BatchResult, Outcome, SyncEngine
-from streamsync.envelope import Event, Op
-from streamsync.permissions import set_up_writer
-from streamsync.registry import ModelRegistry
+from streamsync.contract.envelope import Event, Op
+from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -64,8 +64,8 @@ def test_nautobot_side_loads_with_one_query_whatever_the_batch_size(engine: Sync
         queries[n] = len(captured.captured_queries)
     assert queries[1] == queries[200], queries
 
-    from streamsync.adapters import adapter_classes
     from streamsync.models.ipam import VLANModel
+    from streamsync.sync.adapters import adapter_classes
 
     nautobot_cls, _ = adapter_classes([VLANModel])
     load_queries = {}
@@ -163,7 +163,7 @@ def test_a_users_own_model_with_list_attributes_loads_in_constant_queries(group:
     from nautobot.ipam.models import VLAN
     from nautobot_ssot.contrib import NautobotModel
 
-    from streamsync.adapters import adapter_classes
+    from streamsync.sync.adapters import adapter_classes
 
     class UserVLAN(NautobotModel):
         _model = VLAN
@@ -213,7 +213,7 @@ def _outcomes(result: BatchResult) -> dict[str, Outcome]:
 
 
 def _key(model: str, ids: dict[str, Any]) -> str:
-    from streamsync.envelope import canonical_key
+    from streamsync.contract.envelope import canonical_key
 
     return canonical_key(model, ids)
 
@@ -246,8 +246,8 @@ def test_vlans_whose_unique_ids_collide_are_applied_as_in_batches_of_their_own(
     from nautobot.extras.models import ObjectChange
     from nautobot.ipam.models import VLAN
 
+    from streamsync.models.bookkeeping import OwnedObject
     from streamsync.models.ipam import VLANModel
-    from streamsync.models.state import OwnedObject
 
     vid = _free_global_vid()
     no_group = {"vid": vid, "vlan_group__name": None}
@@ -388,7 +388,7 @@ def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transa
     # PostgreSQL's numeric holds 131,072 digits before the point: it cannot even compare 1e200000.
     culprit = location(f"far-{u}", "1e200000")
     huge_vid = _vlan_event(group, 2**40, name="huge")  # Django drops it from the query; the save refuses it
-    with transaction.atomic():  # as the worker applies a batch (streamsync/retry.py)
+    with transaction.atomic():  # as the worker applies a batch (streamsync/sync/retry.py)
         result = engine.apply(
             [
                 _vlan_event(group, 30, name="ok-1"),

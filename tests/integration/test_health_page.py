@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import Event, Op
-from streamsync.kafka import TopicSpec, ensure_topics, produce_raw, producer
+from streamsync.contract.envelope import Event, Op
+from streamsync.kafka.connection import TopicSpec, ensure_topics, produce_raw, producer
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration

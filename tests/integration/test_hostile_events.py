@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamsync.engine import Outcome, SyncEngine
-from streamsync.envelope import EnvelopeError, Event, decode
-from streamsync.permissions import set_up_writer
-from streamsync.registry import ModelRegistry
+from streamsync.contract.envelope import EnvelopeError, Event, decode
+from streamsync.sync.engine import Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -29,12 +29,12 @@ from nautobot.tenancy.models import Tenant, TenantGroup
 from nautobot_ssot.contrib import NautobotModel
 from nautobot_ssot.contrib.types import CustomFieldAnnotation
 
-from streamsync.adapters import adapter_classes
-from streamsync.engine import BatchResult, Outcome, SyncEngine
-from streamsync.envelope import Event, Op
+from streamsync.contract.envelope import Event, Op
 from streamsync.models import BUILTIN_MODELS, builtin_model
-from streamsync.permissions import set_up_writer
-from streamsync.registry import ModelRegistry
+from streamsync.sync.adapters import adapter_classes
+from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streamsync.envelope import Event, Op, decode
+from streamsync.contract.envelope import Event, Op, decode
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def _read(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list
 
 
 def _backlog(topic: str) -> Any:
-    from streamsync.outbox import backlog
+    from streamsync.outbox.backlog import backlog
 
     return backlog(topic)
 
@@ -230,11 +230,11 @@ def test_streamsyncs_own_changes_carry_their_origin_and_others_do_not(
     from nautobot.extras.models import Status
     from nautobot.ipam.models import VLAN, VLANGroup
 
-    from streamsync.engine import Outcome, SyncEngine
-    from streamsync.events import applied_by_streamsync, origin
     from streamsync.models.ipam import VLANModel
-    from streamsync.permissions import set_up_writer
-    from streamsync.registry import ModelRegistry
+    from streamsync.outbox.broker import applied_by_streamsync, origin
+    from streamsync.sync.engine import Outcome, SyncEngine
+    from streamsync.sync.permissions import set_up_writer
+    from streamsync.sync.registry import ModelRegistry
 
     event = Event(
         source="ipam", model="vlan", op=Op.UPSERT, key={"vid": 40, "vlan_group__name": group}, attrs={"name": "e"}

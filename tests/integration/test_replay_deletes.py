@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from streamsync.kafka import TopicSpec, ensure_topics
-from streamsync.positions import sync_agent
-from streamsync.topics import events_topic
+from streamsync.contract.topics import events_topic
+from streamsync.kafka.connection import TopicSpec, ensure_topics
+from streamsync.sync.positions import sync_agent
 from tests.integration.conftest import STREAMSYNC, Stream, wait_for, write_nautobot_config
 from tests.integration.state_helpers import publish
 from tests.integration.wire_helpers import committed_and_end, stored_position

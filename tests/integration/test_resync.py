@@ -171,7 +171,7 @@ def _vlan_rows(group: str, source: str) -> dict[int, dict[str, Any]]:
     """Every VLAN of `group`, every attribute the source could set, its primary key and whether `source` owns it."""
     from nautobot.ipam.models import VLAN
 
-    from streamsync.models.state import OwnedObject
+    from streamsync.models.bookkeeping import OwnedObject
 
     owned = set(OwnedObject.objects.filter(source=source).values_list("object_id", flat=True))
     return {
@@ -294,10 +294,11 @@ def test_a_planned_delete_is_checked_under_its_rows_lock() -> None:
     from nautobot.extras.models import Status
     from nautobot.ipam.models import VLAN, VLANGroup
 
-    from streamsync import guard, ownership
-    from streamsync.envelope import Event, Op
+    from streamsync.contract.envelope import Event, Op
     from streamsync.models import builtin_model
-    from streamsync.registry import ModelRegistry
+    from streamsync.ops import guard
+    from streamsync.sync import ownership
+    from streamsync.sync.registry import ModelRegistry
 
     source, group = f"s{uuid.uuid4().hex[:8]}", f"rs-{uuid.uuid4().hex[:6]}"
     registry = ModelRegistry([builtin_model("vlan")])

@@ -25,7 +25,7 @@ def source(stream: Stream) -> Iterator[str]:
     from django.conf import settings
     from nautobot.ipam.models import VLAN
 
-    from streamsync.permissions import grant
+    from streamsync.sync.permissions import grant
 
     name = f"j{uuid.uuid4().hex[:8]}"
     config = settings.PLUGINS_CONFIG["streamsync"]
@@ -117,7 +117,7 @@ def test_the_job_writes_as_the_streamsync_user_and_records_who_started_it(
     from nautobot_ssot.models import Sync
     from nautobot_ssot.tables import SyncTable
 
-    from streamsync.events import applied_by_streamsync
+    from streamsync.outbox.broker import applied_by_streamsync
 
     assert not (alice.is_superuser or alice.is_staff)
     writer = settings.PLUGINS_CONFIG["streamsync"].get("user", "streamsync")

@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connection, transaction
 
-from streamsync.engine import BatchResult, SyncEngine
-from streamsync.envelope import Event, Op, canonical_key, decode
-from streamsync.permissions import set_up_writer
-from streamsync.records import Origin, OutRecord
-from streamsync.registry import ModelRegistry
-from streamsync.retry import Retrying, RetryPolicy, apply_source, retry_due, take_due
-from streamsync.settle import Incoming
+from streamsync.contract.envelope import Event, Op, canonical_key, decode
+from streamsync.contract.records import Origin, OutRecord
+from streamsync.sync.engine import BatchResult, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
+from streamsync.sync.retry import Retrying, RetryPolicy, apply_source, retry_due, take_due
+from streamsync.sync.settle import Incoming
 
 pytestmark = pytest.mark.integration
 
@@ -68,7 +68,7 @@ _offsets = iter(range(1, 1_000_000))
 
 def _park(source: str, event: Event, due: datetime, attempts: int = 1) -> int:
     """A parked row for `event`, as a batch writes it; its id."""
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     row = ParkedEvent.objects.create(
         source=source,
@@ -91,7 +91,7 @@ def _queues(queues: Sequence[Sequence[Any]]) -> list[list[int]]:
 
 def _rows(source: str) -> dict[str, list[tuple[int, int]]]:
     """Parked rows of `source` per key: (id, attempts), in id order."""
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     rows: dict[str, list[tuple[int, int]]] = {}
     for row in ParkedEvent.objects.filter(source=source).order_by("id"):
@@ -243,7 +243,7 @@ def test_a_batch_parks_behind_a_key_being_retried_and_the_newer_event_is_neither
 def test_an_engine_error_fails_its_key_alone_and_dead_letters_its_queue_in_order_after_the_attempts(
     source: str, engine: SyncEngine, group: str
 ) -> None:
-    from streamsync.deadletter import DeadLetter
+    from streamsync.contract.deadletter import DeadLetter
 
     now = _now() - timedelta(seconds=1)
     broken = [_vlan(source, group, 40, name="v40", description=f"{n}") for n in range(3)]
@@ -271,7 +271,7 @@ def test_an_engine_error_fails_its_key_alone_and_dead_letters_its_queue_in_order
     assert _description(group, 41) == "fine", "the other key went on"
     assert [a for _, a in _rows(source)[broken_key]] == [1, 1, 1], "the failing key kept whole, attempt counted"
 
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     parked = ParkedEvent.objects.filter(source=source)
     reasons = parked.values_list("last_reason", flat=True)
@@ -289,7 +289,7 @@ def test_an_engine_error_fails_its_key_alone_and_dead_letters_its_queue_in_order
 def test_a_queue_out_of_attempts_is_dead_lettered_in_order_rejected_events_in_their_place(
     source: str, engine: SyncEngine
 ) -> None:
-    from streamsync.deadletter import DeadLetter
+    from streamsync.contract.deadletter import DeadLetter
 
     now = _now() - timedelta(seconds=1)
     queue = [

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from django.db import connection, transaction
 
-from streamsync.envelope import canonical_key
+from streamsync.contract.envelope import canonical_key
 from tests.integration.conftest import Stream, WorkerProcess, wait_for
 from tests.integration.state_helpers import own_source, vlan_event
 from tests.integration.test_resilience import (
@@ -108,7 +108,7 @@ def _send(bootstrap: str, topic: str, events: Sequence[dict[str, Any]]) -> None:
 
 
 def _parked(source: str) -> int:
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     return ParkedEvent.objects.filter(source=source).count()
 
@@ -118,7 +118,7 @@ def _next_attempt_in(source: str) -> float:
     from django.db.models import Min
     from django.utils import timezone
 
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     due = ParkedEvent.objects.filter(source=source).aggregate(at=Min("next_attempt_at"))["at"]
     return (due - timezone.now()).total_seconds()
@@ -196,8 +196,8 @@ def test_two_workers_retry_more_than_a_retrys_worth_of_parked_events_in_order_pe
 ) -> None:
     from nautobot.ipam.models import VLANGroup
 
-    from streamsync.kafka import TopicSpec, ensure_topics
-    from streamsync.topics import events_topic
+    from streamsync.contract.topics import events_topic
+    from streamsync.kafka.connection import TopicSpec, ensure_topics
 
     on, source = own_source(
         stream, tmp_path, retry={"backoff": BACKOFF, "backoff_max": BACKOFF, "max_attempts": 10_000}, retry_interval=0.1

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from streamsync.engine import Outcome
-from streamsync.envelope import Event
+from streamsync.contract.envelope import Event
+from streamsync.sync.engine import Outcome
 from streamsync.targets import TargetUnavailable
 from streamsync.targets.apply import TargetEngine
 from streamsync.targets.sqlite import SQLiteInventory
@@ -478,10 +478,10 @@ def test_a_systems_own_change_replayed_from_its_target_letters_is_not_written_ba
     the letter is written here as the worker writes one (`DeadLetter.record`), from the real echo
     record the relay produced for the inventory's own change.
     """
-    from streamsync.deadletter import APPLY_FAILED, DeadLetter
-    from streamsync.events import HEADER_ORIGIN
-    from streamsync.kafka import admin_client, consumer, partitions, produce_records
-    from streamsync.records import Origin
+    from streamsync.contract.deadletter import APPLY_FAILED, DeadLetter
+    from streamsync.contract.records import Origin
+    from streamsync.kafka.connection import admin_client, consumer, partitions, produce_records
+    from streamsync.outbox.broker import HEADER_ORIGIN
 
     inventory, archive = tmp_path / "inventory.db", tmp_path / "archive.db"
     on = _two_targets(stream, tmp_path, inventory, archive)

@@ -33,7 +33,7 @@ def test_a_missing_user_is_created_with_one_permission_on_exactly_its_models() -
     from nautobot.ipam.models import VLAN
     from nautobot.users.models import ObjectPermission
 
-    from streamsync.permissions import ensure_permitted
+    from streamsync.sync.permissions import ensure_permitted
 
     username = _username()
     granted = ensure_permitted(username, [VLAN])
@@ -55,11 +55,11 @@ def test_the_engine_never_creates_its_user_and_writes_nothing_as_one_that_may_no
     from nautobot.ipam.models import VLAN, VLANGroup
     from nautobot.users.models import ObjectPermission
 
-    from streamsync.engine import SyncEngine
-    from streamsync.envelope import Event, Op
+    from streamsync.contract.envelope import Event, Op
     from streamsync.models.ipam import VLANModel
-    from streamsync.permissions import Blocked, Writer, WriterBlocked, grant
-    from streamsync.registry import ModelRegistry
+    from streamsync.sync.engine import SyncEngine
+    from streamsync.sync.permissions import Blocked, Writer, WriterBlocked, grant
+    from streamsync.sync.registry import ModelRegistry
 
     username = _username()
     group = f"w-{uuid.uuid4().hex[:6]}"
@@ -106,7 +106,7 @@ def test_the_per_batch_check_is_nautobots_rule_in_two_queries() -> None:
     from nautobot.ipam.models import VLAN, VLANGroup
     from nautobot.users.models import ObjectPermission
 
-    from streamsync.permissions import required, standing
+    from streamsync.sync.permissions import required, standing
 
     wanted = required([VLAN, VLANGroup])
     users = get_user_model().objects
@@ -155,7 +155,7 @@ def test_a_user_lacking_permissions_is_refused_with_what_is_missing_and_grant_ad
     from nautobot.ipam.models import VLAN, VLANGroup
     from nautobot.users.models import ObjectPermission
 
-    from streamsync.permissions import UserNotPermitted, ensure_permitted, grant
+    from streamsync.sync.permissions import UserNotPermitted, ensure_permitted, grant
 
     username = _username()
     user = get_user_model().objects.create_user(username=username)
@@ -265,14 +265,14 @@ def test_a_blocked_source_settles_nothing_not_even_records_that_are_no_events() 
 
     from nautobot.ipam.models import VLAN
 
-    from streamsync.engine import SyncEngine
+    from streamsync.contract.records import Origin, read_event
+    from streamsync.models.bookkeeping import Position
     from streamsync.models.ipam import VLANModel
-    from streamsync.models.state import Position
-    from streamsync.permissions import Writer, WriterBlocked, grant
-    from streamsync.records import Origin, read_event
-    from streamsync.registry import ModelRegistry
-    from streamsync.retry import RetryPolicy, apply_source
-    from streamsync.settle import Settling, settle
+    from streamsync.sync.engine import SyncEngine
+    from streamsync.sync.permissions import Writer, WriterBlocked, grant
+    from streamsync.sync.registry import ModelRegistry
+    from streamsync.sync.retry import RetryPolicy, apply_source
+    from streamsync.sync.settle import Settling, settle
 
     username, group = _username(), f"g-{uuid.uuid4().hex[:6]}"
     source, topic = "ipam", f"t{uuid.uuid4().hex[:8]}.ipam.events"

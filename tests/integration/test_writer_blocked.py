@@ -129,7 +129,7 @@ class Where:
 def _where(stream: Stream, group: str, username: str, worker: WorkerProcess) -> Where:
     from nautobot.extras.models import ObjectChange
 
-    from streamsync.models.state import Position
+    from streamsync.models.bookkeeping import Position
 
     topic = f"{stream.prefix}.{SOURCE}.events"
     positions = Position.objects.filter(group=stream.group, agent=AGENT, topic=topic)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-from streamsync.deadletter import APPLY_FAILED, HEADER_REDRIVE_FOR, DeadLetter
-from streamsync.dlq import StoredLetter, redrive
-from streamsync.envelope import canonical_key
-from streamsync.events import HEADER_ORIGIN
-from streamsync.records import Origin
+from streamsync.contract.deadletter import APPLY_FAILED, HEADER_REDRIVE_FOR, DeadLetter
+from streamsync.contract.envelope import canonical_key
+from streamsync.contract.records import Origin
+from streamsync.ops.deadletters import StoredLetter, redrive
+from streamsync.outbox.broker import HEADER_ORIGIN
 
 KEY = canonical_key("vlan", {"vid": 100, "vlan_group__name": "dc1"})
 VALUE = json.dumps(

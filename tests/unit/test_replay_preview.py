@@ -7,11 +7,11 @@ from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
-from streamsync.cascade import CascadeReport, headline
-from streamsync.envelope import canonical_key
+from streamsync.contract.envelope import canonical_key
 from streamsync.models.ipam import VLANModel
-from streamsync.registry import ModelRegistry
-from streamsync.replay_preview import Delete, _delete
+from streamsync.ops.cascade import CascadeReport, headline
+from streamsync.ops.offsets_preview import Delete, _delete
+from streamsync.sync.registry import ModelRegistry
 
 REGISTRY = ModelRegistry([VLANModel])
 KEY = {"vid": 100, "vlan_group__name": "dc1"}

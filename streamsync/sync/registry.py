@@ -1,0 +1,137 @@
+"""Which DiffSync models an event may address, and turning an event into model fields.
+
+An event can write nothing outside the registered models and their declared identifiers and
+attributes: this is the gate between untrusted bytes on a topic and Nautobot's ORM.
+"""
+
+from __future__ import annotations
+
+import graphlib
+from collections.abc import Iterable, Iterator
+from typing import Annotated, Any
+
+from diffsync import DiffSyncModel
+from django.core.exceptions import FieldDoesNotExist
+from pydantic import TypeAdapter, ValidationError
+
+from streamsync.contract.envelope import EnvelopeError, Event, RejectCode, describe, unstorable
+
+
+class RejectedEvent(EnvelopeError):
+    """An event that is a valid envelope but does not fit the model it names."""
+
+
+class ModelRegistry:
+    """DiffSync model classes by `_modelname`."""
+
+    def __init__(self, models: Iterable[type[DiffSyncModel]]) -> None:
+        self._models: dict[str, type[DiffSyncModel]] = {}
+        for model in models:
+            name = model.get_type()
+            if name in self._models and self._models[name] is not model:
+                raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
+            self._models[name] = model
+        self._order = dependency_order(self._models.values())
+        self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
+
+    def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
+        """`models` sorted so that a model comes after every registered model it refers to."""
+        wanted = set(models)
+        return [model for model in self._order if model in wanted]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def __iter__(self) -> Iterator[type[DiffSyncModel]]:
+        return iter(self._models.values())
+
+    def names(self) -> list[str]:
+        """Registered model names."""
+        return sorted(self._models)
+
+    def get(self, name: str) -> type[DiffSyncModel]:
+        """The model class for `name`, or RejectedEvent naming the known ones."""
+        try:
+            return self._models[name]
+        except KeyError:
+            raise RejectedEvent(
+                RejectCode.UNKNOWN_MODEL, f"unknown model {name!r}; this source accepts {self.names()}"
+            ) from None
+
+    def split(self, event: Event) -> tuple[type[DiffSyncModel], dict[str, Any], dict[str, Any]]:
+        """Check an event against its model: (model class, identifiers, attributes it sets)."""
+        model = self.get(event.model)
+        identifiers = set(model._identifiers)
+        missing = identifiers - event.key.keys()
+        extra = event.key.keys() - identifiers
+        if missing or extra:
+            parts = []
+            if missing:
+                parts.append(f"missing identifier(s) {sorted(missing)}")
+            if extra:
+                parts.append(f"unknown identifier(s) {sorted(extra)}")
+            raise RejectedEvent(
+                RejectCode.BAD_KEY, f"{event.model}: {', '.join(parts)}; identifiers are {sorted(identifiers)}"
+            )
+        undeclared = event.attrs.keys() - set(model._attributes)
+        if undeclared:
+            declared = sorted(model._attributes)
+            raise RejectedEvent(
+                RejectCode.UNDECLARED_ATTRIBUTE,
+                f"{event.model}: undeclared attribute(s) {sorted(undeclared)}; declared: {declared}",
+            )
+        # Identifiers are checked strictly: the key's JSON is the canonical key, "100" is not 100.
+        ids = {name: self._check(model, name, value, strict=True) for name, value in event.key.items()}
+        attrs = {name: self._check(model, name, value, strict=False) for name, value in event.attrs.items()}
+        for name, value in (*ids.items(), *attrs.items()):
+            problem = unstorable(value)  # decoded events were checked on the wire; events made in Python too
+            if problem:
+                raise RejectedEvent(RejectCode.UNSTORABLE_STRING, f"{event.model}.{name}: {problem}")
+        for name, value in ids.items():
+            # contrib reads a foreign key whose lookup values are all empty as "no object": an identifier
+            # of "" would create an object with no parent that no later event could find again.
+            if "__" in name and value == "":
+                raise RejectedEvent(
+                    RejectCode.BAD_KEY, f"{event.model}.{name}: empty string names no object; send null for none"
+                )
+        return model, ids, attrs
+
+    def _check(self, model: type[DiffSyncModel], name: str, value: Any, strict: bool) -> Any:
+        adapter = self._adapters.get((model, name, strict))
+        if adapter is None:
+            field = model.model_fields[name]
+            annotation: Any = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+            adapter = TypeAdapter(annotation, config={"strict": strict})
+            self._adapters[(model, name, strict)] = adapter
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as error:
+            raise RejectedEvent(RejectCode.WRONG_TYPE, f"{model.get_type()}.{name}: {describe(error)}") from None
+
+
+def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
+    """Models sorted parents first, from the Nautobot foreign keys their `a__b` fields go through.
+
+    A cycle (or a model not bound to Nautobot) keeps registration order for the models involved;
+    the engine's in-batch retry covers what order cannot.
+    """
+    models = list(models)
+    by_orm = {getattr(model, "_model", None): model for model in models}
+    graph: dict[type[DiffSyncModel], set[type[DiffSyncModel]]] = {model: set() for model in models}
+    for model in models:
+        orm = getattr(model, "_model", None)
+        if orm is None:
+            continue
+        for name in (*model._identifiers, *model._attributes):
+            try:
+                related = orm._meta.get_field(name.split("__", 1)[0]).related_model
+            except FieldDoesNotExist:  # a custom field or relationship: no ordering constraint
+                continue
+            parent = by_orm.get(related)
+            if parent is not None and parent is not model:
+                graph[model].add(parent)
+    try:
+        order = list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        return models
+    return order
