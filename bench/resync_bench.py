@@ -58,7 +58,8 @@ class ResyncWork:
         """(identifiers, attributes or None for a tombstone) to the state topic, as state records."""
         from streamsync.contract.envelope import Event, Op
         from streamsync.contract.topics import state_topic
-        from streamsync.kafka.connection import TopicSpec, ensure_topics, produce_raw
+        from streamsync.kafka.admin import TopicSpec, ensure_topics
+        from streamsync.kafka.clients import produce_raw
 
         topic = state_topic(self.source, self.prefix)
         raw: list[tuple[bytes | None, bytes | None]] = []

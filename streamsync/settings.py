@@ -13,12 +13,12 @@ from typing import Any
 from diffsync import DiffSyncModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from streamsync.contract.envelope import describe
 from streamsync.kafka.connection import (
     KafkaConfigError,
     KafkaConnection,
     KafkaSecurity,
     security_with_env,
-    validation_message,
 )
 from streamsync.models import BUILTIN_MODELS, builtin_model
 from streamsync.sync.registry import ModelRegistry
@@ -165,7 +165,7 @@ class StreamsyncSettings(BaseModel):
             loaded = cls.model_validate(data)
             loaded.kafka()  # a malformed bootstrap list fails now too
         except ValidationError as error:
-            raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {validation_message(error)}') from error
+            raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {describe(error)}') from error
         except ValueError as error:
             raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {error}') from error
         return loaded

@@ -27,7 +27,9 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from streamsync.contract.topics import events_topic
-from streamsync.kafka.connection import KafkaConnection, TopicSpec, as_connection, ensure_topics, producer_kwargs
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import producer_kwargs
+from streamsync.kafka.connection import KafkaConnection, as_connection, describe_error
 from streamsync.settings import StreamsyncSettings
 
 log = structlog.get_logger(__name__)
@@ -148,7 +150,7 @@ class OutboxRelay:
             await self._drop_producer()
             if isinstance(error, TimeoutError):
                 return delivered, f"no acknowledgement from {self.bootstrap} within {self.send_timeout:g}s"
-            return delivered, _describe(error)
+            return delivered, describe_error(error)
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -239,13 +241,6 @@ class OutboxRelay:
             cls._release()
         finally:
             connection.close()
-
-
-def _describe(error: BaseException) -> str:
-    name, text = type(error).__name__, str(error).strip()
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
 
 
 def register_relay(app: Any, settings: StreamsyncSettings) -> OutboxRelay:

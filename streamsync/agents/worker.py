@@ -17,7 +17,7 @@ from streamsync.agents.sync import register_sync_agent
 from streamsync.agents.target import register_target_agent
 from streamsync.agents.wire import KafkaWire
 from streamsync.contract.topics import dlq_topic, events_topic, state_topic
-from streamsync.kafka.connection import TopicSpec, ensure_topics, topic_configs
+from streamsync.kafka.admin import TopicSpec, ensure_topics, topic_configs
 from streamsync.monitor import prometheus
 from streamsync.settings import StreamsyncSettings
 

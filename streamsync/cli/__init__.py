@@ -111,7 +111,8 @@ def worker(
     from streamsync.agents.app import data_dir
     from streamsync.agents.worker import build
     from streamsync.cli.preflight import StartupRefused, prepare_data_dir
-    from streamsync.kafka.connection import BrokerUnavailable, TopicRefused
+    from streamsync.kafka.admin import TopicRefused
+    from streamsync.kafka.connection import BrokerUnavailable
     from streamsync.monitor import logging as streamsync_logging
     from streamsync.monitor import prometheus
     from streamsync.settings import ConfigError, StreamsyncSettings
@@ -175,7 +176,8 @@ def publish(source: str, file: IO[bytes], bootstrap: KafkaConnection, topic_pref
 
     Every line is checked first; if any is invalid nothing is sent.
     """
-    from streamsync.kafka.connection import TopicSpec, ensure_topics, produce
+    from streamsync.kafka.admin import TopicSpec, ensure_topics
+    from streamsync.kafka.clients import produce
 
     name = getattr(file, "name", "-")
     events: list[Event] = []
@@ -448,9 +450,10 @@ def snapshot(ctx: click.Context, source: str, adapter_path: str, dry_run: bool) 
     import time
 
     settings, registry = _source_setup(ctx, source)
-    from streamsync.kafka.connection import TopicSpec, ensure_topics, produce_raw
+    from streamsync.kafka.admin import TopicSpec, ensure_topics
+    from streamsync.kafka.clients import produce_raw
     from streamsync.ops import snapshot as snap
-    from streamsync.sync.state import read_state
+    from streamsync.ops.statetopic import read_state
 
     kafka, topic = settings.kafka(), state_topic(source, settings.topic_prefix)
     spec = TopicSpec(topic, settings.topic_partitions, settings.topic_replication, compacted=True)
@@ -719,7 +722,8 @@ def _check_user(settings: Any, sources: list[str]) -> None:
 
 def _run(coro: Any) -> Any:
     """Run a Kafka coroutine for a command; an unreachable broker or a refused topic is one line, not a traceback."""
-    from streamsync.kafka.connection import BrokerUnavailable, TopicRefused
+    from streamsync.kafka.admin import TopicRefused
+    from streamsync.kafka.connection import BrokerUnavailable
 
     try:
         return asyncio.run(coro)

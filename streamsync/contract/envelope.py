@@ -99,8 +99,13 @@ def canonical_key(model: str, key: dict[str, Any]) -> str:
 
 
 def describe(error: ValidationError) -> str:
-    """A pydantic error as one readable line: `field: problem; field: problem`."""
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg']}" for e in error.errors())
+    """A pydantic error as one line, `field: problem; ...`, quoting no input (it may be a password)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        where = ".".join(str(p) for p in item["loc"])
+        message = str(item["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def unstorable(value: Any) -> str | None:

@@ -1,31 +1,21 @@
-"""Thin helpers over aiokafka for what streamsync does outside Faust: topics, producing, reading offsets.
+"""Connecting to Kafka: bootstrap servers with TLS and SASL, validated, secrets never shown.
 
-Every helper connects with a `KafkaConnection` (bootstrap servers plus TLS/SASL settings) or, for
-a plaintext broker, a bare bootstrap string. Each client is opened through a context manager that
-turns "cannot connect" into BrokerUnavailable with the address tried and, when the broker refused
-the credentials or the TLS handshake, why: every command reports a failed connection the same way.
+Every client streamsync opens outside Faust (streamsync/kafka/clients.py) connects with a
+`KafkaConnection` or, for a plaintext broker, a bare bootstrap string.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.helpers import create_ssl_context
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from streamsync.contract.envelope import Event
-from streamsync.contract.partitioning import murmur2_partitioner
-from streamsync.contract.records import OutRecord
+from streamsync.contract.envelope import describe
 
 CONNECT_TIMEOUT = 30.0
 
@@ -53,10 +43,6 @@ TLS_PROTOCOLS = {"SSL", "SASL_SSL"}
 
 class BrokerUnavailable(RuntimeError):
     """The Kafka cluster could not be reached: raised at start-up with the address tried."""
-
-
-class TopicRefused(RuntimeError):
-    """An existing topic streamsync must not use as it is (a replay topic that is not compacted); says how to fix it."""
 
 
 class KafkaConfigError(ValueError):
@@ -263,7 +249,7 @@ class KafkaConnection(KafkaSecurity):
         try:
             return cls.model_validate({**fields, "bootstrap": bootstrap})
         except ValidationError as error:
-            raise KafkaConfigError(f"Kafka connection settings are invalid: {validation_message(error)}") from None
+            raise KafkaConfigError(f"Kafka connection settings are invalid: {describe(error)}") from None
 
     @classmethod
     def from_env(
@@ -315,78 +301,13 @@ def security_with_env(
     return merged
 
 
-def validation_message(error: ValidationError) -> str:
-    """A pydantic error as one line, `field: problem; ...`, quoting no input (it may be a password)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        where = ".".join(str(p) for p in item["loc"])
-        message = str(item["msg"]).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts)
-
-
 def as_connection(kafka: KafkaConnection | str) -> KafkaConnection:
     """A connection as given, or a plaintext one to a bootstrap string."""
     return kafka if isinstance(kafka, KafkaConnection) else KafkaConnection.of(kafka)
 
 
-@dataclass(frozen=True)
-class TopicSpec:
-    """A topic streamsync needs, with how to create it when missing."""
-
-    name: str
-    partitions: int = 3
-    replication: int = 1
-    compacted: bool = False
-
-
-@asynccontextmanager
-async def _started(client: Any, connection: KafkaConnection, stop: str) -> AsyncIterator[Any]:
-    try:
-        await asyncio.wait_for(client.start(), CONNECT_TIMEOUT)
-    except (KafkaConnectionError, KafkaError, TimeoutError, OSError) as error:
-        await getattr(client, stop)()
-        raise BrokerUnavailable(await unavailable_message(connection, error)) from None
-    try:
-        yield client
-    finally:
-        await getattr(client, stop)()
-
-
-async def unavailable_message(connection: KafkaConnection, error: BaseException) -> str:
-    """One line saying why the cluster could not be reached, with the broker's reason when there is one.
-
-    aiokafka only logs why each bootstrap server failed and raises "Unable to bootstrap"; one more
-    connection attempt to the first server brings the reason (refused credentials, TLS) to the message.
-    """
-    reason = await probe(connection) or _describe(error)
-    if connection.security_protocol in TLS_PROTOCOLS and not connection.ssl_certfile and "closed" in reason:
-        # With TLS 1.3 a broker that requires client certificates says so only by closing the connection.
-        reason += " (if the listener requires client certificates, set ssl_certfile and ssl_keyfile)"
-    security = connection.describe()
-    how = security["protocol"]
-    if "user" in security:
-        how += f" {security['mechanism']} as {security['user']!r}"
-    return connection.redact(f"cannot reach Kafka at {connection.bootstrap} ({how}): {reason}")
-
-
-async def probe(connection: KafkaConnection, timeout: float = 10.0) -> str | None:
-    """Why a connection to the first bootstrap server fails (None when it succeeds)."""
-    from aiokafka.conn import create_conn
-
-    host, _, port = connection.servers[0].rpartition(":")
-    auth = connection.aiokafka_auth()
-    try:
-        conn = await asyncio.wait_for(
-            create_conn(host, int(port), request_timeout_ms=int(timeout * 1000), **auth), timeout
-        )
-    except (KafkaError, OSError, TimeoutError) as error:
-        return _describe(error)
-    conn.close()
-    return None
-
-
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
+    """A connection failure as one line, naming refused credentials and TLS failures as such."""
     from aiokafka.errors import AuthenticationFailedError, SaslAuthenticationFailed, UnsupportedSaslMechanismError
 
     text = str(error).strip()
@@ -402,165 +323,3 @@ def _describe(error: BaseException) -> str:
         return "timed out"
     name = type(error).__name__
     return text if text.startswith(name) else f"{name}: {text}" if text else name
-
-
-def admin_client(kafka: KafkaConnection | str) -> Any:
-    """A started AIOKafkaAdminClient, as an async context manager."""
-    connection = as_connection(kafka)
-    return _started(
-        AIOKafkaAdminClient(request_timeout_ms=int(CONNECT_TIMEOUT * 1000), **connection.client_kwargs()),
-        connection,
-        "close",
-    )
-
-
-def consumer(kafka: KafkaConnection | str, group: str | None = None) -> Any:
-    """A started consumer that never commits by itself, as an async context manager."""
-    connection = as_connection(kafka)
-    client = AIOKafkaConsumer(
-        group_id=group, enable_auto_commit=False, auto_offset_reset="earliest", **connection.client_kwargs()
-    )
-    return _started(client, connection, "stop")
-
-
-def producer_kwargs(kafka: KafkaConnection | str) -> dict[str, Any]:
-    """The settings of every producer outside Faust.
-
-    Idempotent and waiting for all in-sync replicas; keys hashed as the contract names it
-    (streamsync.contract.partitioning), so a key lands where every other producer of the topic sends it.
-    """
-    return {
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": 5,
-        "partitioner": murmur2_partitioner,
-        **as_connection(kafka).client_kwargs(),
-    }
-
-
-def producer(kafka: KafkaConnection | str) -> Any:
-    """A started idempotent producer waiting for all in-sync replicas, as an async context manager."""
-    connection = as_connection(kafka)
-    return _started(AIOKafkaProducer(**producer_kwargs(connection)), connection, "stop")
-
-
-async def partitions(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> list[TopicPartition]:
-    """Every partition of `topics` that exist, in order."""
-    names = sorted(set(topics) & set(await admin.list_topics()))
-    if not names:
-        return []
-    return sorted(
-        (
-            TopicPartition(t["topic"], p["partition"])
-            for t in await admin.describe_topics(names)
-            for p in t["partitions"]
-        ),
-        key=lambda tp: (tp.topic, tp.partition),
-    )
-
-
-async def ensure_topics(kafka: KafkaConnection | str, topics: Iterable[TopicSpec], *, create: bool = True) -> list[str]:
-    """Create the topics that do not exist yet (unless `create` is false); returns the names created.
-
-    An existing topic that must be compacted is checked first: its `cleanup.policy` must include
-    `compact`, or TopicRefused. A state topic under retention loses records (objects) as they age,
-    and a resync deletes every owned object the state no longer names (docs/resync.md).
-    """
-    topics = list(topics)
-    async with admin_client(kafka) as admin:
-        existing = set(await admin.list_topics())
-        compacted = sorted({t.name for t in topics if t.compacted and t.name in existing})
-        if compacted:
-            await _refuse_uncompacted(admin, as_connection(kafka), compacted)
-        wanted = [t for t in topics if t.name not in existing] if create else []
-        if wanted:
-            await admin.create_topics(
-                [
-                    NewTopic(
-                        t.name,
-                        t.partitions,
-                        t.replication,
-                        topic_configs={"cleanup.policy": "compact"} if t.compacted else {},
-                    )
-                    for t in wanted
-                ]
-            )
-        return [t.name for t in wanted]
-
-
-async def topic_configs(kafka: KafkaConnection | str, topics: Iterable[str]) -> dict[str, dict[str, str]]:
-    """The configuration (name -> value) of each of `topics` that exists."""
-    async with admin_client(kafka) as admin:
-        names = sorted(set(topics) & set(await admin.list_topics()))
-        return await _configs(admin, names) if names else {}
-
-
-async def _configs(
-    admin: AIOKafkaAdminClient, names: list[str], keys: Iterable[str] | None = None
-) -> dict[str, dict[str, str]]:
-    """The configuration of topics `names` (only `keys`, when given); TopicRefused when one cannot be read."""
-    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-    from aiokafka.errors import for_code
-
-    wanted = dict.fromkeys(keys) if keys is not None else None
-    resources = [ConfigResource(ConfigResourceType.TOPIC, name, wanted) for name in names]
-    configs: dict[str, dict[str, str]] = {}
-    for response in await admin.describe_configs(resources):
-        # (error_code, error_message, resource_type, resource_name, [(name, value, ...), ...]) in every version.
-        for error_code, error_message, _, name, entries in (r[:5] for r in response.resources):
-            if error_code:
-                reason = error_message or for_code(error_code).__name__
-                raise TopicRefused(
-                    f"cannot read the configuration of topic {name}: {reason}; streamsync needs DescribeConfigs on it"
-                )
-            configs[name] = {entry[0]: entry[1] for entry in entries}
-    return configs
-
-
-# What decides whether a topic keeps each key's latest record for good.
-RETENTION_CONFIGS = ("cleanup.policy", "retention.ms", "retention.bytes")
-
-
-async def _refuse_uncompacted(admin: AIOKafkaAdminClient, connection: KafkaConnection, names: list[str]) -> None:
-    """TopicRefused for the first of `names` that may lose a key's latest record (or whose settings cannot be read).
-
-    `cleanup.policy` must include `compact`; `compact,delete` passes only with unlimited retention
-    (`retention.ms` and `retention.bytes` -1), since its time and size retention drop latest records too.
-    """
-    configs = await _configs(admin, names, RETENTION_CONFIGS)
-    for name in names:
-        config = configs.get(name, {})
-        policy = config.get("cleanup.policy") or "?"
-        policies = {p.strip() for p in policy.split(",")}
-        limited = [f"{key}={config.get(key)}" for key in RETENTION_CONFIGS[1:] if config.get(key) != "-1"]
-        if "compact" in policies and ("delete" not in policies or not limited):
-            continue
-        why = f"cleanup.policy={policy}" + (f" with {', '.join(limited)}" if "compact" in policies else "")
-        raise TopicRefused(
-            f"topic {name} has {why} but must be compacted: retention would drop objects from it and a resync "
-            f"would delete them from Nautobot; fix: kafka-configs.sh --bootstrap-server {connection.bootstrap} "
-            f"--alter --entity-type topics --entity-name {name} --add-config cleanup.policy=compact"
-        )
-
-
-async def produce(kafka: KafkaConnection | str, topic: str, events: Iterable[Event]) -> int:
-    """Produce events keyed by canonical key, waiting for every acknowledgement; returns the count."""
-    return await produce_raw(kafka, topic, ((e.canonical_key.encode(), e.to_bytes()) for e in events))
-
-
-async def produce_raw(
-    kafka: KafkaConnection | str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]
-) -> int:
-    """Produce (key, value) pairs as they are, waiting for every acknowledgement; returns the count."""
-    async with producer(kafka) as client:
-        pending = [await client.send(topic, value, key=key) for key, value in records]
-        await asyncio.gather(*pending)
-        return len(pending)
-
-
-async def produce_records(kafka: KafkaConnection | str, records: Iterable[OutRecord]) -> int:
-    """Produce records (topic, key, value, headers) as they are, in order, waiting for every acknowledgement."""
-    async with producer(kafka) as client:
-        pending = [await client.send(r.topic, r.value, key=r.key, headers=list(r.headers) or None) for r in records]
-        await asyncio.gather(*pending)
-        return len(pending)

@@ -16,12 +16,13 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import TopicPartition
 from pydantic import ValidationError
 
 from streamsync.contract.deadletter import DeadLetter
 from streamsync.contract.topics import dlq_topic, events_topic
-from streamsync.kafka.connection import admin_client, consumer, partitions
+from streamsync.kafka.admin import partitions
+from streamsync.kafka.clients import admin_client, consumer
+from streamsync.kafka.reading import read_window
 from streamsync.monitor.batchlog import BatchSummary, WorkerStatus, recent, workers
 from streamsync.ops.deadletters import StoredLetter, replay_group
 from streamsync.ops.lag import PartitionLag, consumer_lag
@@ -143,29 +144,13 @@ async def recent_letters(kafka: KafkaConnection | str, topic: str, group: str, l
         starts = await reader.beginning_offsets(tps)
         # The last `limit` of each partition hold the newest `limit` overall.
         window = {tp: (max(starts[tp], ends[tp] - limit), ends[tp]) for tp in tps if ends[tp] > starts[tp]}
-        records = await _read_window(reader, window)
+        records = [(tp, record) async for tp, record in read_window(reader, window)]
     stored = [
         StoredLetter(tp.partition, r.offset, r.key, r.value, _letter(r.headers), r.offset < done.get(tp, 0))
         for tp, r in records
     ]
     stored.sort(key=lambda s: (s.letter.failed_at.timestamp() if s.letter else 0.0, s.offset), reverse=True)
     return stored[:limit]
-
-
-async def _read_window(reader: Any, window: dict[TopicPartition, tuple[int, int]]) -> list[tuple[TopicPartition, Any]]:
-    """Every record of each partition's [first, end) range, read by a consumer outside any group."""
-    if not window:
-        return []
-    reader.assign(list(window))
-    for tp, (first, _end) in window.items():
-        reader.seek(tp, first)
-    found: list[tuple[TopicPartition, Any]] = []
-    open_ = set(window)
-    while open_:
-        for tp, batch in (await reader.getmany(*open_, timeout_ms=1000)).items():
-            found += [(tp, r) for r in batch if window[tp][0] <= r.offset < window[tp][1]]
-        open_ = {tp for tp in open_ if await reader.position(tp) < window[tp][1]}
-    return found
 
 
 def _letter(headers: Any) -> DeadLetter | None:

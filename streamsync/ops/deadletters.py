@@ -19,7 +19,10 @@ from pydantic import ValidationError
 from streamsync.contract.deadletter import HEADER_REDRIVE_FOR, DeadLetter
 from streamsync.contract.envelope import EnvelopeError, decode
 from streamsync.contract.records import Headers, OutRecord
-from streamsync.kafka.connection import KafkaConnection, admin_client, consumer, partitions, produce_records
+from streamsync.kafka.admin import partitions
+from streamsync.kafka.clients import admin_client, consumer, produce_records
+from streamsync.kafka.connection import KafkaConnection
+from streamsync.kafka.reading import read_window, to_end
 from streamsync.sync.lastapplied import Lookup, Place, newer
 
 
@@ -64,16 +67,9 @@ async def read_letters(bootstrap: KafkaConnection | str, topic: str, group: str)
     letters: list[StoredLetter] = []
     async with consumer(bootstrap, replay_group(group)) as reader:
         reader.assign(tps)
-        ends = await reader.end_offsets(tps)
         done = {tp: (await reader.committed(tp)) or 0 for tp in tps}
-        await reader.seek_to_beginning(*tps)
-        remaining = {tp for tp in tps if ends[tp] > await reader.position(tp)}
-        while remaining:
-            for tp, records in (await reader.getmany(*remaining, timeout_ms=1000)).items():
-                for record in records:
-                    if record.offset < ends[tp]:
-                        letters.append(_stored(tp, record, done[tp]))
-            remaining = {tp for tp in remaining if await reader.position(tp) < ends[tp]}
+        async for tp, record in read_window(reader, await to_end(reader, tps)):
+            letters.append(_stored(tp, record, done[tp]))
     return sorted(letters, key=lambda s: (s.partition, s.offset))
 
 

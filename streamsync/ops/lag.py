@@ -13,6 +13,7 @@ broker's append time on topics set to `message.timestamp.type=LogAppendTime`; no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +21,10 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from streamsync.kafka.connection import KafkaConnection, admin_client, consumer, partitions
+from streamsync.kafka.admin import partitions
+from streamsync.kafka.clients import admin_client, consumer
+from streamsync.kafka.connection import KafkaConnection
+from streamsync.kafka.reading import read_window
 from streamsync.ops import columns
 
 # How long `consumer_lag` waits for the records whose timestamps give the ages.
@@ -119,21 +123,15 @@ async def first_timestamps(
     """
     if not positions:
         return {}
-    reader.assign(list(positions))
-    for tp, offset in positions.items():
-        reader.seek(tp, offset)
     found: dict[TopicPartition, int] = {}
-    deadline = asyncio.get_running_loop().time() + timeout
-    while len(found) < len(positions):
-        left = deadline - asyncio.get_running_loop().time()
-        if left <= 0:
-            break
-        waiting = [tp for tp in positions if tp not in found]
-        batches = await reader.getmany(*waiting, timeout_ms=int(min(left, 1.0) * 1000))
-        for tp, records in batches.items():
-            first = next((r for r in records if r.offset >= positions[tp]), None)
-            if first is not None:
-                found[tp] = first.timestamp
+    ends = await reader.end_offsets(list(positions))
+    window = {tp: (offset, ends[tp]) for tp, offset in positions.items()}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            async for tp, record in read_window(reader, window):
+                found.setdefault(tp, record.timestamp)
+                if len(found) == len(window):
+                    break
     reader.assign([])
     return found
 

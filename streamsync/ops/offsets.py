@@ -19,7 +19,9 @@ from datetime import datetime
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from streamsync.kafka.connection import KafkaConnection, admin_client, consumer, partitions
+from streamsync.kafka.admin import partitions
+from streamsync.kafka.clients import admin_client, consumer
+from streamsync.kafka.connection import KafkaConnection
 from streamsync.ops.columns import format_table
 
 

@@ -25,7 +25,8 @@ from aiokafka import TopicPartition
 
 from streamsync.contract.envelope import EnvelopeError, Op, canonical_key
 from streamsync.contract.records import Origin, read_event
-from streamsync.kafka.connection import KafkaConnection, consumer
+from streamsync.kafka.clients import consumer
+from streamsync.kafka.connection import KafkaConnection
 from streamsync.ops.cascade import CascadeReport, Root, collect, format_report, headline, read_only
 
 if TYPE_CHECKING:

@@ -30,12 +30,14 @@ from pydantic_core import to_jsonable_python
 
 from streamsync.contract.envelope import EnvelopeError, Event, Op, decode, describe
 from streamsync.contract.topics import state_topic
-from streamsync.kafka.connection import KafkaConnection, TopicRefused, TopicSpec, ensure_topics
+from streamsync.kafka.admin import TopicRefused, TopicSpec, ensure_topics
+from streamsync.kafka.connection import KafkaConnection
 from streamsync.ops import cascade, guard
 from streamsync.ops.columns import format_table
 from streamsync.ops.guard import PlannedDelete
+from streamsync.ops.statetopic import StateRead, read_state
 from streamsync.sync import ownership
-from streamsync.sync.state import StateRead, identifiers_of, model_of, read_state
+from streamsync.sync.state import identifiers_of, model_of
 
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel

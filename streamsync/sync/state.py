@@ -8,15 +8,15 @@ value). Records are idempotent, so producing one twice is harmless (at-least-onc
 The merge base is the `SourceState` table, written in the batch's own transaction (`merge`), so
 the full state survives restarts and commits with the data; the worker produces the touched keys'
 records after the commit and before the batch is acknowledged. `replace` is the snapshot's variant:
-the source's whole state at once. `read_state` streams the topic back (resync, snapshot).
+the source's whole state at once. Reading the topic back is streamsync/ops/statetopic.py's.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,6 @@ import structlog
 from pydantic_core import to_jsonable_python
 
 from streamsync.contract.envelope import Event, Op
-from streamsync.kafka.connection import KafkaConnection, admin_client, consumer, partitions
 
 if TYPE_CHECKING:
     from streamsync.models.bookkeeping import SourceState
@@ -144,63 +143,3 @@ def _write(source: str, rows: list[SourceState], gone: Sequence[str]) -> None:
             unique_fields=["source", "key"],
             update_fields=["model", "attrs", "event_id", "ts", "updated"],
         )
-
-
-@dataclass
-class StateRead:
-    """What `read_state` found: per key its latest value (None: a tombstone) and where the read ended."""
-
-    values: dict[str, bytes | None] = field(default_factory=dict)
-    ends: dict[int, int] = field(default_factory=dict)
-    records: int = 0
-    exists: bool = True
-    # Where it was read from, so that whoever holds it can read on from `ends`.
-    kafka: KafkaConnection | str | None = None
-    topic: str = ""
-
-    def live(self) -> dict[str, bytes]:
-        """Keys whose latest record is not a tombstone."""
-        return {key: value for key, value in self.values.items() if value is not None}
-
-
-Progress = Callable[[int, int], None]
-
-
-async def read_state(
-    kafka: KafkaConnection | str,
-    topic: str,
-    since: Mapping[int, int] | None = None,
-    progress: Progress | None = None,
-) -> StateRead:
-    """Read `topic` (from its start, or from `since` per partition) to the end it had when the read began.
-
-    Only the latest value per key is kept, as bytes: decoding is left to whoever uses a value, so
-    the state is never held twice. `progress(done, total)` is called as records arrive.
-    """
-    async with admin_client(kafka) as admin:
-        tps = await partitions(admin, [topic])
-    if not tps:
-        return StateRead(exists=False, kafka=kafka, topic=topic)
-    result = StateRead(kafka=kafka, topic=topic)
-    async with consumer(kafka) as reader:
-        reader.assign(tps)
-        ends = await reader.end_offsets(tps)
-        starts = await reader.beginning_offsets(tps)
-        total = 0
-        for tp in tps:
-            start = max(starts[tp], (since or {}).get(tp.partition, starts[tp]))
-            reader.seek(tp, start)
-            total += max(0, ends[tp] - start)
-            result.ends[tp.partition] = ends[tp]
-        remaining = {tp for tp in tps if ends[tp] > await reader.position(tp)}
-        while remaining:
-            for tp, batch in (await reader.getmany(*remaining, timeout_ms=1000)).items():
-                for record in batch:
-                    if record.offset >= ends[tp] or record.key is None:
-                        continue
-                    result.values[record.key.decode()] = record.value
-                    result.records += 1
-            remaining = {tp for tp in remaining if await reader.position(tp) < ends[tp]}
-            if progress is not None:
-                progress(result.records, total)
-    return result

@@ -44,7 +44,7 @@ def publish(stream: Stream, tmp_path: Path, *events: dict[str, Any], source: str
 def state_values(stream: Stream, source: str = "ipam") -> dict[str, Any]:
     """The state topic as a consumer sees it: per key the latest value, decoded (None for a tombstone)."""
     from streamsync.contract.topics import state_topic
-    from streamsync.sync.state import read_state
+    from streamsync.ops.statetopic import read_state
 
     read = asyncio.run(read_state(stream.bootstrap, state_topic(source, stream.prefix)))
     return {key: json.loads(value) if value is not None else None for key, value in read.values.items()}
@@ -78,7 +78,8 @@ def own_source(stream: Stream, tmp_path: Path, **settings: Any) -> tuple[Stream,
 def produce_state(stream: Stream, source: str, records: list[tuple[str, dict[str, Any] | None]]) -> None:
     """Write (key, value) records to SOURCE's state topic as they are; None is a tombstone."""
     from streamsync.contract.topics import state_topic
-    from streamsync.kafka.connection import TopicSpec, ensure_topics, produce_raw
+    from streamsync.kafka.admin import TopicSpec, ensure_topics
+    from streamsync.kafka.clients import produce_raw
 
     topic = state_topic(source, stream.prefix)
 

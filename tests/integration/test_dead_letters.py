@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from streamsync.contract.envelope import canonical_key
-from streamsync.kafka.connection import produce_raw
+from streamsync.kafka.clients import produce_raw
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -103,7 +103,8 @@ def test_bad_events_are_dead_lettered_with_reasons_and_replayed_after_the_fix(
 
 def _settled_everywhere(stream: Stream, topic: str) -> bool:
     """True once the stored position of every partition of `topic` holding records is at its end."""
-    from streamsync.kafka.connection import admin_client, consumer, partitions
+    from streamsync.kafka.admin import partitions
+    from streamsync.kafka.clients import admin_client, consumer
     from streamsync.models.bookkeeping import Position
     from streamsync.sync.positions import sync_agent
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from streamsync.contract.envelope import Event, Op
-from streamsync.kafka.connection import TopicSpec, ensure_topics, produce_raw, producer
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import produce_raw, producer
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,8 @@ import pytest
 
 from streamsync.contract.envelope import canonical_key
 from streamsync.contract.partitioning import murmur2_partitioner, partition_for
-from streamsync.kafka.connection import TopicSpec, consumer, ensure_topics, produce_raw
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import consumer, produce_raw
 from tests.integration.conftest import ROOT, Stream, _deploy, shared_home
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from streamsync.contract.topics import events_topic
-from streamsync.kafka.connection import TopicSpec, ensure_topics
+from streamsync.kafka.admin import TopicSpec, ensure_topics
 from streamsync.sync.positions import sync_agent
 from tests.integration.conftest import STREAMSYNC, Stream, wait_for, write_nautobot_config
 from tests.integration.state_helpers import publish

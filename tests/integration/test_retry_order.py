@@ -197,7 +197,7 @@ def test_two_workers_retry_more_than_a_retrys_worth_of_parked_events_in_order_pe
     from nautobot.ipam.models import VLANGroup
 
     from streamsync.contract.topics import events_topic
-    from streamsync.kafka.connection import TopicSpec, ensure_topics
+    from streamsync.kafka.admin import TopicSpec, ensure_topics
 
     on, source = own_source(
         stream, tmp_path, retry={"backoff": BACKOFF, "backoff_max": BACKOFF, "max_attempts": 10_000}, retry_interval=0.1

@@ -83,7 +83,7 @@ def test_state_topic_holds_merged_full_state_and_tombstones(stream: Stream, star
 def _cleanup_policy(stream: Stream, topic: str) -> str:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from streamsync.kafka.connection import admin_client
+    from streamsync.kafka.clients import admin_client
 
     async def describe() -> str:
         async with admin_client(stream.bootstrap) as admin:

@@ -480,7 +480,8 @@ def test_a_systems_own_change_replayed_from_its_target_letters_is_not_written_ba
     """
     from streamsync.contract.deadletter import APPLY_FAILED, DeadLetter
     from streamsync.contract.records import Origin
-    from streamsync.kafka.connection import admin_client, consumer, partitions, produce_records
+    from streamsync.kafka.admin import partitions
+    from streamsync.kafka.clients import admin_client, consumer, produce_records
     from streamsync.outbox.broker import HEADER_ORIGIN
 
     inventory, archive = tmp_path / "inventory.db", tmp_path / "archive.db"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from streamsync.contract.partitioning import murmur2_partitioner, partition_for
-from streamsync.kafka.connection import producer_kwargs
+from streamsync.kafka.clients import producer_kwargs
 
 PARTITION_COUNTS = (1, 3, 6, 7, 100, 2147483647)
 
