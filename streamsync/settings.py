@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from datetime import timedelta
 from typing import Any
 
 from diffsync import DiffSyncModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streamsync.contract.envelope import describe
+from streamsync.contract.topics import NAUTOBOT
 from streamsync.kafka.connection import (
     KafkaConfigError,
     KafkaConnection,
@@ -21,8 +23,8 @@ from streamsync.kafka.connection import (
     security_with_env,
 )
 from streamsync.models import BUILTIN_MODELS, builtin_model
+from streamsync.sync.backoff import backoff
 from streamsync.sync.registry import ModelRegistry
-from streamsync.sync.retry import RetryPolicy
 from streamsync.targets.base import TargetAdapter
 
 # What differs per deployment can come from the environment and wins over nautobot_config.py.
@@ -37,6 +39,18 @@ ENV_OVERRIDES = {
     "transaction_idle_timeout": "STREAMSYNC_TRANSACTION_IDLE_TIMEOUT",
     "lock_timeout": "STREAMSYNC_LOCK_TIMEOUT",
 }
+
+
+class RetryPolicy(BaseModel):
+    """How often and how long to retry a failure that may pass later."""
+
+    max_attempts: int = Field(default=8, ge=1)
+    backoff: float = Field(default=1.0, gt=0, description="seconds before the first retry; doubles each attempt")
+    backoff_max: float = Field(default=300.0, gt=0)
+
+    def delay(self, attempts: int) -> timedelta:
+        """Wait before the next attempt, after `attempts` failed ones."""
+        return timedelta(seconds=backoff(attempts, self.backoff, self.backoff_max))
 
 
 class ConfigError(ValueError):
@@ -146,7 +160,7 @@ class StreamsyncSettings(BaseModel):
                 raise ValueError(
                     f"system name {name!r} must be letters, digits, '-' or '_' (it is part of a topic name)"
                 )
-            if name == "nautobot":
+            if name == NAUTOBOT:
                 raise ValueError("'nautobot' is reserved for Nautobot's own change events")
         return systems
 

@@ -26,17 +26,17 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from streamsync.contract.topics import events_topic
+from streamsync.contract.topics import nautobot_events_topic
 from streamsync.kafka.admin import TopicSpec, ensure_topics
 from streamsync.kafka.clients import producer_kwargs
 from streamsync.kafka.connection import KafkaConnection, as_connection, describe_error
 from streamsync.settings import StreamsyncSettings
+from streamsync.sync.backoff import INFRASTRUCTURE_CAP_SECONDS, backoff
 
 log = structlog.get_logger(__name__)
 
 # First key of the two-key advisory lock (the second is a hash of the topic): "ss".
 LOCK_CLASS = 0x7373
-MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class OutboxRelay:
                     result = RelayResult(error=repr(error))
                 if result.error:
                     failures += 1
-                    delay = min(MAX_BACKOFF_SECONDS, poll_interval * 2 ** min(failures, 10))
+                    delay = backoff(failures, 2 * poll_interval, INFRASTRUCTURE_CAP_SECONDS)
                     log.warning(
                         "outbox delivery failed, retrying",
                         topic=self.topic,
@@ -247,7 +247,7 @@ def register_relay(app: Any, settings: StreamsyncSettings) -> OutboxRelay:
     """Run the relay of Nautobot's change events (topic `<prefix>.nautobot.events`) as a task of the worker."""
     relay = OutboxRelay(
         settings.kafka(),
-        events_topic("nautobot", settings.topic_prefix),
+        nautobot_events_topic(settings.topic_prefix),
         batch_size=settings.outbox_batch_size,
         partitions=settings.topic_partitions,
         replication=settings.topic_replication,

@@ -18,7 +18,6 @@ import asyncio
 import functools
 import logging
 import os
-import random
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -29,13 +28,14 @@ import structlog
 from streamsync.agents.positioning import Positions
 from streamsync.agents.stalls import Stalls
 from streamsync.contract.records import Origin
+from streamsync.sync.backoff import INFRASTRUCTURE_CAP_SECONDS, backoff
 from streamsync.sync.faults import is_transient, operator_fault, trace
 from streamsync.sync.settle import Settled, Settling, Where, Wire, settle, where
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-MAX_BACKOFF_SECONDS = 30.0
+FIRST_BACKOFF_SECONDS = 0.5
 # Back-off cap while an operator's fault (a user deactivated, a permission withdrawn) holds a batch:
 # one attempt costs a few queries, and writing should resume within seconds of the fix.
 OPERATOR_BACKOFF_SECONDS = 5.0
@@ -43,12 +43,6 @@ OPERATOR_BACKOFF_SECONDS = 5.0
 ATTEMPTS_BEFORE_SPLIT = 2
 # Exit status of a worker whose agent crashed: a supervisor should start it again.
 EXIT_AGENT_CRASHED = 70
-
-
-def backoff(failures: int, base: float = 0.5, cap: float = MAX_BACKOFF_SECONDS) -> float:
-    """Seconds to wait after `failures` failures in a row: doubling from `base` up to `cap`, with jitter."""
-    delay = min(cap, base * 2 ** min(max(failures, 1) - 1, 16))
-    return delay * random.uniform(0.8, 1.0)  # noqa: S311 - spreading retries, not secrets
 
 
 class Watch(Protocol):
@@ -127,7 +121,12 @@ class Settler:
                     await self.wait(retry_delay(error, failures), "batch failed, retrying", error, **context)
                     continue
                 if failures < ATTEMPTS_BEFORE_SPLIT:
-                    await self.wait(backoff(failures), "batch failed, retrying", error, **context)
+                    await self.wait(
+                        backoff(failures, FIRST_BACKOFF_SECONDS, INFRASTRUCTURE_CAP_SECONDS),
+                        "batch failed, retrying",
+                        error,
+                        **context,
+                    )
                     continue
                 if len(records) > 1:
                     log.warning("batch keeps failing: settling its halves apart", error=repr(error), **context)
@@ -163,8 +162,8 @@ class Settler:
 def retry_delay(error: BaseException, failures: int) -> float:
     """Seconds before the next attempt after `failures` transient failures in a row (`error` the last)."""
     if operator_fault(error) is not None:
-        return backoff(failures, cap=OPERATOR_BACKOFF_SECONDS)
-    return backoff(failures)
+        return backoff(failures, FIRST_BACKOFF_SECONDS, OPERATOR_BACKOFF_SECONDS)
+    return backoff(failures, FIRST_BACKOFF_SECONDS, INFRASTRUCTURE_CAP_SECONDS)
 
 
 def leave_uncommitted(what: str, error: BaseException, **context: Any) -> NoReturn:

@@ -16,7 +16,7 @@ from streamsync.agents.stalls import Stalls
 from streamsync.agents.sync import register_sync_agent
 from streamsync.agents.target import register_target_agent
 from streamsync.agents.wire import KafkaWire
-from streamsync.contract.topics import dlq_topic, events_topic, state_topic
+from streamsync.contract.topics import dlq_topic, events_topic, nautobot_events_topic, state_topic
 from streamsync.kafka.admin import TopicSpec, ensure_topics, topic_configs
 from streamsync.monitor import prometheus
 from streamsync.settings import StreamsyncSettings
@@ -37,7 +37,7 @@ def topic_specs(settings: StreamsyncSettings, sources: Sequence[str], targets: S
     specs += [TopicSpec(state_topic(s, prefix), partitions, replication, True) for s in sources]
     specs += [TopicSpec(dlq_topic(t, prefix), partitions, replication) for t in targets]
     if targets:
-        specs.append(TopicSpec(events_topic("nautobot", prefix), partitions, replication))
+        specs.append(TopicSpec(nautobot_events_topic(prefix), partitions, replication))
     return specs
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from streamsync.contract.deadletter import DeadLetter
-from streamsync.contract.topics import dlq_topic, events_topic
+from streamsync.contract.topics import dlq_topic, events_topic, nautobot_events_topic
 from streamsync.kafka.admin import partitions
 from streamsync.kafka.clients import admin_client, consumer
 from streamsync.kafka.reading import read_window
@@ -90,7 +90,7 @@ def gather(settings: StreamsyncSettings, *, batches: int = 25, letters: int = 10
     except Exception as error:
         health.batches_error = f"cannot read recent batches and workers from Redis: {error!r}"
     try:
-        health.backlog, health.parked = database_figures(events_topic("nautobot", settings.topic_prefix))
+        health.backlog, health.parked = database_figures(nautobot_events_topic(settings.topic_prefix))
     except Exception as error:
         health.database_error = f"cannot read the outbox and parked events: {error!r}"
     health.user = settings.user

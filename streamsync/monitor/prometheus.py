@@ -33,7 +33,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from streamsync import __version__
-from streamsync.contract.topics import events_topic
+from streamsync.contract.topics import events_topic, nautobot_events_topic
 from streamsync.monitor.batchlog import BatchSummary, Recorder, Stall, WorkerStatus
 from streamsync.monitor.health import database_figures
 from streamsync.ops.lag import PartitionLag, consumer_lag
@@ -420,7 +420,7 @@ class Refresher:
         self.kafka = settings.kafka()
         # Every configured source, not only this worker's: a source no worker consumes shows as growing lag.
         self.topics = [events_topic(s, settings.topic_prefix) for s in settings.sources]
-        self.outbox_topic = events_topic("nautobot", settings.topic_prefix)
+        self.outbox_topic = nautobot_events_topic(settings.topic_prefix)
         # Its own thread and database connection: never queued behind a batch on the sync agents' thread.
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamsync-metrics")
         self._failing = {"lag": False, "database": False}

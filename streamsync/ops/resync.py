@@ -36,7 +36,7 @@ from streamsync.ops import cascade, guard
 from streamsync.ops.columns import format_table
 from streamsync.ops.guard import PlannedDelete
 from streamsync.ops.statetopic import StateRead, read_state
-from streamsync.sync import ownership
+from streamsync.sync import diff, ownership
 from streamsync.sync.state import identifiers_of, model_of
 
 if TYPE_CHECKING:
@@ -189,7 +189,6 @@ def _plan_model(
 ) -> list[PlannedDelete]:
     """Plan one model's upserts and claims into `plan`; returns its deletes."""
     from streamsync.sync.adapters import adapter_classes
-    from streamsync.sync.engine import _changed
 
     name = model.get_type()
     counts = plan.counts.setdefault(name, ModelCounts())
@@ -228,7 +227,7 @@ def _plan_model(
         except ValidationError as error:
             plan.problems.append(Problem(key, f"{name}: {describe(error)}"))
             continue
-        if _changed(src.get_attrs(), current):
+        if diff.changed(src.get_attrs(), current):
             counts.update += 1
             plan.upserts.append(key)
         else:

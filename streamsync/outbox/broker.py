@@ -41,11 +41,12 @@ from typing import Any
 from nautobot.core.events import EventBroker
 
 from streamsync.contract.envelope import Event, Op
-from streamsync.contract.topics import events_topic
+from streamsync.contract.topics import NAUTOBOT, events_topic
+from streamsync.sync import diff
 
 log = logging.getLogger(__name__)
 
-SOURCE = "nautobot"
+SOURCE = NAUTOBOT  # every event published here is Nautobot's own
 
 # Kafka headers on streamsync.nautobot.events (the envelope itself is the v1 contract, unchanged).
 HEADER_ORIGIN = "streamsync-origin"  # present only on changes streamsync applied: the source they came from
@@ -171,20 +172,13 @@ def _change_context() -> Any:
 
 
 def _to_many(model: Any) -> list[str]:
-    from streamsync.sync.adapters import _to_many as to_many
+    from streamsync.sync.adapters import to_many
 
     return to_many(model)
 
 
-def _normalised(value: Any) -> str:
-    """A value as comparable text: lists (tags, content types) compare as sets, their order means nothing."""
-    if isinstance(value, list):
-        return json.dumps(sorted(json.dumps(v, sort_keys=True, default=str) for v in value))
-    return json.dumps(value, sort_keys=True, default=str)
-
-
-def _same(left: dict[str, Any], right: dict[str, Any]) -> bool:
-    return left.keys() == right.keys() and all(_normalised(left[k]) == _normalised(right[k]) for k in left)
+def _differ(left: dict[str, Any], right: dict[str, Any]) -> bool:
+    return left.keys() != right.keys() or bool(diff.changed(left, right))
 
 
 def _timestamp(text: str | None) -> datetime:
@@ -436,7 +430,7 @@ class StreamsyncEventBroker(EventBroker):
                     # The key changed: the object under the old key is gone.
                     old = Event(source=SOURCE, model=name, op=Op.DELETE, key=before.get_identifiers(), ts=ts)
                     events.append((old, headers))
-                elif _same(before.get_attrs(), after.get_attrs()):
+                elif not _differ(before.get_attrs(), after.get_attrs()):
                     continue  # nothing this model syncs changed
             upsert = Event(
                 source=SOURCE, model=name, op=Op.UPSERT, key=after.get_identifiers(), attrs=after.get_attrs(), ts=ts

@@ -21,7 +21,7 @@ from nautobot_ssot.contrib import NautobotAdapter
 from nautobot_ssot.utils.orm import load_typed_dict
 from nautobot_ssot.utils.typing import get_inner_type
 
-# Where the load puts an object's prefetched to-many rows: a plain list, see _to_many.
+# Where the load puts an object's prefetched to-many rows: a plain list, see to_many.
 PREFETCHED = "_streamsync_prefetched_"
 
 
@@ -43,7 +43,7 @@ class PartialNautobotAdapter(NautobotAdapter):
 
     def _load_objects(self, diffsync_model: Any) -> None:
         parameter_names = diffsync_model.get_synced_attributes()
-        queryset = diffsync_model._get_queryset().prefetch_related(*_to_many(diffsync_model))
+        queryset = diffsync_model._get_queryset().prefetch_related(*to_many(diffsync_model))
         rows: Iterable[Any]
         if self._keys is None:
             rows = queryset.iterator(chunk_size=self.chunk_size)
@@ -89,7 +89,7 @@ def _inner_type(diffsync_model: Any, parameter_name: str) -> Any:
     return get_inner_type(diffsync_model, parameter_name)
 
 
-def _to_many(diffsync_model: Any) -> list[Prefetch]:
+def to_many(diffsync_model: Any) -> list[Prefetch]:
     """Synced to-many fields (tags, content types): contrib prefetches only foreign keys.
 
     Without this, every list attribute costs one query per loaded object. Prefetched into a plain

@@ -23,8 +23,6 @@ callers on an event loop run it in a worker thread.
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import time
 import uuid
 from collections import Counter
@@ -38,7 +36,7 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import ownership
+from streamsync.sync import diff, ownership
 from streamsync.sync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
 from streamsync.sync.faults import Fault, classify, is_transient, reason
 from streamsync.sync.registry import ModelRegistry, RejectedEvent
@@ -198,19 +196,6 @@ def in_batch_order(changes: Sequence[Change], objects: Sequence[ObjectResult]) -
     """`objects` in the order of the batch's `changes`, whatever round each was applied in."""
     position = {change.key: i for i, change in enumerate(changes)}
     return sorted(objects, key=lambda result: position[result.key])
-
-
-def _same(wanted: Any, current: Any) -> bool:
-    """Equal, with lists (tags, content types) compared as sets: their order means nothing."""
-    if isinstance(wanted, list) and isinstance(current, list):
-        dump = functools.partial(json.dumps, sort_keys=True, default=str)
-        return sorted(map(dump, wanted)) == sorted(map(dump, current))
-    return bool(wanted == current)
-
-
-def _changed(wanted: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
-    """The attributes of `wanted` whose values differ from `current`."""
-    return {name: value for name, value in wanted.items() if not _same(value, current.get(name))}
 
 
 def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
@@ -429,7 +414,7 @@ class SyncEngine:
         elif dst is None:
             action = lambda: self._create_or_adopt(change, nautobot, src)  # noqa: E731
         else:
-            changed = _changed(src.get_attrs(), dst.get_attrs())
+            changed = diff.changed(src.get_attrs(), dst.get_attrs())
             if not changed:
                 return done(Outcome.UNCHANGED, pk=dst.pk)
             action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
@@ -475,7 +460,7 @@ class SyncEngine:
             existing = nautobot.load_one(change.model, change.ids)
             if existing is None:
                 raise
-            changed = _changed(change.attrs, existing.get_attrs())
+            changed = diff.changed(change.attrs, existing.get_attrs())
             return (_update(existing, changed) if changed else Outcome.UNCHANGED), existing.pk
         # contrib's create() does not hand back the new row: one indexed lookup, for creates only.
         pk = change.model.get_queryset().filter(**ids).values_list("pk", flat=True).first()  # type: ignore[attr-defined]

@@ -25,11 +25,10 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import structlog
-from pydantic import BaseModel, Field
 
 from streamsync.contract.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, UNEXPECTED_ERROR, DeadLetter
 from streamsync.contract.envelope import EnvelopeError, Event, decode
@@ -42,24 +41,13 @@ from streamsync.sync.state import merge as merge_state
 
 if TYPE_CHECKING:
     from streamsync.models.bookkeeping import ParkedEvent
+    from streamsync.settings import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
 # First half of every advisory lock a retry takes: an arbitrary constant of streamsync's. The
 # two-int form keeps these locks apart from anyone's one-bigint advisory locks.
 LOCK_NAMESPACE = 0x5E7A_9A4C
-
-
-class RetryPolicy(BaseModel):
-    """How often and how long to retry a failure that may pass later."""
-
-    max_attempts: int = Field(default=8, ge=1)
-    backoff: float = Field(default=1.0, gt=0, description="seconds before the first retry; doubles each attempt")
-    backoff_max: float = Field(default=300.0, gt=0)
-
-    def delay(self, attempts: int) -> timedelta:
-        """Wait before the next attempt, after `attempts` failed ones."""
-        return timedelta(seconds=min(self.backoff_max, self.backoff * 2 ** max(0, attempts - 1)))
 
 
 def _now() -> datetime:

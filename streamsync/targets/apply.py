@@ -18,12 +18,13 @@ from typing import Any
 from diffsync import DiffSyncModel
 
 from streamsync.contract.envelope import Event, Op
+from streamsync.contract.topics import NAUTOBOT
+from streamsync.sync import diff
 from streamsync.sync.engine import (
     BatchResult,
     Change,
     ObjectResult,
     Outcome,
-    _changed,
     fold,
     in_batch_order,
     rounds,
@@ -31,8 +32,6 @@ from streamsync.sync.engine import (
 from streamsync.sync.faults import is_transient, reason
 from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
-
-NAUTOBOT = "nautobot"  # the source of every event a target receives
 
 
 class TargetEngine:
@@ -108,7 +107,7 @@ class TargetEngine:
             outcome = Outcome.CREATED
             write = lambda: model.create(adapter=adapter, ids=change.ids, attrs=attrs)  # noqa: E731
         else:
-            changed = _changed(attrs, dst.get_attrs())
+            changed = diff.changed(attrs, dst.get_attrs())
             if not changed:
                 return done(Outcome.UNCHANGED)
             outcome, write = Outcome.UPDATED, lambda: dst.update(changed)

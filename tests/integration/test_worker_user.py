@@ -268,10 +268,11 @@ def test_a_blocked_source_settles_nothing_not_even_records_that_are_no_events() 
     from streamsync.contract.records import Origin, read_event
     from streamsync.models.bookkeeping import Position
     from streamsync.models.ipam import VLANModel
+    from streamsync.settings import RetryPolicy
     from streamsync.sync.engine import SyncEngine
     from streamsync.sync.permissions import Writer, WriterBlocked, grant
     from streamsync.sync.registry import ModelRegistry
-    from streamsync.sync.retry import RetryPolicy, apply_source
+    from streamsync.sync.retry import apply_source
     from streamsync.sync.settle import Settling, settle
 
     username, group = _username(), f"g-{uuid.uuid4().hex[:6]}"
