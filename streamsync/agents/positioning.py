@@ -24,7 +24,7 @@ from faust.transport.drivers import aiokafka as driver
 from streamsync.monitor import prometheus
 
 if TYPE_CHECKING:
-    from streamsync.agents.settler import DatabaseThread
+    from streamsync.agents.dbthread import DatabaseThread
     from streamsync.sync.positions import Admission
 
 log = structlog.get_logger(__name__)

@@ -9,8 +9,9 @@ from typing import Any
 
 import faust
 
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
-from streamsync.agents.settler import DatabaseThread, Settler, crash
+from streamsync.agents.settler import Settler, crash
 from streamsync.agents.stalls import Stalls
 from streamsync.agents.wire import KafkaWire
 from streamsync.contract.records import Origin

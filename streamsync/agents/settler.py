@@ -15,16 +15,15 @@ letter, not a stopped partition, and an outage costs time, never a record.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any, NoReturn, Protocol, TypeVar
 
 import faust
 import structlog
 
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
 from streamsync.agents.stalls import Stalls
 from streamsync.contract.records import Origin
@@ -53,34 +52,6 @@ class Watch(Protocol):
 
     def succeeded(self) -> None:
         """An attempt succeeded."""
-
-
-class DatabaseThread:
-    """All ORM work on one thread: Django's ORM is synchronous and its connections are per thread.
-
-    One thread also means one connection and writes in the order batches arrive.
-    """
-
-    def __init__(self, name: str = "streamsync-db") -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn` on the database thread without blocking the event loop (the consumer keeps heartbeating)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(_with_fresh_connection, fn, *args, **kwargs)
-        )
-
-
-def _with_fresh_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    from django.db import close_old_connections
-
-    # Drops connections that died (e.g. a database restart) so this batch opens a new one.
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        close_old_connections()
 
 
 class Settler:

@@ -19,8 +19,9 @@ import time
 
 import structlog
 
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.runtime import Runtime, events_channel, run_agent
-from streamsync.agents.settler import DatabaseThread, Settler
+from streamsync.agents.settler import Settler
 from streamsync.agents.sync import observe_letters
 from streamsync.contract.deadletter import APPLY_FAILED, HEADER_REDRIVE_FOR, DeadLetter
 from streamsync.contract.records import read_event

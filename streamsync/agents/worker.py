@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import structlog
 
 from streamsync.agents.app import StreamsyncApp, create_app
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
 from streamsync.agents.relay import register_relay
 from streamsync.agents.runtime import Runtime
-from streamsync.agents.settler import DatabaseThread
 from streamsync.agents.stalls import Stalls
 from streamsync.agents.sync import register_sync_agent
 from streamsync.agents.target import register_target_agent

@@ -34,6 +34,14 @@ class Fault(StrEnum):
     PERMANENT = "permanent"
 
 
+class TargetUnavailable(RuntimeError):
+    """The remote system cannot be reached or written right now: the whole batch is tried again later.
+
+    Raise it (from `load_keys`, a model's CRUD or `commit`) for trouble that is not the object's fault;
+    any other exception from a model's CRUD fails that object alone and dead-letters its events.
+    """
+
+
 class OperatorFault(RuntimeError):
     """Something an operator must put right (a user deactivated, a permission withdrawn).
 
@@ -67,8 +75,6 @@ def cause(error: BaseException) -> str:
     from aiokafka.errors import KafkaError
     from django.db import DatabaseError
     from redis.exceptions import RedisError
-
-    from streamsync.targets.base import TargetUnavailable
 
     kinds: list[tuple[type[BaseException] | tuple[type[BaseException], ...], str]] = [
         (OperatorFault, "operator"),
@@ -122,8 +128,6 @@ def _transient(error: BaseException) -> bool:
     from django.db import InterfaceError, OperationalError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
-
-    from streamsync.targets.base import TargetUnavailable
 
     if getattr(error, "pgcode", None) in ENVIRONMENT_SQLSTATES:
         return True

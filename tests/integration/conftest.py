@@ -1,4 +1,4 @@
-"""Real services for integration tests: Kafka, and worker processes."""
+"""Real services for integration tests: a migrated database of the run's own, Kafka, and worker processes."""
 
 from __future__ import annotations
 
@@ -27,6 +27,36 @@ def _docker_engine() -> bool:
     if not shutil.which("docker"):
         return False
     return subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=20).returncode == 0
+
+
+def pytest_configure(config: object) -> None:
+    """Clone the migrated template into this run's database (tests.conftest named it)."""
+    from deploy import devdb
+    from tests.conftest import TEST_DB
+
+    try:
+        devdb.create_database(TEST_DB)
+    except Exception as error:  # the database server is part of the test environment: say why it failed
+        pytest.exit(
+            f"cannot create the test database {TEST_DB} ({error!r}). Start the stack first: bash deploy/stack.sh up",
+            returncode=3,
+        )
+    from django.core.cache import cache
+
+    cache.clear()  # Redis may hold cached rows of another database
+
+
+def pytest_unconfigure(config: object) -> None:
+    """Drop this run's database unless asked to keep it for a post-mortem."""
+    if os.getenv("STREAMSYNC_KEEP_TEST_DB"):
+        return
+    from django.db import connections
+
+    from deploy import devdb
+    from tests.conftest import TEST_DB
+
+    connections.close_all()
+    devdb.drop_database(TEST_DB)
 
 
 @pytest.fixture(scope="session")
