@@ -14,6 +14,12 @@ Nothing here talks to Kafka: a row commits with the change when the change conte
 transaction (streamsync's engine, jobs that use one), or right after it otherwise (web requests:
 Nautobot calls brokers once the response is built), and the relay produces it.
 
+Nautobot publishes a change context's ObjectChanges one by one, in order, once the context's
+changes are all made. Inside a transaction, the first publish of a context reads its ObjectChanges
+in one query, and the objects they name are loaded for the publishes to come a window at a time,
+one query per model (plus its to-many prefetches), instead of two or three queries per object
+(`_Dispatch`).
+
 Deletes and identifier changes need the object as it was: while a change context is active, the
 first save or delete of a bound object records its DiffSync view before the change (signals), and
 `publish()` takes it from there.
@@ -158,6 +164,81 @@ class _Before:
             return views
 
 
+VIEW_WINDOW = 500  # objects of one model loaded together for the publishes to come
+
+
+@dataclass
+class _Dispatch:
+    """One change context's ObjectChanges as Nautobot publishes them: read once, taken one by one.
+
+    What a publish does not find here (a context published twice, a change recorded after the
+    first publish) it reads on its own, as before: the memo saves queries, it never decides.
+    """
+
+    request_id: str
+    # (Nautobot model, pk, action) -> the ObjectChange's id (the latest, when one object has two)
+    change_ids: dict[tuple[type, str, str], str]
+    # Nautobot model -> pks of its created or updated objects whose views are not loaded yet, in publish order
+    pending: dict[type, list[str]]
+    # (Nautobot model, pk) -> DiffSync views of the object as it is now, by model name (None: gone)
+    views: dict[tuple[type, str], dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def read(cls, request_id: str, bound: Mapping[type, Any]) -> _Dispatch:
+        from django.contrib.contenttypes.models import ContentType
+        from nautobot.extras.models import ObjectChange
+
+        types = {ContentType.objects.get_for_model(model).pk: model for model in bound}
+        change_ids: dict[tuple[type, str, str], str] = {}
+        pending: dict[type, list[str]] = {}
+        rows = (
+            ObjectChange.objects.filter(request_id=request_id, changed_object_type_id__in=list(types))
+            .order_by("time")
+            .values_list("pk", "changed_object_type_id", "changed_object_id", "action")
+        )
+        for change_id, type_id, object_id, action in rows:
+            model, pk = types[type_id], str(object_id)
+            seen = (model, pk, "create") in change_ids or (model, pk, "update") in change_ids
+            if action != "delete" and not seen:
+                pending.setdefault(model, []).append(pk)
+            change_ids[(model, pk, action)] = str(change_id)
+        return cls(request_id, change_ids, pending)
+
+    def change_id(self, django_model: type, pk: str, action: str) -> str | None:
+        return self.change_ids.pop((django_model, pk, action), None)
+
+    def views_of(self, binding: _Binding, django_model: type, pk: str) -> dict[str, Any] | None:
+        """The object's views now, loaded with the next window of its model's objects; None if not expected."""
+        if (django_model, pk) not in self.views:
+            pending = self.pending.get(django_model, [])
+            if pk not in pending:
+                return None
+            start = pending.index(pk)
+            window, pending[start:] = pending[start : start + VIEW_WINDOW], pending[start + VIEW_WINDOW :]
+            models = binding.models[django_model]
+            loaded = {model.get_type(): _load_many(binding, model, window, lock=True) for model in models}
+            for one in window:
+                self.views[(django_model, one)] = {name: found.get(one) for name, found in loaded.items()}
+        return self.views.pop((django_model, pk))
+
+
+_dispatch = threading.local()  # the _Dispatch of the change context this thread publishes
+
+
+def _load_many(binding: _Binding, model: Any, pks: Sequence[str], lock: bool = False) -> dict[str, Any]:
+    """DiffSync views of the objects that exist among `pks`, by pk, loaded as contrib's NautobotAdapter loads them.
+
+    With `lock`, the rows stay locked until the transaction ends: a concurrent change of the same
+    object waits until this event is written, so the event written last describes the state committed last.
+    """
+    queryset = model._get_queryset().filter(pk__in=pks).prefetch_related(*_to_many(model))
+    if lock:
+        queryset = queryset.select_for_update(of=("self",))
+    adapter = binding.adapter_class(keys={})
+    attributes = model.get_synced_attributes()
+    return {str(row.pk): adapter._load_single_object(row, model, attributes) for row in queryset}
+
+
 _change_context_state: Any = None
 
 
@@ -289,16 +370,24 @@ class StreamsyncEventBroker(EventBroker):
 
     def _load(self, binding: _Binding, model: Any, pk: Any, lock: bool = False) -> Any:
         """The object's DiffSync view, loaded as contrib's NautobotAdapter loads it; None if it does not exist."""
-        queryset = model._get_queryset().filter(pk=pk).prefetch_related(*_to_many(model))
-        if lock:
-            # Serialises with a concurrent change of the same object until this event is written: the event
-            # written last describes the state committed last.
-            queryset = queryset.select_for_update(of=("self",))
-        database_object = queryset.first()
-        if database_object is None:
+        return _load_many(binding, model, [str(pk)], lock=lock).get(str(pk))
+
+    def _dispatch_of(self, binding: _Binding, request_id: str) -> _Dispatch | None:
+        """The memo of the change context `request_id` on this thread, read on its first publish.
+
+        Only inside a transaction (streamsync's engine, atomic jobs): there the rows a window locks stay
+        locked until the events are committed with the change. Outside one, each publish is its own
+        transaction and loads (and locks) its object itself.
+        """
+        from django.db import connection
+
+        if not request_id or not connection.in_atomic_block:
+            _dispatch.current = None
             return None
-        adapter = binding.adapter_class(keys={})
-        return adapter._load_single_object(database_object, model, model.get_synced_attributes())
+        current: _Dispatch | None = getattr(_dispatch, "current", None)
+        if current is None or current.request_id != request_id:
+            current = _dispatch.current = _Dispatch.read(request_id, binding.models)
+        return current
 
     # ------------------------------------------------------------------ publishing
 
@@ -372,6 +461,7 @@ class StreamsyncEventBroker(EventBroker):
         from nautobot.extras.models import ObjectChange
 
         request_id = str(context.get("request_id") or "")
+        dispatch = self._dispatch_of(binding, request_id)
         user_name = str(context.get("user_name") or "")
         ts = _timestamp(context.get("timestamp"))
         recorded = (django_model._meta.label_lower, pk)
@@ -382,14 +472,16 @@ class StreamsyncEventBroker(EventBroker):
             if before_views == {}:
                 return []  # created and deleted in this change context: nobody saw it
         else:
+            memo = dispatch.views_of(binding, django_model, pk) if dispatch else None
             for model in models:
-                after_views[model.get_type()] = self._load(binding, model, pk, lock=True)
+                name = model.get_type()
+                after_views[name] = memo[name] if memo is not None else self._load(binding, model, pk, lock=True)
             if not any(after_views.values()):
                 return []  # deleted since, in the same change context: its delete follows (and needs `recorded`)
             taken = self._before.take(request_id, recorded) or {}
             if action == "update":  # a create's views were recorded after it was created: nothing to compare
                 before_views = taken
-        change_id = (
+        change_id = (dispatch.change_id(django_model, pk, action) if dispatch else None) or (
             ObjectChange.objects.filter(
                 request_id=request_id or None,
                 changed_object_type=ContentType.objects.get_for_model(django_model),

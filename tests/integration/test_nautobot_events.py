@@ -266,6 +266,87 @@ def test_streamsyncs_own_changes_carry_their_origin_and_others_do_not(
     assert applied_by_streamsync("dcim:device_edit", "streamsync", "streamsync") is None
 
 
+def _published(topic: str, group: str) -> list[tuple[Any, ...]]:
+    """The outbox rows of `topic` naming VLAN group `group`, in order, without the group, ids and times.
+
+    The change-id and request-id headers are checked against the ObjectChange they name.
+    """
+    from nautobot.extras.models import ObjectChange
+
+    from streamsync.models.bookkeeping import OutboxEvent
+
+    rows = []
+    for row in OutboxEvent.objects.filter(topic=topic).order_by("id"):
+        event = decode(row.value.encode())
+        if event.key.get("vlan_group__name") != group:
+            continue
+        headers = dict(row.headers)
+        change = ObjectChange.objects.get(pk=headers.pop("nautobot-change-id"))
+        assert change.action == headers["nautobot-action"]
+        assert str(change.request_id) == headers.pop("nautobot-request-id")
+        rows.append(
+            (
+                event.op,
+                event.key["vid"],
+                json.dumps(event.attrs, sort_keys=True),
+                sorted(headers.items()),
+                change.changed_object_type.model,
+            )
+        )
+    return rows
+
+
+def test_the_events_of_a_change_context_in_a_transaction_equal_those_published_one_by_one(
+    broker: Any, alice: Any
+) -> None:
+    """Inside a transaction the broker reads a context's changes and objects together; what it writes is the same."""
+    from django.db import transaction
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Status, Tag
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    active = Status.objects.get(name="Active")
+    tag, _ = Tag.objects.get_or_create(name="streamsync-broker-memo")
+    groups = {}
+    for way in ("together", "alone"):
+        group = VLANGroup.objects.create(name=f"memo-{way}-{uuid.uuid4().hex[:6]}")
+        for vid in (10, 11, 13, 14):
+            VLAN.objects.create(vid=vid, name=f"v{vid}", status=active, vlan_group=group)
+        groups[way] = group
+
+    def changes(group: Any) -> None:
+        with web_request_context(alice, context_detail="memo"):
+            for vid in range(1, 6):
+                VLAN.objects.create(vid=vid, name=f"new{vid}", status=active, vlan_group=group)
+            updated = VLAN.objects.get(vid=10, vlan_group=group)
+            updated.description = "changed"
+            updated.validated_save()
+            updated.tags.add(tag)
+            rekeyed = VLAN.objects.get(vid=11, vlan_group=group)
+            rekeyed.vid = 12
+            rekeyed.validated_save()
+            VLAN.objects.create(vid=20, name="brief", status=active, vlan_group=group).delete()
+            VLAN.objects.get(vid=13, vlan_group=group).delete()
+            same = VLAN.objects.get(vid=14, vlan_group=group)
+            same.validated_save()  # saved, nothing synced changed
+
+    with transaction.atomic():
+        changes(groups["together"])
+    changes(groups["alone"])
+
+    together = _published(broker.topic, groups["together"].name)
+    alone = _published(broker.topic, groups["alone"].name)
+    assert together == alone
+    assert [(op, vid) for op, vid, *_ in together] == [
+        *[(Op.UPSERT, vid) for vid in range(1, 6)],
+        (Op.UPSERT, 10),
+        (Op.DELETE, 11),
+        (Op.UPSERT, 12),
+        (Op.DELETE, 13),
+    ]
+    assert json.loads(together[5][2])["tags"] == [{"name": "streamsync-broker-memo"}]
+
+
 def test_a_rolled_back_change_leaves_no_event(broker: Any, alice: Any, group: str) -> None:
     from django.db import transaction
     from nautobot.extras.context_managers import web_request_context
