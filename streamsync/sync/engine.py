@@ -39,6 +39,7 @@ from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, d
 from streamsync.sync import diff, ownership
 from streamsync.sync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
 from streamsync.sync.faults import Fault, classify, is_transient, reason
+from streamsync.sync.readcache import batch_cache
 from streamsync.sync.registry import ModelRegistry, RejectedEvent
 
 
@@ -245,8 +246,9 @@ class SyncEngine:
 
         started = time.perf_counter()
         result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
-        # One transaction (the caller's, when it has one) for the check and the writes it allows.
-        with transaction.atomic():
+        # One transaction (the caller's, when it has one) for the check and the writes it allows, and
+        # Nautobot's configuration read once for all of them (readcache).
+        with transaction.atomic(), batch_cache(self.registry):
             user = self.writer.user()
             result.add_time("check", time.perf_counter() - started)
             changes, result.rejected = fold(events, self.registry, source)

@@ -149,6 +149,34 @@ def test_a_failing_object_fails_alone(engine: SyncEngine, group: str) -> None:
     assert set(VLAN.objects.filter(vlan_group__name=group).values_list("vid", flat=True)) == {20, 22}
 
 
+def test_a_validation_rule_added_between_batches_holds_from_the_next_batch(engine: SyncEngine, group: str) -> None:
+    """Nautobot's configuration is read once per batch, never kept from one batch to the next."""
+    from django.contrib.contenttypes.models import ContentType
+    from django.core.cache import caches
+    from nautobot.data_validation.models import RequiredValidationRule
+    from nautobot.ipam.models import VLAN
+
+    first = engine.apply([_vlan_event(group, 30, name="no description yet")], source="ipam")
+    assert [o.outcome for o in first.objects] == [Outcome.CREATED]
+    rule = RequiredValidationRule.objects.create(
+        name=f"vlan-description-{uuid.uuid4().hex[:6]}",
+        content_type=ContentType.objects.get_for_model(VLAN),
+        field="description",
+        error_message="every VLAN needs a description",
+    )
+    try:
+        second = engine.apply(
+            [_vlan_event(group, 31, name="none"), _vlan_event(group, 32, name="some", description="floor 2")],
+            source="ipam",
+        )
+    finally:
+        rule.delete()
+    assert [o.outcome for o in second.objects] == [Outcome.FAILED, Outcome.CREATED]
+    assert "every VLAN needs a description" in second.objects[0].reason
+    assert set(VLAN.objects.filter(vlan_group__name=group).values_list("vid", flat=True)) == {30, 32}
+    assert "get" not in vars(caches["default"]), "the batch's scope ends with the batch"
+
+
 def test_events_from_another_source_are_rejected(engine: SyncEngine, group: str) -> None:
     event = Event(source="cmdb", model="vlan", op=Op.UPSERT, key={"vid": 7, "vlan_group__name": group}, attrs={})
     result = engine.apply([event], source="ipam")
