@@ -48,7 +48,7 @@ from nautobot.core.events import EventBroker
 
 from streamsync.contract.envelope import Event, Op
 from streamsync.contract.topics import NAUTOBOT, events_topic
-from streamsync.sync import diff
+from streamsync.sync import diff, loaded
 
 log = logging.getLogger(__name__)
 
@@ -362,7 +362,10 @@ class StreamsyncEventBroker(EventBroker):
             self._before.put(change_id, key, {})
             return
         try:
-            views = {model.get_type(): self._load(binding, model, pk) for model in binding.models[django_model]}
+            views = {
+                model.get_type(): loaded.take(key[0], pk, model) or self._load(binding, model, pk)
+                for model in binding.models[django_model]
+            }
         except Exception:  # never fail a user's change; the update is then published without the comparison
             log.exception("streamsync: cannot read %s %s before its change", key[0], pk)
             return

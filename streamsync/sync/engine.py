@@ -36,7 +36,7 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import diff, ownership
+from streamsync.sync import diff, loaded, ownership
 from streamsync.sync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
 from streamsync.sync.faults import Fault, classify, is_transient, reason
 from streamsync.sync.readcache import batch_cache
@@ -267,7 +267,8 @@ class SyncEngine:
         adapters = adapter_classes(self.registry.in_order({c.model for c in changes}))
         applied: list[tuple[Change, ObjectResult]] = []
         changelog = self.changelog
-        with web_request_context(user, context_detail=changelog.detail(source), context=changelog.context):
+        context = web_request_context(user, context_detail=changelog.detail(source), context=changelog.context)
+        with context, loaded.scope():
             for batch_round in rounds(changes):
                 applied += self._apply_round(batch_round, adapters, result)
             started = time.perf_counter()
@@ -295,6 +296,7 @@ class SyncEngine:
         nautobot_cls, remote_cls = adapters
         try:
             nautobot = self._load(nautobot_cls, changes)
+            loaded.offer(nautobot)  # what each object is before this round changes it, for the event broker
         except DataError as error:
             # A value the database cannot even compare (e.g. beyond a numeric column's range) fails the
             # round's one query: split it up so that the culprit fails alone.
@@ -306,12 +308,12 @@ class SyncEngine:
                 change.key, change.model.get_type(), Outcome.FAILED, reason(error), events=change.events
             )
             return [(change, failed)]
-        loaded = clock()
+        load_done = clock()
         remote = remote_cls()
         pending = self._build_remote(changes, nautobot, remote, result)
         built = clock()
         objects = self._apply_all(pending, nautobot, remote)
-        for name, seconds in (("load", loaded - started), ("diff", built - loaded), ("save", clock() - built)):
+        for name, seconds in (("load", load_done - started), ("diff", built - load_done), ("save", clock() - built)):
             result.add_time(name, seconds)
         return list(zip(pending, objects, strict=True))
 

@@ -347,6 +347,50 @@ def test_the_events_of_a_change_context_in_a_transaction_equal_those_published_o
     assert json.loads(together[5][2])["tags"] == [{"name": "streamsync-broker-memo"}]
 
 
+def test_the_engines_changes_publish_the_events_a_users_same_changes_publish(broker: Any, alice: Any) -> None:
+    """The engine hands the broker the views it loaded before its changes; the events are those of a reload."""
+    from django.db import transaction
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    from streamsync.models.ipam import VLANModel
+    from streamsync.sync.engine import Outcome, SyncEngine
+    from streamsync.sync.permissions import set_up_writer
+    from streamsync.sync.registry import ModelRegistry
+
+    active = Status.objects.get(name="Active")
+    groups = {}
+    for way in ("engine", "user"):
+        group = VLANGroup.objects.create(name=f"loaded-{way}-{uuid.uuid4().hex[:6]}")
+        for vid in (10, 13, 14):
+            VLAN.objects.create(vid=vid, name=f"v{vid}", status=active, vlan_group=group, description="before")
+        groups[way] = group
+
+    def event(vid: int, op: Op = Op.UPSERT, **attrs: Any) -> Event:
+        key = {"vid": vid, "vlan_group__name": groups["engine"].name}
+        return Event(source="ipam", model="vlan", op=op, key=key, attrs=attrs)
+
+    engine = SyncEngine(ModelRegistry([VLANModel]), set_up_writer("streamsync", [VLANModel]))
+    result = engine.apply(
+        [event(10, description="after"), event(13, Op.DELETE), event(14, description="before")], source="ipam"
+    )
+    assert [o.outcome for o in result.objects] == [Outcome.UPDATED, Outcome.DELETED, Outcome.UNCHANGED]
+    with transaction.atomic(), web_request_context(alice):
+        user = groups["user"]
+        changed = VLAN.objects.get(vid=10, vlan_group=user)
+        changed.description = "after"
+        changed.validated_save()
+        VLAN.objects.get(vid=13, vlan_group=user).delete()
+
+    def essence(group: Any) -> list[tuple[Any, ...]]:
+        return [(op, vid, attrs) for op, vid, attrs, *_ in _published(broker.topic, group.name)]
+
+    assert essence(groups["engine"]) == essence(groups["user"])
+    assert [(op, vid) for op, vid, _ in essence(groups["engine"])] == [(Op.UPSERT, 10), (Op.DELETE, 13)]
+    assert json.loads(essence(groups["engine"])[0][2])["description"] == "after"
+
+
 def test_a_rolled_back_change_leaves_no_event(broker: Any, alice: Any, group: str) -> None:
     from django.db import transaction
     from nautobot.extras.context_managers import web_request_context
