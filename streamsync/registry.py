@@ -16,6 +16,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from streamsync.envelope import EnvelopeError, Event, RejectCode, describe, unstorable
 
+# Per model, a set of models (those its objects refer to, or those that refer to it).
+Graph = dict[type[DiffSyncModel], frozenset[type[DiffSyncModel]]]
+
 
 class RejectedEvent(EnvelopeError):
     """An event that is a valid envelope but does not fit the model it names."""
@@ -32,12 +35,35 @@ class ModelRegistry:
                 raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
             self._models[name] = model
         self._order = dependency_order(self._models.values())
+        refers = references(self._models.values())
+        self._ancestors = _reachable(refers)
+        self._descendants = _reachable(_reversed(refers))
+        self._lookups = {model: _key_lookups(model, self._models.values()) for model in self._models.values()}
         self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
 
     def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
         """`models` sorted so that a model comes after every registered model it refers to."""
         wanted = set(models)
         return [model for model in self._order if model in wanted]
+
+    def ancestors(self, model: type[DiffSyncModel]) -> frozenset[type[DiffSyncModel]]:
+        """Registered models that `model`'s objects refer to, directly or not (itself, if it does)."""
+        return self._ancestors.get(model, frozenset())
+
+    def descendants(self, model: type[DiffSyncModel]) -> frozenset[type[DiffSyncModel]]:
+        """Registered models whose objects refer to `model`'s, directly or not (what a delete may cascade to)."""
+        return self._descendants.get(model, frozenset())
+
+    def key_parents(
+        self, model: type[DiffSyncModel], ids: dict[str, Any]
+    ) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
+        """The objects identifiers of `model` name (an interface's device): per lookup, the model and its values.
+
+        `{"name": "eth0", "device__name": "sw1"}` names the device `{"name": "sw1"}`.
+        """
+        return [
+            (parent, {field: ids.get(name) for name, field in pairs}) for parent, pairs in self._lookups.get(model, [])
+        ]
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -135,3 +161,72 @@ def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyn
     except graphlib.CycleError:
         return models
     return order
+
+
+def references(models: Iterable[type[DiffSyncModel]]) -> Graph:
+    """Per model, the models whose Nautobot objects its own refer to through any foreign key.
+
+    Every foreign key counts, synced or not: a delete cascades along all of them, and is protected
+    by all of them. A model not bound to Nautobot refers to nothing.
+    """
+    models = list(models)
+    by_orm: dict[Any, list[type[DiffSyncModel]]] = {}
+    for model in models:
+        orm = getattr(model, "_model", None)
+        if orm is not None:
+            by_orm.setdefault(orm, []).append(model)
+    graph: Graph = {}
+    for model in models:
+        orm = getattr(model, "_model", None)
+        related = set()
+        if orm is not None:
+            for field in orm._meta.get_fields():
+                if (field.many_to_one or field.one_to_one) and field.concrete and field.related_model in by_orm:
+                    related.update(by_orm[field.related_model])
+        graph[model] = frozenset(related)
+    return graph
+
+
+def _reversed(graph: Graph) -> Graph:
+    back: dict[type[DiffSyncModel], set[type[DiffSyncModel]]] = {model: set() for model in graph}
+    for model, targets in graph.items():
+        for target in targets:
+            back.setdefault(target, set()).add(model)
+    return {model: frozenset(sources) for model, sources in back.items()}
+
+
+def _reachable(graph: Graph) -> Graph:
+    """Per model, every model reachable from it in one step or more (itself only through a cycle)."""
+    reach: Graph = {}
+    for start in graph:
+        seen: set[type[DiffSyncModel]] = set()
+        todo = list(graph[start])
+        while todo:
+            model = todo.pop()
+            if model not in seen:
+                seen.add(model)
+                todo.extend(graph.get(model, ()))
+        reach[start] = frozenset(seen)
+    return reach
+
+
+def _key_lookups(
+    model: type[DiffSyncModel], models: Iterable[type[DiffSyncModel]]
+) -> list[tuple[type[DiffSyncModel], list[tuple[str, str]]]]:
+    """Per foreign key `model`'s identifiers look up through: a model it may name, and (identifier, field) pairs."""
+    orm = getattr(model, "_model", None)
+    if orm is None:
+        return []
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for name in model._identifiers:
+        field, _, rest = name.partition("__")
+        if rest:
+            pairs.setdefault(field, []).append((name, rest))
+    lookups = []
+    for field, names in pairs.items():
+        try:
+            related = orm._meta.get_field(field).related_model
+        except FieldDoesNotExist:
+            continue
+        lookups += [(parent, names) for parent in models if getattr(parent, "_model", None) is related]
+    return lookups
