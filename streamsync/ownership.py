@@ -32,7 +32,12 @@ def content_type_id(model: type[DiffSyncModel]) -> int:
 
 
 def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, ObjectResult]]) -> None:
-    """Claim the objects of upserts that were applied or found unchanged; release deleted ones."""
+    """Claim the objects of upserts that were applied or found unchanged; release deleted ones.
+
+    `outcomes` are in the order they happened, and the rows end as if each had been recorded in a
+    batch of its own: a key deleted and then created again in one batch is released, then claimed
+    (the new object).
+    """
     from streamsync.engine import Outcome
 
     claims: list[tuple[type[DiffSyncModel], str, Any]] = []
@@ -41,13 +46,14 @@ def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, Object
     for model, op, result in outcomes:
         if op is Op.DELETE:
             if result.outcome in (Outcome.DELETED, Outcome.UNCHANGED):
+                claims = [c for c in claims if c[1] != result.key]  # released by key, as a later batch would
                 released_keys.append(result.key)
                 if result.pk is not None:
                     released.append((model, result.pk))
         elif result.outcome in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED) and result.pk is not None:
             claims.append((model, result.key, result.pk))
+    release(source, released, released_keys)  # first: what is claimed after a release stands
     claim(source, claims)
-    release(source, released, released_keys)
 
 
 def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) -> int:

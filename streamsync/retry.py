@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from streamsync.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, DeadLetter
-from streamsync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.engine import BatchResult, ObjectResult, Outcome, SyncEngine
 from streamsync.envelope import Event, decode
 from streamsync.records import Origin, OutRecord
 from streamsync.settle import Applied, Incoming
@@ -162,25 +162,30 @@ def retry_due(
         doomed: list[Doomed] = []
         done: list[int] = []
         for queue in by_key.values():
+            # Each event has its own outcome: one applied is done, one that failed for good is dead-lettered,
+            # and the rest (the failure that may pass later and what queues behind it) waits again.
             attempts = max(row.attempts for row in queue) + 1
-            failures = [outcome_of[id(events[r.id])] for r in queue if id(events[r.id]) in outcome_of]
-            failure = next((o for o in failures if o.outcome is Outcome.FAILED), None)
+            waiting: list[tuple[ParkedEvent, ObjectResult]] = []
             for row in queue:
-                if id(events[row.id]) in rejected:
-                    r = rejected[id(events[row.id])]
+                event = events[row.id]
+                outcome = outcome_of.get(id(event))
+                if id(event) in rejected:
+                    r = rejected[id(event)]
                     doomed.append(Doomed(row.id, _origin(row), r.code, r.reason, attempts))
-            if failure is None:
-                done += [row.id for row in queue if id(events[row.id]) not in rejected]
-            elif failure.retryable and attempts < policy.max_attempts:
-                ParkedEvent.objects.filter(id__in=[r.id for r in queue]).update(
-                    attempts=attempts, next_attempt_at=now + policy.delay(attempts), last_reason=failure.reason
+                elif outcome is not None and outcome.outcome is Outcome.FAILED and outcome.retryable:
+                    waiting.append((row, outcome))
+                elif outcome is not None and outcome.outcome is Outcome.FAILED:
+                    doomed.append(Doomed(row.id, _origin(row), APPLY_FAILED, outcome.reason, attempts))
+                else:
+                    done.append(row.id)
+            if waiting and attempts < policy.max_attempts:
+                ParkedEvent.objects.filter(id__in=[row.id for row, _ in waiting]).update(
+                    attempts=attempts, next_attempt_at=now + policy.delay(attempts), last_reason=waiting[0][1].reason
                 )
             else:
-                code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
                 doomed += [
-                    Doomed(r.id, _origin(r), code, failure.reason, attempts)
-                    for r in queue
-                    if id(events[r.id]) not in rejected
+                    Doomed(row.id, _origin(row), DEPENDENCY_MISSING, outcome.reason, attempts)
+                    for row, outcome in waiting
                 ]
         ParkedEvent.objects.filter(id__in=done).delete()
         ParkedEvent.objects.filter(id__in=[d.row_id for d in doomed]).update(next_attempt_at=now + timedelta(minutes=5))
