@@ -429,7 +429,7 @@ class _Run:
         changed = _Changed()
         pending = items
         while pending:
-            count = next_step(pending, self._key_parents, self._cannot_create_alone, self._ends_step())
+            count = next_step(pending, self._named, self._ends_step())
             step, pending = pending[:count], pending[count:]
             ready = []
             for item in step:
@@ -511,12 +511,8 @@ class _Run:
             total.add(changed)
         return total
 
-    @staticmethod
-    def _cannot_create_alone(item: Item) -> bool:
-        return _incomplete(item.model, item.ids, item.attrs) is not None
-
-    def _key_parents(self, item: Item) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
-        return self.registry.key_parents(item.model, item.ids)
+    def _named(self, item: Item) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
+        return self.registry.named(item.model, {**item.attrs, **item.ids})
 
     # --- one step ---------------------------------------------------------------------------------
 
@@ -614,10 +610,10 @@ class _Run:
     ) -> tuple[list[ObjectResult], _Failure | None]:
         """Diff and apply one object's change; returns the outcomes, and what failed in a way that may pass later.
 
-        Folded upserts are one write. If it fails, they are applied one by one instead, as batches
-        of their own would be: each fails alone, and one that may pass later holds back the rest.
-        Upserts that cannot create a missing object on their own fail alone first, as they would
-        before the event that completes the object.
+        As batches of their own would: while the object is missing, each upsert tries to create it
+        alone (one that cannot fails alone); the upserts after the create are folded into one
+        update. If that fails, they are applied one by one: each fails alone, and one that may pass
+        later holds back the rest.
         """
         model_name = change.model.get_type()
         unique_id = change.model.create_unique_id(**change.ids)
@@ -631,29 +627,44 @@ class _Run:
         if change.op is Op.DELETE:
             return self._apply_delete(change, nautobot)
         events = change.events
-        failed: list[ObjectResult] = []
-        dst = nautobot.get_or_none(model_name, unique_id)
-        if dst is None and self._alone(change, events[0]) is not None:
-            dst = nautobot.load_one(change.model, change.ids)  # it may have appeared since (a device's interfaces)
-            while dst is None and events and (error := self._alone(change, events[0])) is not None:
-                failed.append(outcome(Outcome.FAILED, [events[0]], f"{model_name}: {describe(error)}"))
+        done: list[ObjectResult] = []
+        while events:
+            dst = nautobot.get_or_none(model_name, unique_id)
+            if dst is None and (error := self._alone(change, events[0])) is not None:
+                dst = nautobot.load_one(change.model, change.ids)  # it may have appeared since (a device's interfaces)
+                if dst is None:  # it cannot create the object: it fails alone
+                    done.append(outcome(Outcome.FAILED, events[:1], f"{model_name}: {describe(error)}"))
+                    events = events[1:]
+                    continue
+            if dst is None:  # a create is the first event's alone: what follows is an update of what it made
+                first = self._part(change, events[:1])
+                done, failure = self._settle(first, self._upsert(first, nautobot, None)[0], done)
+                if failure is not None:
+                    return done, _Failure(self._part(change, events), failure.reason)
                 events = events[1:]
-            if not events:
-                return failed, None
-        whole = self._part(change, events)
-        written, _ = self._upsert(whole, nautobot, dst)
-        if isinstance(written, ObjectResult) and written.outcome is not Outcome.FAILED:
-            return [*failed, written], None
-        if len(events) == 1:
-            return self._settle(whole, written, failed)
-        for position, event in enumerate(events):  # one by one, as batches of their own
+                continue
+            whole = self._part(change, events)
+            written = self._upsert(whole, nautobot, dst)[0]
+            if isinstance(written, ObjectResult) and written.outcome is not Outcome.FAILED:
+                return [*done, written], None
+            if len(events) == 1:
+                return self._settle(whole, written, done)
+            return self._one_by_one(change, events, nautobot, done)
+        return done, None
+
+    def _one_by_one(
+        self, change: Change, events: list[Event], nautobot: PartialNautobotAdapter, done: list[ObjectResult]
+    ) -> tuple[list[ObjectResult], _Failure | None]:
+        """Upserts whose folded update failed, applied one at a time as batches of their own would apply them."""
+        model_name = change.model.get_type()
+        unique_id = change.model.create_unique_id(**change.ids)
+        for position, event in enumerate(events):
             single = self._part(change, [event])
             dst = nautobot.get_or_none(model_name, unique_id) or nautobot.load_one(change.model, change.ids)
-            outcomes, failure = self._settle(single, self._upsert(single, nautobot, dst)[0], failed)
+            done, failure = self._settle(single, self._upsert(single, nautobot, dst)[0], done)
             if failure is not None:
-                return outcomes, _Failure(self._part(change, events[position:]), failure.reason)
-            failed = outcomes
-        return failed, None
+                return done, _Failure(self._part(change, events[position:]), failure.reason)
+        return done, None
 
     def _settle(
         self, change: Change, written: ObjectResult | _Refused, before: list[ObjectResult]

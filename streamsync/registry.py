@@ -38,7 +38,7 @@ class ModelRegistry:
         refers = references(self._models.values())
         self._ancestors = _reachable(refers)
         self._descendants = _reachable(_reversed(refers))
-        self._lookups = {model: _key_lookups(model, self._models.values()) for model in self._models.values()}
+        self._lookups = {model: _lookups(model, self._models.values()) for model in self._models.values()}
         self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
 
     def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
@@ -54,16 +54,19 @@ class ModelRegistry:
         """Registered models whose objects refer to `model`'s, directly or not (what a delete may cascade to)."""
         return self._descendants.get(model, frozenset())
 
-    def key_parents(
-        self, model: type[DiffSyncModel], ids: dict[str, Any]
+    def named(
+        self, model: type[DiffSyncModel], values: dict[str, Any]
     ) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
-        """The objects identifiers of `model` name (an interface's device): per lookup, the model and its values.
+        """The objects `values` (identifiers and attributes of `model`) name through lookups: model and values.
 
-        `{"name": "eth0", "device__name": "sw1"}` names the device `{"name": "sw1"}`.
+        `{"name": "eth0", "device__name": "sw1"}` names the device `{"name": "sw1"}`; a lookup the
+        values do not hold names nothing.
         """
-        return [
-            (parent, {field: ids.get(name) for name, field in pairs}) for parent, pairs in self._lookups.get(model, [])
-        ]
+        named = []
+        for parent, pairs in self._lookups.get(model, []):
+            if all(name in values for name, _ in pairs):
+                named.append((parent, {field: values[name] for name, field in pairs}))
+        return named
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -210,15 +213,18 @@ def _reachable(graph: Graph) -> Graph:
     return reach
 
 
-def _key_lookups(
+def _lookups(
     model: type[DiffSyncModel], models: Iterable[type[DiffSyncModel]]
 ) -> list[tuple[type[DiffSyncModel], list[tuple[str, str]]]]:
-    """Per foreign key `model`'s identifiers look up through: a model it may name, and (identifier, field) pairs."""
+    """Per foreign key `model`'s fields look up through: a model it may name, and (field, its field) pairs.
+
+    `device_type__model` and `device_type__manufacturer__name` look up one device type together.
+    """
     orm = getattr(model, "_model", None)
     if orm is None:
         return []
     pairs: dict[str, list[tuple[str, str]]] = {}
-    for name in model._identifiers:
+    for name in (*model._identifiers, *model._attributes):
         field, _, rest = name.partition("__")
         if rest:
             pairs.setdefault(field, []).append((name, rest))

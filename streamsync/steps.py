@@ -9,16 +9,16 @@ order cannot change the end state, whatever the batch's boundaries:
 - a delete of a key the step upserts starts a new step: that key's upsert then happens, and is
   seen by the other keys (a child created under it is cascaded or protects it), as it would be
   in a batch of its own; a key has one change per step, so nothing is recreated in place;
-- an upsert of an object whose creation may create others as a side effect (a device, its
-  type's interfaces) starts a new step when the step holds an upsert of such an object (its key
-  names the parent) that cannot create it alone: moved before that upsert, it would make it an
-  update, where the upsert in its own batch fails;
+- an upsert of an object that an earlier upsert of the step names (an interface's device, a
+  device's type, a VLAN's group) starts a new step: moved before the earlier upsert, it would
+  change what that one sees (a parent created first, with its side effects: a new device makes
+  its type's interfaces; a VLAN group's new range checked against a VLAN not yet there);
 - an event the engine names ends its step: one that may let a key waiting behind a retryable
   failure go on, when that key must be tried right after it (as the retry timer would try it
   between batches of one event) and cannot simply join the next step.
 
-Nothing here touches the database: the engine says which objects a key names, which events cannot
-create their object alone, and which end their step.
+Nothing here touches the database: the engine says which objects an event names, and which events
+end their step.
 """
 
 from __future__ import annotations
@@ -49,47 +49,36 @@ class Item:
         return self.event.op
 
 
-# The objects an event's key names through its identifiers (an interface's device): per lookup,
-# the model looked up and the values it is looked up by (`{"name": "sw1"}`).
-KeyParents = Callable[["Item"], Sequence[tuple[type[DiffSyncModel], dict[str, Any]]]]
+# The objects an upsert names through lookups in its key or attributes (an interface's device): per
+# lookup, the model looked up and the values it is looked up by (`{"name": "sw1"}`).
+Named = Callable[["Item"], Sequence[tuple[type[DiffSyncModel], dict[str, Any]]]]
 
 
-def next_step(
-    items: Sequence[Item],
-    key_parents: KeyParents,
-    cannot_create_alone: Callable[[Item], bool],
-    ends_step: Callable[[Item], bool] = lambda item: False,
-) -> int:
+def next_step(items: Sequence[Item], named: Named, ends_step: Callable[[Item], bool] = lambda item: False) -> int:
     """How many of `items` (what is left of a batch, in order) make its next step; at least one.
 
-    `key_parents(item)`: the objects its key names; `cannot_create_alone(item)`: an upsert's
-    attributes cannot create its object; `ends_step(item)`: the event must be the last of its step
-    (it may let a key waiting behind a retryable failure go on).
+    `named(item)`: the objects an upsert names; `ends_step(item)`: the event must be the last of
+    its step (it may let a key waiting behind a retryable failure go on).
     """
     deleted = False
     upserted: set[str] = set()
-    # Each key's first upsert in the step, under each object its key names: model looked up, values.
-    children: dict[type[DiffSyncModel], list[tuple[Item, dict[str, Any]]]] = {}
-    checked: dict[int, bool] = {}
-
-    def incomplete(item: Item) -> bool:
-        if item.index not in checked:
-            checked[item.index] = cannot_create_alone(item)
-        return checked[item.index]
-
-    def makes(parent: Item, lookup: dict[str, Any]) -> bool:
-        """Whether `parent` may be the object a lookup names (a value it does not identify by could match)."""
-        return all(parent.ids.get(name, value) == value for name, value in lookup.items())
-
+    # Objects the step's upserts name, by model and looked-up values; per model, which fields are looked up.
+    wanted: set[tuple[type[DiffSyncModel], tuple[tuple[str, Any], ...]]] = set()
+    fields: dict[type[DiffSyncModel], set[tuple[str, ...]]] = {}
     for count, item in enumerate(items):
         if item.op is Op.UPSERT:
             if deleted:
                 return count
-            if any(makes(item, lookup) and incomplete(child) for child, lookup in children.get(item.model, ())):
-                return count
-            if item.key not in upserted:
-                for model, lookup in key_parents(item):
-                    children.setdefault(model, []).append((item, lookup))
+            values = {**item.attrs, **item.ids}
+            for looked_up in fields.get(item.model, ()):
+                if any(name not in values for name in looked_up):  # looked up by what it does not say: maybe
+                    return count
+                if (item.model, tuple((name, values[name]) for name in looked_up)) in wanted:
+                    return count
+            for model, lookup in named(item):
+                looked_up = tuple(sorted(lookup))
+                fields.setdefault(model, set()).add(looked_up)
+                wanted.add((model, tuple((name, lookup[name]) for name in looked_up)))
             upserted.add(item.key)
         else:
             if item.key in upserted:

@@ -26,10 +26,9 @@ def _items(*events: Event) -> list[Item]:
 
 def _steps(items: list[Item], **options: Any) -> list[list[int]]:
     """The batch cut as `next_step` cuts it, as lists of event indexes."""
-    complete = options.pop("cannot_create_alone", lambda item: False)
     out = []
     while items:
-        count = next_step(items, lambda item: REGISTRY.key_parents(item.model, item.ids), complete, **options)
+        count = next_step(items, lambda item: REGISTRY.named(item.model, {**item.attrs, **item.ids}), **options)
         assert count >= 1
         out.append([item.index for item in items[:count]])
         items = items[count:]
@@ -52,21 +51,34 @@ def test_a_delete_of_a_key_the_step_upserts_starts_a_step() -> None:
     assert _steps(items) == [[0, 1], [2, 3]]
 
 
-def test_the_upsert_of_an_object_a_child_key_names_after_the_child_that_cannot_create_alone_starts_a_step() -> None:
-    """A new device makes its type's interfaces: moved before the interface's upsert, it would make it an update."""
+def test_an_upsert_of_an_object_that_an_earlier_upsert_names_starts_a_step() -> None:
+    """Moved before the upsert that names it, a parent changes what that upsert sees.
 
-    def interface(name: str, device: str) -> Event:
-        return Event(source="s", model="interface", op=Op.UPSERT, key={"name": name, "device__name": device})
+    A new device makes its type's interfaces; a VLAN group's new range is checked against the VLANs there.
+    """
 
-    def device(name: str) -> Event:
-        return Event(source="s", model="device", op=Op.UPSERT, key={"name": name, "location__name": "dc"})
+    def interface(name: str, device: str, **attrs: Any) -> Event:
+        return Event(
+            source="s", model="interface", op=Op.UPSERT, key={"name": name, "device__name": device}, attrs=attrs
+        )
 
+    def device(name: str, **attrs: Any) -> Event:
+        return Event(source="s", model="device", op=Op.UPSERT, key={"name": name, "location__name": "dc"}, attrs=attrs)
+
+    def group(name: str) -> Event:
+        return Event(source="s", model="vlangroup", op=Op.UPSERT, key={"name": name}, attrs={"range": "1-100"})
+
+    # Neither the VLAN nor the device `other` is what the interface names; the device `sw` is.
     items = _items(interface("eth0", "sw"), _vlan(1, name="a"), device("other"), interface("eth1", "sw"), device("sw"))
-    incomplete = {"cannot_create_alone": lambda item: item.model is InterfaceModel}
-    # Neither the VLAN nor another device is the interface's device; the device `sw` is.
-    assert _steps(items, **incomplete) == [[0, 1, 2, 3], [4]]
-    assert _steps(items) == [[0, 1, 2, 3, 4]]  # interface upserts that can create alone: one step
-    assert REGISTRY.key_parents(InterfaceModel, items[0].ids) == [(DeviceModel, {"name": "sw"})]
+    assert _steps(items) == [[0, 1, 2, 3], [4]]
+    # Names in attributes count too, and a parent before its children is one step.
+    items = _items(group("h"), _vlan(1, name="a"), group("g"), group("h"))
+    assert _steps(items) == [[0, 1], [2, 3]]
+    assert REGISTRY.named(InterfaceModel, {"name": "eth0"}) == []  # a lookup the values do not hold
+    assert REGISTRY.named(InterfaceModel, {"name": "eth0", "device__name": "sw"}) == [(DeviceModel, {"name": "sw"})]
+    assert REGISTRY.named(VLANModel, {"vid": 1, "vlan_group__name": "g", "name": "a"}) == [
+        (VLANGroupModel, {"name": "g"})
+    ]
 
 
 def test_an_event_that_may_let_a_waiting_key_go_on_ends_its_step() -> None:
