@@ -42,7 +42,7 @@ from streamsync.adapters import PartialNautobotAdapter, adapter_classes
 from streamsync.envelope import Event, Op, RejectCode, canonical_key, describe
 from streamsync.faults import Fault, causes, classify, is_transient, reason
 from streamsync.registry import ModelRegistry, RejectedEvent
-from streamsync.steps import Item, next_step
+from streamsync.steps import Item, Relations, next_step
 
 
 class Outcome(StrEnum):
@@ -394,6 +394,77 @@ class SyncEngine:
         return writer(self.username, nautobot_models(self.registry))
 
 
+class _Possible:
+    """The values the remaining events' objects may hold on their unique constraints, for `Relations.clash`.
+
+    Per key, what Nautobot holds now and every value its remaining upserts set (the model's
+    default where a missing object's upserts set none): a superset, so that two events that may
+    want one unique value are never taken for independent. Nautobot's values are loaded when first
+    needed, one query per model.
+    """
+
+    def __init__(self, registry: ModelRegistry, items: Sequence[Item]) -> None:
+        self.registry = registry
+        self.items = items
+        self._current: dict[type[DiffSyncModel], dict[str, dict[str, Any]] | None] = {}
+        self._values: dict[str, dict[str, set[Any]]] = {}
+
+    def clash(self, one: Item, other: Item) -> bool:
+        """Whether two events of one model, of different keys, may want the same value of a unique constraint."""
+        if one.op is Op.DELETE and other.op is Op.DELETE:
+            return False  # deletes free values, they take none
+        for names in self.registry.unique(one.model):
+            if self._loaded(one.model) is None:
+                return True  # Nautobot's values unknown: they may
+            mine, theirs = self._possible(one), self._possible(other)
+            if all(mine.get(name, set()) & theirs.get(name, set()) for name in names):
+                return True
+        return False
+
+    def _possible(self, item: Item) -> dict[str, set[Any]]:
+        if item.key not in self._values:
+            current = (self._loaded(item.model) or {}).get(item.key)
+            values: dict[str, set[Any]] = {name: {_hashable(value)} for name, value in item.ids.items()}
+            for name, value in (current or {}).items():
+                values.setdefault(name, set()).add(_hashable(value))
+            for other in self.items:
+                if other.key == item.key and other.op is Op.UPSERT:
+                    for name, value in other.attrs.items():
+                        values.setdefault(name, set()).add(_hashable(value))
+            if current is None:
+                for name, field in item.model.model_fields.items():
+                    if name not in values and not field.is_required():
+                        values[name] = {_hashable(field.get_default(call_default_factory=True))}
+            for found in values.values():
+                found.discard(None)  # NULLs never clash
+            self._values[item.key] = values
+        return self._values[item.key]
+
+    def _loaded(self, model: type[DiffSyncModel]) -> dict[str, dict[str, Any]] | None:
+        """Nautobot's current attributes of the remaining events' objects of `model`, by key (None: unknown)."""
+        from django.db import DataError, transaction
+
+        if model not in self._current:
+            keys = [item.ids for item in self.items if item.model is model]
+            nautobot_cls, _ = adapter_classes([model])
+            nautobot = nautobot_cls(keys={model.get_type(): keys})
+            try:
+                with transaction.atomic():  # a key the database cannot compare fails only this (see _Run._load)
+                    nautobot.load()
+            except DataError:
+                self._current[model] = None
+            else:
+                self._current[model] = {
+                    canonical_key(model.get_type(), obj.get_identifiers()): obj.get_attrs()
+                    for obj in nautobot.get_all(model)
+                }
+        return self._current[model]
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | None) else repr(value)
+
+
 # Keys of at most this many objects protecting a delete are kept: an upsert of one of them may lift the protection.
 MAX_BLOCKERS = 100
 
@@ -429,8 +500,9 @@ class _Run:
         changed = _Changed()
         pending = items
         while pending:
-            count = next_step(pending, self._named, self._ends_step())
-            step, pending = pending[:count], pending[count:]
+            step = next_step(pending, self._relations(pending), self._ends_step())
+            taken = {id(item) for item in step}
+            pending = [item for item in pending if id(item) not in taken]
             ready = []
             for item in step:
                 if item.key in self.waiting:  # per-key order: behind the key's failure, not around it
@@ -480,6 +552,7 @@ class _Run:
     def _joining(self, changes: list[Change]) -> list[str]:
         """Waiting keys whose events fold, and that this step's changes may let go on: they join the step."""
         upserted = {change.model for change in changes if change.op is Op.UPSERT}
+        # What the step may change, before it does: its upserts' models, and every model it touches.
         touched = _Changed(upserted, {change.model for change in changes})
         return [key for key, waiting in self.waiting.items() if waiting.folds and self._releases(waiting, touched)]
 
@@ -511,8 +584,14 @@ class _Run:
             total.add(changed)
         return total
 
-    def _named(self, item: Item) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
-        return self.registry.named(item.model, {**item.attrs, **item.ids})
+    def _relations(self, pending: list[Item]) -> Relations:
+        """How the remaining events may affect each other: the models' relations, and unique values they may want."""
+        possible = _Possible(self.registry, pending)
+
+        def named(item: Item) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
+            return self.registry.named(item.model, {**item.attrs, **item.ids})
+
+        return Relations(self.registry.related, possible.clash, named)
 
     # --- one step ---------------------------------------------------------------------------------
 
@@ -684,7 +763,7 @@ class _Run:
         dst = nautobot.get_or_none(model_name, change.model.create_unique_id(**change.ids))
         if dst is None:
             return [ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events)], None  # already gone
-        written, error = self._write(change, lambda: (self.engine._delete(dst), dst.pk))
+        written, error = self._write(change, nautobot, lambda: (self.engine._delete(dst), dst.pk))
         if written.outcome is Outcome.DELETED:
             nautobot.remove(dst)
         if written.outcome is Outcome.FAILED and written.retryable and error is not None:
@@ -737,11 +816,18 @@ class _Run:
                 return ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events, pk=dst.pk), None
             action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
         self.result.add_time("diff", time.perf_counter() - started)
-        return self._write(change, action)
+        return self._write(change, nautobot, action)
 
     @staticmethod
-    def _write(change: Change, action: Callable[[], tuple[Outcome, Any]]) -> tuple[ObjectResult, BaseException | None]:
-        """Run one write in a savepoint: its failure is its own object's (returned with the error)."""
+    def _write(
+        change: Change, nautobot: PartialNautobotAdapter, action: Callable[[], tuple[Outcome, Any]]
+    ) -> tuple[ObjectResult, BaseException | None]:
+        """Run one write in a savepoint: its failure is its own object's (returned with the error).
+
+        A failed write is rolled back in the database, not in the ORM objects contrib caches in the
+        adapter (`get_from_db`): the next write of the object would start from the refused values.
+        The cache is emptied instead.
+        """
         from django.db import transaction
 
         model_name = change.model.get_type()
@@ -752,6 +838,7 @@ class _Run:
             kind = classify(error)
             if kind is Fault.TRANSIENT:
                 raise  # ...but the infrastructure's fails it: the whole batch is tried again
+            nautobot.cache.invalidate_cache(zero_out_hits=False)
             failed = ObjectResult(
                 change.key, model_name, Outcome.FAILED, reason(error), kind is Fault.WAITING, change.events
             )

@@ -39,6 +39,7 @@ class ModelRegistry:
         self._ancestors = _reachable(refers)
         self._descendants = _reachable(_reversed(refers))
         self._lookups = {model: _lookups(model, self._models.values()) for model in self._models.values()}
+        self._unique = {model: _unique(model) for model in self._models.values()}
         self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
 
     def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
@@ -53,6 +54,18 @@ class ModelRegistry:
     def descendants(self, model: type[DiffSyncModel]) -> frozenset[type[DiffSyncModel]]:
         """Registered models whose objects refer to `model`'s, directly or not (what a delete may cascade to)."""
         return self._descendants.get(model, frozenset())
+
+    def related(self, one: type[DiffSyncModel], other: type[DiffSyncModel]) -> bool:
+        """Whether objects of one model refer to the other's, directly or not (for one model: to their own)."""
+        return one in self._ancestors.get(other, ()) or other in self._ancestors.get(one, ())
+
+    def unique(self, model: type[DiffSyncModel]) -> list[tuple[str, ...]]:
+        """Unique constraints that two objects of different keys may clash on, as the model's field names.
+
+        A VLAN's group and name: two VLANs of one group, different VIDs, may not share a name.
+        Constraints over fields the model does not sync are left out: its events cannot change them.
+        """
+        return self._unique.get(model, [])
 
     def named(
         self, model: type[DiffSyncModel], values: dict[str, Any]
@@ -169,8 +182,9 @@ def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyn
 def references(models: Iterable[type[DiffSyncModel]]) -> Graph:
     """Per model, the models whose Nautobot objects its own refer to through any foreign key.
 
-    Every foreign key counts, synced or not: a delete cascades along all of them, and is protected
-    by all of them. A model not bound to Nautobot refers to nothing.
+    Every foreign key and many-to-many field counts, synced or not: a delete cascades along them,
+    is protected by them, and takes the object out of many-to-many relations. A model not bound to
+    Nautobot refers to nothing.
     """
     models = list(models)
     by_orm: dict[Any, list[type[DiffSyncModel]]] = {}
@@ -184,7 +198,9 @@ def references(models: Iterable[type[DiffSyncModel]]) -> Graph:
         related = set()
         if orm is not None:
             for field in orm._meta.get_fields():
-                if (field.many_to_one or field.one_to_one) and field.concrete and field.related_model in by_orm:
+                forward = (field.many_to_one or field.one_to_one) and field.concrete
+                forward = forward or (field.many_to_many and not field.auto_created)
+                if forward and field.related_model in by_orm:
                     related.update(by_orm[field.related_model])
         graph[model] = frozenset(related)
     return graph
@@ -236,3 +252,29 @@ def _lookups(
             continue
         lookups += [(parent, names) for parent in models if getattr(parent, "_model", None) is related]
     return lookups
+
+
+def _unique(model: type[DiffSyncModel]) -> list[tuple[str, ...]]:
+    """`ModelRegistry.unique()`, worked out from the Nautobot model's unique fields and constraints."""
+    from django.db.models import UniqueConstraint
+
+    orm = getattr(model, "_model", None)
+    if orm is None:
+        return []
+    groups: list[tuple[str, ...]] = [tuple(fields) for fields in orm._meta.unique_together]
+    groups += [
+        tuple(c.fields)
+        for c in orm._meta.constraints
+        if isinstance(c, UniqueConstraint) and c.fields and not c.condition
+    ]
+    groups += [(f.name,) for f in orm._meta.concrete_fields if f.unique and not f.primary_key]
+    synced = (*model._identifiers, *model._attributes)
+    constraints = []
+    for fields in groups:
+        names = [[n for n in synced if n == f or n.startswith(f + "__")] for f in fields]
+        if not all(names):
+            continue  # a field the model does not sync: its events cannot change it
+        flat = tuple(n for group in names for n in group)
+        if not set(model._identifiers) <= set(flat):  # objects of different keys differ on a field of it
+            constraints.append(flat)
+    return constraints

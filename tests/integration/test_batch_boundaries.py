@@ -12,6 +12,7 @@ the source's state rows, which objects the source owns, and the dead letters wit
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import uuid
@@ -180,6 +181,14 @@ REQUIRED = {
 }
 
 
+# Attributes Nautobot refuses to change on an existing object in some states (a location's type, a
+# location type's parent under existing locations, a VLAN name taken in its group): each object keeps
+# one value of them per example. Folded into one update, a refused change and a later one that undoes
+# it are not refused, where one batch per event refuses the first; that is the one difference
+# docs/architecture.md ("Batches") allows, so the events here do not ask for it.
+ONE_VALUE_PER_OBJECT = {"location_type__name", "parent__name", "name"}
+
+
 def events_of(world: World) -> st.SearchStrategy[list[Event]]:
     """Upserts (complete, partial, or missing what a create needs) and deletes over a few of the world's keys.
 
@@ -188,26 +197,29 @@ def events_of(world: World) -> st.SearchStrategy[list[Event]]:
     values = attribute_values(world)
     keys = [(model, key) for model in MODELS for key in world.keys[model]]
 
-    def one(focus: list[tuple[str, dict[str, Any]]]) -> st.SearchStrategy[tuple[str, dict[str, Any], Op, dict]]:
-        @st.composite
-        def draw_one(draw: st.DrawFn) -> tuple[str, dict[str, Any], Op, dict[str, Any]]:
+    @st.composite
+    def sequence(draw: st.DrawFn, focus: list[tuple[str, dict[str, Any]]]) -> list[Event]:
+        fixed = {
+            canonical_key(model, key): {
+                name: draw(st.sampled_from(choices))
+                for name, choices in values[model].items()
+                if name in ONE_VALUE_PER_OBJECT
+            }
+            for model, key in focus
+        }
+        events = []
+        for i in range(draw(st.integers(1, 12))):
             model, key = draw(st.sampled_from(focus))
             if draw(st.integers(0, 2)) == 0:  # a delete one time out of three
-                return model, key, Op.DELETE, {}
+                events.append(Event(id=f"e{i}", source=SOURCE, model=model, op=Op.DELETE, key=key))
+                continue
             complete = draw(st.booleans())  # every required attribute named; otherwise each one time out of two
             attrs = {}
             for name, choices in values[model].items():
                 if (complete and name in REQUIRED) or draw(st.booleans()):
-                    attrs[name] = draw(st.sampled_from(choices))
-            return model, key, Op.UPSERT, attrs
-
-        return draw_one()
-
-    def events(drawn: list[tuple[str, dict[str, Any], Op, dict[str, Any]]]) -> list[Event]:
-        return [
-            Event(id=f"e{i}", source=SOURCE, model=model, op=op, key=key, attrs=attrs)
-            for i, (model, key, op, attrs) in enumerate(drawn)
-        ]
+                    attrs[name] = fixed[canonical_key(model, key)].get(name, draw(st.sampled_from(choices)))
+            events.append(Event(id=f"e{i}", source=SOURCE, model=model, op=Op.UPSERT, key=key, attrs=attrs))
+        return events
 
     def keyed(model: str, *indexes: int) -> list[tuple[str, dict[str, Any]]]:
         return [(model, world.keys[model][i]) for i in indexes]
@@ -224,7 +236,7 @@ def events_of(world: World) -> st.SearchStrategy[list[Event]]:
     focused = st.tuples(st.sampled_from(families), st.lists(st.sampled_from(keys), max_size=2)).map(
         lambda drawn: list({canonical_key(*k): k for k in drawn[0] + drawn[1]}.values())
     )
-    return focused.flatmap(lambda focus: st.lists(one(focus), min_size=1, max_size=12)).map(events)
+    return focused.flatmap(sequence)
 
 
 # --- applying, as the worker does ---------------------------------------------------------------
@@ -373,8 +385,13 @@ def assert_same(ends: dict[str, dict[str, Any]]) -> None:
     problems = []
     for name, end in others:
         for part in first:
-            if end[part] != first[part]:
-                problems.append(f"{part}: {first_name} {first[part]!r}\n    != {name} {end[part]!r}")
+            mine, theirs = first[part], end[part]
+            if mine == theirs:
+                continue
+            if isinstance(mine, dict) and isinstance(theirs, dict):  # only the keys that differ
+                keys = sorted(k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k))
+                mine, theirs = {k: mine.get(k) for k in keys}, {k: theirs.get(k) for k in keys}
+            problems.append(f"{part}: {first_name} {mine!r}\n    != {name} {theirs!r}")
     assert not problems, "\n".join(problems)
 
 
@@ -499,3 +516,62 @@ def test_a_delete_then_an_upsert_that_cannot_create_deletes_and_fails_the_upsert
         assert letters.codes() == [(1, APPLY_FAILED)], (cuts, letters.items)
         assert not Device.objects.filter(name=world.name("sw")).exists()
         transaction.savepoint_rollback(savepoint)
+
+
+def _ends(sandbox: Sandbox, events: list[Event]) -> dict[str, dict[str, Any]]:
+    """The end state of `events` as one batch, one batch per event, and cut after the first event."""
+    cuts: dict[str, list[int]] = {"one batch": [], "one batch per event": list(range(len(events))), "cut": [1]}
+    runs = {name: functools.partial(apply_in_batches, sandbox.engine, events, at) for name, at in cuts.items()}
+    return {name: sandbox.run(run)[0] for name, run in runs.items()}
+
+
+def test_children_before_their_parents_wait_for_them_in_a_batch_as_across_batches(sandbox: Sandbox) -> None:
+    n = sandbox.world.name
+    events = [
+        _event("interface", {"name": "eth0", "device__name": n("sw2")}, type="virtual", description="up"),
+        _event("device", {"name": n("sw2"), "location__name": n("lab")}, **_complete(sandbox.world)),
+        _event("location", {"name": n("lab"), "parent__name": None}, location_type__name=n("region")),
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == []
+    assert {key for key, (_, who) in end["objects"].items() if who == "new object"} == {e.canonical_key for e in events}
+
+
+def test_a_protected_delete_goes_through_once_its_child_is_deleted_in_the_same_batch_or_a_later_one(
+    sandbox: Sandbox,
+) -> None:
+    n = sandbox.world.name
+    events = [
+        _event("devicetype", {"model": "X1", "manufacturer__name": n("acme")}, op=Op.DELETE),  # the device uses it
+        _event("device", {"name": n("sw"), "location__name": n("dc")}, op=Op.DELETE),
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == []
+    assert not {e.canonical_key for e in events} & set(end["objects"])
+    # The device's interfaces went with it.
+    assert not [key for key in end["objects"] if key.startswith("interface:") and n("sw") + '"' in key]
+
+
+def test_folded_updates_that_fail_are_applied_one_by_one_and_fail_alone(sandbox: Sandbox) -> None:
+    """A location type cannot get a parent while top-level locations use it; its description can change."""
+    n = sandbox.world.name
+    site = {"name": n("site")}
+    savepoint = transaction.savepoint()
+    apply_in_batches(sandbox.engine, [_event("locationtype", site)], [])
+    lab = {"name": n("lab"), "parent__name": None}
+    apply_in_batches(sandbox.engine, [_event("location", lab, location_type__name=n("site"))], [])
+    events = [
+        _event("locationtype", site, parent__name=n("region")),  # refused
+        _event("locationtype", site, description="x"),
+    ]
+    ends = _ends(sandbox, events)
+    transaction.savepoint_rollback(savepoint)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == [(0, APPLY_FAILED)]
+    attrs, _ = end["objects"][canonical_key("locationtype", site)]
+    assert (attrs["parent__name"], attrs["description"]) == (None, "x")
