@@ -533,13 +533,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["NAUTOBOT_DB_NAME"] = DB_NAME  # before Nautobot's settings are read
     started, clock, load = datetime.now(UTC), time.monotonic(), os.getloadavg()
 
-    from streamsync import devdb
+    from deploy import devdb
 
     progress(f"cloning the migrated template into {DB_NAME}")
     devdb.create_database(DB_NAME)
     try:
-        from streamsync.logging import configure
-        from streamsync.nautobot_setup import setup
+        from streamsync.cli.nautobot_setup import setup
+        from streamsync.monitor.logging import configure
 
         setup()
         configure(level="WARNING", fmt="console")  # diffsync's per-object INFO lines off, for every path

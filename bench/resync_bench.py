@@ -5,7 +5,7 @@
 Both sides start from the same N VLANs in Nautobot, owned by the source, and the same remote
 picture: every VLAN as Nautobot has it, `updates` of them with a new description and `creates` new
 ones. streamsync's resync reads that picture from a real state topic (Kafka) and diffs it against
-Nautobot (`streamsync.resync.read/plan/apply`); the contrib full sync gets it as plain records
+Nautobot (`streamsync.ops.resync.read/plan/apply`); the contrib full sync gets it as plain records
 already in memory, the cheapest remote load there is, and diffs two whole adapters
 (`bench.workload.Workload.full_sync`). Runs are interleaved so that both see the same machine load;
 what a run created is removed again (untimed) so that N stays put. Peak memory is tracemalloc's, in
@@ -42,22 +42,24 @@ class ResyncWork:
     """The resync side: a state topic holding the remote picture, and timed resyncs of it."""
 
     def __init__(self, work: Any, bootstrap: str) -> None:
-        from streamsync.engine import SyncEngine
         from streamsync.models.ipam import VLANModel
-        from streamsync.registry import ModelRegistry
+        from streamsync.sync.engine import SyncEngine
+        from streamsync.sync.permissions import set_up_writer
+        from streamsync.sync.registry import ModelRegistry
 
         self.work = work
         self.bootstrap = bootstrap
         self.prefix = f"bench{uuid.uuid4().hex[:6]}"
         self.registry = ModelRegistry([VLANModel])
-        self.engine = SyncEngine(self.registry, username="streamsync")
+        self.engine = SyncEngine(self.registry, set_up_writer("streamsync", self.registry))
         self.source = "ipam"
 
     def _produce(self, records: Sequence[tuple[dict[str, Any], dict[str, Any] | None]]) -> None:
         """(identifiers, attributes or None for a tombstone) to the state topic, as state records."""
-        from streamsync.envelope import Event, Op
-        from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
-        from streamsync.topics import state_topic
+        from streamsync.contract.envelope import Event, Op
+        from streamsync.contract.topics import state_topic
+        from streamsync.kafka.admin import TopicSpec, ensure_topics
+        from streamsync.kafka.clients import produce_raw
 
         topic = state_topic(self.source, self.prefix)
         raw: list[tuple[bytes | None, bytes | None]] = []
@@ -75,9 +77,9 @@ class ResyncWork:
         """The source owns every VLAN, and its state topic holds each as Nautobot has it (untimed)."""
         from nautobot.ipam.models import VLAN
 
-        from streamsync import ownership
-        from streamsync.envelope import canonical_key
+        from streamsync.contract.envelope import canonical_key
         from streamsync.models.ipam import VLANModel
+        from streamsync.sync import ownership
 
         rows = list(VLAN.objects.values_list("pk", "vid", "vlan_group__name"))
         ownership.claim(
@@ -118,7 +120,7 @@ class ResyncWork:
 
     def resync(self, updates: int, creates: int) -> float:
         """One resync: read the state topic to its end, plan, apply; seconds taken."""
-        from streamsync import resync
+        from streamsync.ops import resync
 
         started = time.perf_counter()
         state = resync.read(self.bootstrap, self.source, self.prefix)
@@ -246,13 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["NAUTOBOT_DB_NAME"] = DB_NAME  # before Nautobot's settings are read
     load = os.getloadavg()
 
-    from streamsync import devdb
+    from deploy import devdb
 
     progress(f"cloning the migrated template into {DB_NAME}")
     devdb.create_database(DB_NAME)
     try:
-        from streamsync.logging import configure
-        from streamsync.nautobot_setup import setup
+        from streamsync.cli.nautobot_setup import setup
+        from streamsync.monitor.logging import configure
 
         setup()
         configure(level="WARNING", fmt="console")  # diffsync's per-object INFO lines off, for every path

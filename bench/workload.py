@@ -29,10 +29,11 @@ from nautobot.extras.models import ObjectChange, Status
 from nautobot.ipam.models import VLAN, VLANGroup
 from nautobot_ssot.contrib import NautobotAdapter
 
-from streamsync.engine import BatchResult, Outcome, SyncEngine
-from streamsync.envelope import Event, Op
+from streamsync.contract.envelope import Event, Op
 from streamsync.models.ipam import VLANModel
-from streamsync.registry import ModelRegistry
+from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 PHASES = ("load", "diff", "save", "changelog")
 VIDS_PER_GROUP = 4000  # VLAN ids stay in 1..4094: one VLAN group per 4,000 VLANs
@@ -53,7 +54,7 @@ PROFILE_ITEMS: tuple[tuple[str, str, str | None], ...] = (
     ("change-context exit: webhook/job-hook lookups", "nautobot/extras/webhooks.py", "enqueue_webhooks"),
     ("change-context exit: webhook/job-hook lookups", "nautobot/extras/jobs.py", "enqueue_job_hooks"),
     ("event brokers (publish_event)", "nautobot/core/events/__init__.py", "publish_event"),
-    ("streamsync/events.py (its event broker)", "streamsync/events.py", None),
+    ("streamsync/outbox/broker.py (its event broker)", "streamsync/outbox/broker.py", None),
 )
 
 Key = tuple[int, str]  # (vid, VLAN group name)
@@ -168,9 +169,9 @@ class Workload:
     """The database's VLANs and the keys the benchmark updates and creates."""
 
     def __init__(self) -> None:
-        self.user = get_user_model().objects.get_or_create(username=USERNAME)[0]
         self.active = Status.objects.get(name="Active")
-        self.engine = SyncEngine(ModelRegistry([VLANModel]), username=USERNAME)
+        self.engine = SyncEngine(ModelRegistry([VLANModel]), set_up_writer(USERNAME, [VLANModel]))
+        self.user = get_user_model().objects.get(username=USERNAME)
         self.groups: dict[str, VLANGroup] = {}
         self.seeded = 0  # seeded VLAN i is vid i % 4000 + 1 in seed group i // 4000
         self.created = 0  # created VLAN i is vid i % 4000 + 1 in new group i // 4000

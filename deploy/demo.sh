@@ -18,7 +18,7 @@ export NAUTOBOT_DB_NAME="$DEMO_DB" STREAMSYNC_LOG_FORMAT=json
 
 log "fresh Nautobot database $DEMO_DB (cloned from the migrated template)"
 stop_pid "previous demo worker" "$WORKER_PID" 60
-python -m streamsync.devdb create "$DEMO_DB" >/dev/null
+python -m deploy.devdb create "$DEMO_DB" >/dev/null
 
 log "starting streamsync worker (log: $WORKER_LOG)"
 streamsync worker --batch-timeout 0.5 >"$WORKER_LOG" 2>&1 &
@@ -41,7 +41,7 @@ log "waiting for the worker to apply them ($want VLANs expected)"
 for _ in $(seq 1 240); do
     pid_alive "$WORKER_PID" || fail_with_log "worker" "$WORKER_LOG" "exited"
     grep -q '"batch committed"' "$WORKER_LOG" && \
-        have=$(python -c 'from streamsync.nautobot_setup import setup; setup(); from nautobot.ipam.models import VLAN; print(VLAN.objects.count())' 2>/dev/null) && \
+        have=$(python -c 'from streamsync.cli.nautobot_setup import setup; setup(); from nautobot.ipam.models import VLAN; print(VLAN.objects.count())' 2>/dev/null) && \
         [ "$have" = "$want" ] && break
     sleep 1
 done

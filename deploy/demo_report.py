@@ -1,6 +1,6 @@
 """Print what the demo's events did to Nautobot: the VLANs and the change log entries streamsync wrote."""
 
-from streamsync.nautobot_setup import setup
+from streamsync.cli.nautobot_setup import setup
 
 setup()
 

@@ -56,7 +56,7 @@ PLUGINS_CONFIG = {
 # to Kafka by the relay in `streamsync worker` (docs/nautobot-events.md).
 EVENT_BROKERS = {
     "streamsync": {
-        "CLASS": "streamsync.events.StreamsyncEventBroker",
+        "CLASS": "streamsync.outbox.broker.StreamsyncEventBroker",
         # Object changes only (not job or login events): Nautobot serialises a payload per matching broker.
         "TOPICS": {"INCLUDE": ["nautobot.create.*", "nautobot.update.*", "nautobot.delete.*"]},
     },

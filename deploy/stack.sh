@@ -26,7 +26,7 @@ up() {
         bash "$DEPLOY/kafka.sh" start
     fi
     log "Nautobot database template"
-    PATH="$STREAMSYNC_ROOT/.venv/bin:$PATH" "$STREAMSYNC_ROOT/.venv/bin/python" -m streamsync.devdb template >/dev/null \
+    (cd "$STREAMSYNC_ROOT" && PATH="$STREAMSYNC_ROOT/.venv/bin:$PATH" .venv/bin/python -m deploy.devdb template >/dev/null) \
         || die "could not prepare the migrated Nautobot template database"
     log "up"
 }

@@ -27,8 +27,7 @@ class StreamsyncConfig(NautobotAppConfig):
     def import_models(self) -> None:
         """Also import streamsync's own tables: `streamsync.models` holds DiffSync models, imported on demand."""
         super().import_models()
-        for module in ("outbox", "models.state"):
-            import_module(f"{self.name}.{module}")
+        import_module(f"{self.name}.models.bookkeeping")
 
 
 config = StreamsyncConfig

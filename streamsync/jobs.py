@@ -2,8 +2,13 @@
 
 The Job is a nautobot-ssot `DataSource`, so it shows in the SSoT dashboard with its Sync records
 (dry-run or not, load/diff/sync times, the create/update/delete summary), but its work is
-`streamsync.resync`'s, exactly what `streamsync resync SOURCE` does: read the source's state topic,
+`streamsync.ops.resync`'s, exactly what `streamsync resync SOURCE` does: read the source's state topic,
 plan against Nautobot over what the source owns, apply through the engine.
+
+Who started it and who writes are two users. The writes are the least-privilege streamsync user's
+(checked in every chunk's transaction, never created here); the Job's user, who started it, is
+named in every change's context detail ("streamsync:ipam resync started by alice (job result
+...)", context "Job") and owns the JobResult, which the SSoT dashboard shows as the Sync's user.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from datetime import timedelta
 from typing import Any
 
 from nautobot.core.celery import register_jobs
+from nautobot.extras.choices import ObjectChangeEventContextChoices
 from nautobot.extras.jobs import ChoiceVar
 from nautobot_ssot.jobs.base import DataSource
 
-from streamsync import permissions, resync
-from streamsync.engine import SyncEngine
+from streamsync.ops import resync
+from streamsync.ops.cascade import format_report, headline
 from streamsync.settings import StreamsyncSettings
+from streamsync.sync.engine import ChangeLog, SyncEngine
+from streamsync.sync.permissions import Writer, WriterBlocked
 
 name = "streamsync"  # the Jobs' group in Nautobot's Jobs list
 
@@ -57,8 +65,9 @@ class StreamsyncResync(DataSource):
 
         name = "streamsync resync"
         description = (
-            "Diff a streamsync source's state topic against Nautobot and apply the difference. Objects the "
-            "source does not own are never deleted (docs/resync.md)."
+            "Diff a streamsync source's state topic against Nautobot and apply the difference. Deletes only "
+            "objects the source owns and its state lacks, with their cascade (in the log), and only if unchanged "
+            "since the plan (docs/resync.md)."
         )
         data_source = "streamsync state topic"
         has_sensitive_variables = False
@@ -98,25 +107,37 @@ class StreamsyncResync(DataSource):
         }
         self.sync.save()
         self.logger.info("Plan:\n%s", resync.format_summary(plan))
+        if plan.deletes:
+            deleted = resync.cascade_of(plan, registry, progress)
+            self.logger.info("The deletes and their cascade:\n%s", format_report(deleted))
+            self.logger.info("This resync will delete %s", headline(deleted))
         for problem in plan.problems[:50]:
             self.logger.warning("Left alone: %s: %s", problem.key, problem.reason)
 
         if self.sync.dry_run:
             self.logger.info("Dry run: nothing written.")
             return
-        # Writes as the streamsync user, which must hold the source's permissions (docs/security.md).
-        permissions.ensure_permitted(settings.user, permissions.source_models(settings, [self.source_name]))
+        # Writes as the streamsync user, which must hold the source's permissions (docs/security.md): said
+        # before the first write, and checked again in every chunk's transaction.
+        writer = Writer.of(settings.user, registry)
+        found = writer.standing()
+        if found.blocked is not None:
+            raise WriterBlocked(found)
+        self.logger.info("Writing as %s; started by %s", settings.user, self.started_by())
         applied_at = time.perf_counter()
-        result = resync.apply(plan, SyncEngine(registry, username=settings.user), progress)
+        result = resync.apply(plan, SyncEngine(registry, writer, self.changelog()), progress)
         self.sync.sync_time = timedelta(seconds=time.perf_counter() - applied_at)
         self.sync.save()
         self.logger.info(
-            "Applied: %d created, %d updated, %d deleted, %d claimed",
+            "Applied: %d created, %d updated, %d deleted, %d claimed, %d left alone",
             result.count("created"),
             result.count("updated"),
             result.count("deleted"),
             result.claimed,
+            len(result.left_alone),
         )
+        for line in resync.describe_problems(result.left_alone):
+            self.logger.warning("Not deleted: %s", line)
         for line in resync.describe_failures(result.failed):
             self.logger.error("Failed: %s", line)
         for problem in result.rejected[:50]:
@@ -124,6 +145,18 @@ class StreamsyncResync(DataSource):
         if result.failed or result.rejected:
             count = len(result.failed) + len(result.rejected)
             raise RuntimeError(f"{count} object(s) could not be applied; see the log")
+
+    def started_by(self) -> str:
+        """The username of whoever started this run (the JobResult's user)."""
+        user = self.user
+        return user.username if user is not None else "an unknown user"
+
+    def changelog(self) -> ChangeLog:
+        """How the change log records this run's writes: a Job's, started by the Job's user."""
+        return ChangeLog(
+            note=f"resync started by {self.started_by()} (job result {self.job_result.pk})",
+            context=ObjectChangeEventContextChoices.CONTEXT_JOB,
+        )
 
 
 jobs = [StreamsyncResync]

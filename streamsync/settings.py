@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import importlib
 import os
+from datetime import timedelta
 from typing import Any
 
 from diffsync import DiffSyncModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from streamsync.kafka import KafkaConfigError, KafkaConnection, KafkaSecurity, security_with_env, validation_message
+from streamsync.contract.envelope import describe
+from streamsync.contract.topics import NAUTOBOT
+from streamsync.kafka.connection import (
+    KafkaConfigError,
+    KafkaConnection,
+    KafkaSecurity,
+    security_with_env,
+)
 from streamsync.models import BUILTIN_MODELS, builtin_model
-from streamsync.registry import ModelRegistry
-from streamsync.retry import RetryPolicy
+from streamsync.sync.backoff import backoff
+from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
 
 # What differs per deployment can come from the environment and wins over nautobot_config.py.
@@ -29,7 +37,20 @@ ENV_OVERRIDES = {
     "metrics_port": "STREAMSYNC_METRICS_PORT",
     "metrics_address": "STREAMSYNC_METRICS_ADDRESS",
     "transaction_idle_timeout": "STREAMSYNC_TRANSACTION_IDLE_TIMEOUT",
+    "lock_timeout": "STREAMSYNC_LOCK_TIMEOUT",
 }
+
+
+class RetryPolicy(BaseModel):
+    """How often and how long to retry a failure that may pass later."""
+
+    max_attempts: int = Field(default=8, ge=1)
+    backoff: float = Field(default=1.0, gt=0, description="seconds before the first retry; doubles each attempt")
+    backoff_max: float = Field(default=300.0, gt=0)
+
+    def delay(self, attempts: int) -> timedelta:
+        """Wait before the next attempt, after `attempts` failed ones."""
+        return timedelta(seconds=backoff(attempts, self.backoff, self.backoff_max))
 
 
 class ConfigError(ValueError):
@@ -112,6 +133,9 @@ class StreamsyncSettings(BaseModel):
     # PostgreSQL, freeing its partitions' positions for their new owner; 0 never ends one. Keep it
     # above the longest pause a healthy batch makes between statements (a target's slowest write).
     transaction_idle_timeout: float = Field(default=300.0, ge=0, le=86_400)
+    # A batch waiting longer than this for a row lock another transaction holds (a user's long edit,
+    # a migration) fails and is retried with back-off, shown as a stalled agent; 0 waits without end.
+    lock_timeout: float = Field(default=60.0, ge=0, le=86_400)
     # The relay of Nautobot's change events (docs/nautobot-events.md): rows per cycle, seconds between idle looks.
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_interval: float = Field(default=0.2, gt=0, le=60)
@@ -136,7 +160,7 @@ class StreamsyncSettings(BaseModel):
                 raise ValueError(
                     f"system name {name!r} must be letters, digits, '-' or '_' (it is part of a topic name)"
                 )
-            if name == "nautobot":
+            if name == NAUTOBOT:
                 raise ValueError("'nautobot' is reserved for Nautobot's own change events")
         return systems
 
@@ -155,7 +179,7 @@ class StreamsyncSettings(BaseModel):
             loaded = cls.model_validate(data)
             loaded.kafka()  # a malformed bootstrap list fails now too
         except ValidationError as error:
-            raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {validation_message(error)}') from error
+            raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {describe(error)}') from error
         except ValueError as error:
             raise ConfigError(f'PLUGINS_CONFIG["streamsync"] is invalid: {error}') from error
         return loaded

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse
@@ -10,16 +11,19 @@ from django.shortcuts import render
 from django.views import View
 from nautobot.core.views.mixins import ContentTypePermissionRequiredMixin
 
-from streamsync.batchlog import BatchSummary
-from streamsync.dlq import StoredLetter
-from streamsync.health import Health, gather
-from streamsync.lag import PartitionLag, format_age
+from streamsync.contract.topics import events_topic
+from streamsync.monitor.batchlog import BatchSummary, WorkerStatus
+from streamsync.monitor.health import Health, gather
+from streamsync.ops.deadletters import StoredLetter
+from streamsync.ops.lag import PartitionLag, format_age
 from streamsync.settings import ConfigError, StreamsyncSettings
-from streamsync.topics import events_topic
+from streamsync.sync.permissions import FIX
 
 # Streamsync's operational state is a view of its parked events and dead letters: whoever may see
 # parked events (superusers, or a "view" object permission on streamsync | parked event) sees the page.
 PERMISSION = "streamsync.view_parkedevent"
+# A worker that has not reported for this many metrics intervals is shown as silent (stopped or hung).
+SILENT_AFTER = 3
 
 
 @dataclass
@@ -55,8 +59,10 @@ class HealthView(ContentTypePermissionRequiredMixin, View):
                 "topics": _topics(health, settings),
                 "letters": _letters(health),
                 "batches": [_batch(b) for b in health.batches],
+                "workers": [_worker(w, settings) for w in health.workers],
                 "parked": [(source, health.parked.get(source, 0)) for source in health.sources],
                 "outbox_age": _outbox_age(health),
+                "fix": FIX,
             },
         )
 
@@ -119,6 +125,21 @@ def _letter(source: str, stored: StoredLetter) -> dict[str, Any]:
             origin=f"{info.original_topic}[{info.original_partition}]@{info.original_offset}",
         )
     return row
+
+
+def _worker(status: WorkerStatus, settings: StreamsyncSettings) -> dict[str, Any]:
+    """A worker's row: silent (stopped reporting), stalled (retrying for the infrastructure), or settling."""
+    now = datetime.now(UTC)
+    silent = (now - status.at).total_seconds() > SILENT_AFTER * settings.metrics_interval
+    return {
+        "worker": status.worker,
+        "reported": status.at,
+        "reported_age": format_age((now - status.at).total_seconds()),
+        "state": "silent" if silent else "stalled" if status.stalled else "settling",
+        "stalled": [
+            {**stall.model_dump(), "for": format_age((now - stall.since).total_seconds())} for stall in status.stalled
+        ],
+    }
 
 
 def _batch(summary: BatchSummary) -> dict[str, Any]:

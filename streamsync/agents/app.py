@@ -8,7 +8,7 @@ from typing import Any
 import faust
 
 from streamsync.agents.positioning import PositionedTransport, Positions
-from streamsync.partitioning import murmur2_partitioner
+from streamsync.contract.partitioning import murmur2_partitioner
 from streamsync.settings import StreamsyncSettings
 
 

@@ -1,7 +1,7 @@
 """Where a worker reads from and how far it lets Kafka commit: the positions the database vouches for.
 
 faust reads an assigned partition from the group's committed offset and commits what its streams
-acknowledged. Here both answer to the positions table (streamsync/positions.py):
+acknowledged. Here both answer to the positions table (streamsync/sync/positions.py):
 
 - on assignment, each partition is read from its stored position, not from Kafka's committed
   offset: a committed offset ahead of it (acknowledged, never applied) is read again, and said
@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from faust.transport.drivers import aiokafka as driver
 
-from streamsync import metrics
+from streamsync.monitor import prometheus
 
 if TYPE_CHECKING:
-    from streamsync.agents.settler import DatabaseThread
-    from streamsync.positions import Admission
+    from streamsync.agents.dbthread import DatabaseThread
+    from streamsync.sync.positions import Admission
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +70,7 @@ class Positions:
         `committed` holds Kafka's committed offsets (None where the group committed nothing).
         Partitions no agent has settled yet keep Kafka's offset.
         """
-        from streamsync import positions
+        from streamsync.sync import positions
 
         ours = {tp: committed[tp] for tp in committed if tp.topic in self._agents}
         if not ours:
@@ -98,7 +98,7 @@ class Positions:
             where = {"topic": tp.topic, "partition": tp.partition, "position": offset, "committed": kafka_offset}
             if kafka_offset is not None and kafka_offset > offset:
                 log.error("committed offset is ahead of the database's position: reading again from it", **where)
-                metrics.observe_rewind(tp.topic, tp.partition)
+                prometheus.observe_rewind(tp.topic, tp.partition)
             elif kafka_offset is None or kafka_offset < offset:
                 log.info("reading from the database's position, past records already applied", **where)
         return seeks
@@ -113,7 +113,7 @@ class Positions:
                 partition=partition,
                 position=offset,
             )
-            metrics.observe_rewind(topic, partition)
+            prometheus.observe_rewind(topic, partition)
             tp = next((tp for tp in consumer.assignment() if (tp.topic, tp.partition) == (topic, partition)), None)
             if tp is not None:
                 await consumer.seek(tp, offset)

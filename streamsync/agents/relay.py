@@ -26,15 +26,17 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer
 
-from streamsync.kafka import KafkaConnection, TopicSpec, as_connection, ensure_topics, producer_kwargs
+from streamsync.contract.topics import nautobot_events_topic
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import producer_kwargs
+from streamsync.kafka.connection import KafkaConnection, as_connection, describe_error
 from streamsync.settings import StreamsyncSettings
-from streamsync.topics import events_topic
+from streamsync.sync.backoff import INFRASTRUCTURE_CAP_SECONDS, backoff
 
 log = structlog.get_logger(__name__)
 
 # First key of the two-key advisory lock (the second is a hash of the topic): "ss".
 LOCK_CLASS = 0x7373
-MAX_BACKOFF_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class OutboxRelay:
                     result = RelayResult(error=repr(error))
                 if result.error:
                     failures += 1
-                    delay = min(MAX_BACKOFF_SECONDS, poll_interval * 2 ** min(failures, 10))
+                    delay = backoff(failures, 2 * poll_interval, INFRASTRUCTURE_CAP_SECONDS)
                     log.warning(
                         "outbox delivery failed, retrying",
                         topic=self.topic,
@@ -148,7 +150,7 @@ class OutboxRelay:
             await self._drop_producer()
             if isinstance(error, TimeoutError):
                 return delivered, f"no acknowledgement from {self.bootstrap} within {self.send_timeout:g}s"
-            return delivered, _describe(error)
+            return delivered, describe_error(error)
 
     async def _started_producer(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -180,7 +182,7 @@ class OutboxRelay:
         """
         from django.db import close_old_connections, connection, transaction
 
-        from streamsync.outbox import OutboxEvent
+        from streamsync.models.bookkeeping import OutboxEvent
 
         self._release()
         close_old_connections()
@@ -205,7 +207,7 @@ class OutboxRelay:
         from django.db.models import F
         from django.utils import timezone
 
-        from streamsync.outbox import OutboxEvent
+        from streamsync.models.bookkeeping import OutboxEvent
 
         try:
             if delivered:
@@ -241,18 +243,11 @@ class OutboxRelay:
             connection.close()
 
 
-def _describe(error: BaseException) -> str:
-    name, text = type(error).__name__, str(error).strip()
-    if not text:
-        return name
-    return text if text.startswith(name) else f"{name}: {text}"
-
-
 def register_relay(app: Any, settings: StreamsyncSettings) -> OutboxRelay:
     """Run the relay of Nautobot's change events (topic `<prefix>.nautobot.events`) as a task of the worker."""
     relay = OutboxRelay(
         settings.kafka(),
-        events_topic("nautobot", settings.topic_prefix),
+        nautobot_events_topic(settings.topic_prefix),
         batch_size=settings.outbox_batch_size,
         partitions=settings.topic_partitions,
         replication=settings.topic_replication,

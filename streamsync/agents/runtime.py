@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
 
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
-from streamsync.agents.settler import DatabaseThread, Settler, crash
+from streamsync.agents.settler import Settler, crash
+from streamsync.agents.stalls import Stalls
 from streamsync.agents.wire import KafkaWire
-from streamsync.records import Origin
+from streamsync.contract.records import Origin
+from streamsync.contract.topics import events_topic
 from streamsync.settings import StreamsyncSettings
-from streamsync.settle import Settled
-from streamsync.topics import events_topic
+from streamsync.sync.settle import Settled
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Runtime:
     positions: Positions
     # The largest record this worker can write again (state records, dead letters).
     max_bytes: int
+    stalls: Stalls = field(default_factory=Stalls)
 
 
 def events_channel(runtime: Runtime, system: str) -> Any:

@@ -1,7 +1,9 @@
 """Settling batches from the event loop: on a database thread, through infrastructure faults, past poison.
 
-    settle(batch) on the database thread (streamsync/settle.py)
+    settle(batch) on the database thread (streamsync/sync/settle.py)
       transient fault (database, Redis, Kafka away)   retry the same batch with back-off, for as long as it takes
+      operator's fault (the Nautobot user may not     the same, with a shorter back-off (it is fixed by hand, and
+        write: streamsync.sync.faults.OperatorFault)       should be noticed soon), and the agent's Watch says why
       any other error, twice                          split the batch in halves and settle each, until the
                                                       record that fails alone is dead-lettered as
                                                       `unexpected_error` with the error, and the rest is settled
@@ -13,76 +15,65 @@ letter, not a stopped partition, and an outage costs time, never a record.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
-import random
-import traceback
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Sequence
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import faust
 import structlog
 
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
-from streamsync.faults import is_transient
-from streamsync.records import Origin
-from streamsync.settle import Settled, Settling, Where, Wire, settle, where
+from streamsync.agents.stalls import Stalls
+from streamsync.contract.records import Origin
+from streamsync.sync.backoff import INFRASTRUCTURE_CAP_SECONDS, backoff
+from streamsync.sync.faults import is_transient, operator_fault, trace
+from streamsync.sync.settle import Settled, Settling, Where, Wire, settle, where
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-MAX_BACKOFF_SECONDS = 30.0
+FIRST_BACKOFF_SECONDS = 0.5
+# Back-off cap while an operator's fault (a user deactivated, a permission withdrawn) holds a batch:
+# one attempt costs a few queries, and writing should resume within seconds of the fix.
+OPERATOR_BACKOFF_SECONDS = 5.0
 # Attempts of a batch that fails for no infrastructure reason before it is split.
 ATTEMPTS_BEFORE_SPLIT = 2
 # Exit status of a worker whose agent crashed: a supervisor should start it again.
 EXIT_AGENT_CRASHED = 70
 
 
-def backoff(failures: int, base: float = 0.5, cap: float = MAX_BACKOFF_SECONDS) -> float:
-    """Seconds to wait after `failures` failures in a row: doubling from `base` up to `cap`, with jitter."""
-    delay = min(cap, base * 2 ** min(max(failures, 1) - 1, 16))
-    return delay * random.uniform(0.8, 1.0)  # noqa: S311 - spreading retries, not secrets
+class Watch(Protocol):
+    """Told how an agent's attempts end, to say what the settler cannot (e.g. why its writer is blocked)."""
 
+    def failed(self, error: BaseException, retry_in: float) -> bool:
+        """An attempt failed and will be retried; True when this said why (the settler then says nothing)."""
 
-class DatabaseThread:
-    """All ORM work on one thread: Django's ORM is synchronous and its connections are per thread.
-
-    One thread also means one connection and writes in the order batches arrive.
-    """
-
-    def __init__(self, name: str = "streamsync-db") -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
-
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn` on the database thread without blocking the event loop (the consumer keeps heartbeating)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(_with_fresh_connection, fn, *args, **kwargs)
-        )
-
-
-def _with_fresh_connection(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    from django.db import close_old_connections
-
-    # Drops connections that died (e.g. a database restart) so this batch opens a new one.
-    close_old_connections()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        close_old_connections()
+    def succeeded(self) -> None:
+        """An attempt succeeded."""
 
 
 class Settler:
     """Settles one agent's batches; returns only once every record of a batch is settled."""
 
-    def __init__(self, app: faust.App, how: Settling, db: DatabaseThread, wire: Wire, positions: Positions) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        how: Settling,
+        db: DatabaseThread,
+        wire: Wire,
+        positions: Positions,
+        stalls: Stalls,
+        watch: Watch | None = None,
+    ) -> None:
         self.app = app
         self.how = how
         self.db = db
         self.wire = wire
         self.positions = positions
+        self.stalls = stalls
+        self.watch = watch
 
     async def settle(self, records: Sequence[Origin]) -> list[Settled]:
         """Settle `records`; more than one result when a failing batch had to be split."""
@@ -97,10 +88,16 @@ class Settler:
                 failures += 1
                 context = {"agent": self.how.agent, "records": len(records), "attempt": failures}
                 if is_transient(error):
-                    await self.wait(backoff(failures), "batch failed, retrying", error, **context)
+                    self.stalls.failed(self.how.agent, error)
+                    await self.wait(retry_delay(error, failures), "batch failed, retrying", error, **context)
                     continue
                 if failures < ATTEMPTS_BEFORE_SPLIT:
-                    await self.wait(backoff(failures), "batch failed, retrying", error, **context)
+                    await self.wait(
+                        backoff(failures, FIRST_BACKOFF_SECONDS, INFRASTRUCTURE_CAP_SECONDS),
+                        "batch failed, retrying",
+                        error,
+                        **context,
+                    )
                     continue
                 if len(records) > 1:
                     log.warning("batch keeps failing: settling its halves apart", error=repr(error), **context)
@@ -112,16 +109,20 @@ class Settler:
                 if where(records[0]) in poisoned:
                     raise  # not even its dead letter can be settled: the agent cannot go on
                 log.error("record fails every batch it is in: dead-lettering it", exc_info=error, **context)
-                poisoned = {**poisoned, where(records[0]): _reason(error)}
+                poisoned = {**poisoned, where(records[0]): trace(error)}
                 continue
+            self.stalls.recovered(self.how.agent)
+            if self.watch is not None:
+                self.watch.succeeded()
             self.positions.vouch(self.how.agent, settled.admission)
             if settled.admission.refused:
                 await self.positions.read_again(self.app.consumer, self.how.agent, settled.admission.refused)
             return [settled]
 
     async def wait(self, seconds: float, message: str, error: BaseException, **context: Any) -> None:
-        """Log a failed attempt and sleep; a worker told to stop meanwhile leaves without committing."""
-        log.warning(message, retry_in=round(seconds, 2), error=repr(error), **context)
+        """Say why an attempt failed (the Watch, or a log line) and sleep; a worker told to stop leaves uncommitted."""
+        if self.watch is None or not self.watch.failed(error, seconds):
+            log.warning(message, retry_in=round(seconds, 2), error=repr(error), **context)
         deadline = asyncio.get_running_loop().time() + seconds
         while asyncio.get_running_loop().time() < deadline:
             if self.app.should_stop:
@@ -129,10 +130,11 @@ class Settler:
             await asyncio.sleep(min(0.2, seconds))
 
 
-def _reason(error: BaseException) -> str:
-    """The error with where it was raised: enough for a person to find the defect."""
-    lines = traceback.format_exception(error)
-    return "".join(lines[-12:])[-3500:]
+def retry_delay(error: BaseException, failures: int) -> float:
+    """Seconds before the next attempt after `failures` transient failures in a row (`error` the last)."""
+    if operator_fault(error) is not None:
+        return backoff(failures, FIRST_BACKOFF_SECONDS, OPERATOR_BACKOFF_SECONDS)
+    return backoff(failures, FIRST_BACKOFF_SECONDS, INFRASTRUCTURE_CAP_SECONDS)
 
 
 def leave_uncommitted(what: str, error: BaseException, **context: Any) -> NoReturn:

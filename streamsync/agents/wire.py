@@ -1,7 +1,7 @@
 """Kafka for code on a database thread: each call blocks that thread until the event loop has done it.
 
 Settling a batch publishes its state records and dead letters inside the batch's transaction
-(streamsync/settle.py); the producer lives on the event loop. The database thread hands the work
+(streamsync/sync/settle.py); the producer lives on the event loop. The database thread hands the work
 over and waits, with a deadline, while the loop stays free to heartbeat and fetch.
 """
 
@@ -16,8 +16,8 @@ import faust
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streamsync.kafka import KafkaConnection
-from streamsync.records import OutRecord
+from streamsync.contract.records import OutRecord
+from streamsync.kafka.connection import KafkaConnection
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")

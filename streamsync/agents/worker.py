@@ -7,18 +7,19 @@ from collections.abc import Sequence
 
 import structlog
 
-from streamsync import metrics
 from streamsync.agents.app import StreamsyncApp, create_app
+from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
 from streamsync.agents.relay import register_relay
 from streamsync.agents.runtime import Runtime
-from streamsync.agents.settler import DatabaseThread
+from streamsync.agents.stalls import Stalls
 from streamsync.agents.sync import register_sync_agent
 from streamsync.agents.target import register_target_agent
 from streamsync.agents.wire import KafkaWire
-from streamsync.kafka import TopicSpec, ensure_topics, topic_configs
+from streamsync.contract.topics import dlq_topic, events_topic, nautobot_events_topic, state_topic
+from streamsync.kafka.admin import TopicSpec, ensure_topics, topic_configs
+from streamsync.monitor import prometheus
 from streamsync.settings import StreamsyncSettings
-from streamsync.topics import dlq_topic, events_topic, state_topic
 
 log = structlog.get_logger(__name__)
 
@@ -36,7 +37,7 @@ def topic_specs(settings: StreamsyncSettings, sources: Sequence[str], targets: S
     specs += [TopicSpec(state_topic(s, prefix), partitions, replication, True) for s in sources]
     specs += [TopicSpec(dlq_topic(t, prefix), partitions, replication) for t in targets]
     if targets:
-        specs.append(TopicSpec(events_topic("nautobot", prefix), partitions, replication))
+        specs.append(TopicSpec(nautobot_events_topic(prefix), partitions, replication))
     return specs
 
 
@@ -47,24 +48,30 @@ async def writable_bytes(settings: StreamsyncSettings, topics: Sequence[str], pr
     return min([producer_limit, *limits]) - RECORD_HEADROOM
 
 
-def limit_idle_transactions(seconds: float) -> None:
-    """Have PostgreSQL end a transaction of this process that sits idle for longer than `seconds` (0: never).
+def limit_sessions(settings: StreamsyncSettings) -> None:
+    """Limits on every database session of this process (0: none), set when it connects.
 
-    A worker paused inside a batch (SIGSTOP, a frozen VM) holds its partitions' position rows; once
-    its group has moved the partitions on, this frees them for the new owner. The paused worker's
-    batch is then rolled back, and it finds the positions moved past it when it wakes.
+    `transaction_idle_timeout`: a worker paused inside a batch (SIGSTOP, a frozen VM) holds its
+    partitions' position rows; once its group has moved the partitions on, PostgreSQL ending its
+    transaction frees them for the new owner, and the paused worker finds the positions moved past
+    its batch when it wakes. `lock_timeout`: a batch waiting on a row someone else holds fails with
+    a transient fault after this long and is retried with back-off, visibly (a stalled agent),
+    instead of waiting silently without end.
     """
     from django.db.backends.signals import connection_created
 
-    if not seconds:
-        return
+    limits = {
+        "idle_in_transaction_session_timeout": settings.transaction_idle_timeout,
+        "lock_timeout": settings.lock_timeout,
+    }
 
     def on_connect(sender: object, connection: object, **kwargs: object) -> None:
         if getattr(connection, "vendor", "") == "postgresql":
             with connection.cursor() as cursor:  # type: ignore[attr-defined]
-                cursor.execute("SET idle_in_transaction_session_timeout = %s", [int(seconds * 1000)])
+                for name, seconds in limits.items():
+                    cursor.execute(f"SET {name} = %s", [int(seconds * 1000)])
 
-    connection_created.connect(on_connect, weak=False, dispatch_uid="streamsync.idle_transactions")
+    connection_created.connect(on_connect, weak=False, dispatch_uid="streamsync.session_limits")
 
 
 def build(
@@ -74,7 +81,7 @@ def build(
 
     Raises BrokerUnavailable when Kafka cannot be reached, MetricsError when /metrics cannot be served.
     """
-    limit_idle_transactions(settings.transaction_idle_timeout)
+    limit_sessions(settings)
     specs = topic_specs(settings, sources, targets)
     loop.run_until_complete(ensure_topics(settings.kafka(), specs))
     db = DatabaseThread()
@@ -82,12 +89,13 @@ def build(
     app = create_app(settings, positions)
     written = [spec.name for spec in specs if spec.compacted or spec.name.endswith(".dlq")]
     max_bytes = loop.run_until_complete(writable_bytes(settings, written, app.conf.producer_max_request_size))
-    runtime = Runtime(app, settings, db, KafkaWire(app, settings.kafka()), positions, max_bytes)
+    runtime = Runtime(app, settings, db, KafkaWire(app, settings.kafka()), positions, max_bytes, Stalls())
     for source in sources:
         register_sync_agent(runtime, source)
     for target in targets:
         register_target_agent(runtime, target)  # <prefix>.nautobot.events -> the target's models
     register_relay(app, settings)  # Nautobot's own changes: outbox -> <prefix>.nautobot.events
-    metrics.start(app, settings, list(sources))  # /metrics, batch summaries for the health page, lag refresh
+    # /metrics, batch summaries and the worker's state for the health page, lag refresh
+    prometheus.start(app, settings, list(sources), runtime.stalls.current)
     log.info("records larger than this are dead-lettered as too_large", max_record_bytes=max_bytes)
     return app

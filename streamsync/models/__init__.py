@@ -5,7 +5,7 @@ Any contrib model works with streamsync unchanged; the ones in this package ship
 Django imports this package while it populates its app registry (`streamsync` is a Nautobot
 app), before models are ready, and `nautobot_ssot.contrib` cannot be imported that early: so
 the model modules are imported on demand, never from here. streamsync's own tables (Django
-models) live in `streamsync.models.state` and `streamsync.outbox`; the app config imports them.
+models) live in `streamsync.models.bookkeeping` and `streamsync.outbox.backlog`; the app config imports them.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from the target (`TargetAdapter.load_keys`), diff each object and call the targe
 / `update` / `delete`, parents before children (deletes the other way round), each object's failure
 its own; an object deleted and created again in the batch is deleted, then created anew. Keys whose
 DiffSync unique ids collide are loaded and applied in rounds of their own
-(`streamsync.engine.rounds`), one after the other, before the one commit. Nothing here knows about
-Kafka.
+(`streamsync.sync.engine.rounds`), one after the other, before the one commit. Nothing here knows
+about Kafka.
 """
 
 from __future__ import annotations
@@ -19,22 +19,21 @@ from typing import Any
 
 from diffsync import DiffSyncModel
 
-from streamsync.engine import (
+from streamsync.contract.envelope import Event, Op
+from streamsync.contract.topics import NAUTOBOT
+from streamsync.sync import diff
+from streamsync.sync.engine import (
     BatchResult,
     Change,
     ObjectResult,
     Outcome,
-    _changed,
     fold,
     in_batch_order,
     rounds,
 )
-from streamsync.envelope import Event, Op
-from streamsync.faults import is_transient, reason
-from streamsync.registry import ModelRegistry
+from streamsync.sync.faults import is_transient, reason
+from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
-
-NAUTOBOT = "nautobot"  # the source of every event a target receives
 
 
 class TargetEngine:
@@ -119,7 +118,7 @@ class TargetEngine:
             outcome = Outcome.CREATED
             write = lambda: model.create(adapter=adapter, ids=change.ids, attrs=attrs)  # noqa: E731
         else:
-            changed = _changed(attrs, dst.get_attrs())
+            changed = diff.changed(attrs, dst.get_attrs())
             if not changed:
                 return done(Outcome.UNCHANGED)
             outcome, write = Outcome.UPDATED, lambda: dst.update(changed)

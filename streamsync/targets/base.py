@@ -15,13 +15,9 @@ from typing import Any, ClassVar
 
 from diffsync import Adapter
 
+from streamsync.sync.faults import TargetUnavailable
 
-class TargetUnavailable(RuntimeError):
-    """The remote system cannot be reached or written right now: the whole batch is tried again later.
-
-    Raise it (from `load_keys`, a model's CRUD or `commit`) for trouble that is not the object's fault;
-    any other exception from a model's CRUD fails that object alone and dead-letters its events.
-    """
+__all__ = ["TargetAdapter", "TargetUnavailable"]
 
 
 class TargetAdapter(Adapter):

@@ -1,4 +1,4 @@
-"""Real services for integration tests: Kafka, and worker processes."""
+"""Real services for integration tests: a migrated database of the run's own, Kafka, and worker processes."""
 
 from __future__ import annotations
 
@@ -27,6 +27,36 @@ def _docker_engine() -> bool:
     if not shutil.which("docker"):
         return False
     return subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=20).returncode == 0
+
+
+def pytest_configure(config: object) -> None:
+    """Clone the migrated template into this run's database (tests.conftest named it)."""
+    from deploy import devdb
+    from tests.conftest import TEST_DB
+
+    try:
+        devdb.create_database(TEST_DB)
+    except Exception as error:  # the database server is part of the test environment: say why it failed
+        pytest.exit(
+            f"cannot create the test database {TEST_DB} ({error!r}). Start the stack first: bash deploy/stack.sh up",
+            returncode=3,
+        )
+    from django.core.cache import cache
+
+    cache.clear()  # Redis may hold cached rows of another database
+
+
+def pytest_unconfigure(config: object) -> None:
+    """Drop this run's database unless asked to keep it for a post-mortem."""
+    if os.getenv("STREAMSYNC_KEEP_TEST_DB"):
+        return
+    from django.db import connections
+
+    from deploy import devdb
+    from tests.conftest import TEST_DB
+
+    connections.close_all()
+    devdb.drop_database(TEST_DB)
 
 
 @pytest.fixture(scope="session")
@@ -94,9 +124,9 @@ def broker(stream: Stream) -> Iterator[Any]:
     """The streamsync event broker Nautobot registered from EVENT_BROKERS, writing for this test's topic prefix."""
     from nautobot.core.events import _EVENT_BROKERS
 
-    from streamsync.events import StreamsyncEventBroker
+    from streamsync.contract.topics import events_topic
+    from streamsync.outbox.broker import StreamsyncEventBroker
     from streamsync.settings import StreamsyncSettings
-    from streamsync.topics import events_topic
 
     brokers = [b for b in _EVENT_BROKERS if isinstance(b, StreamsyncEventBroker)]
     assert len(brokers) == 1, f"EVENT_BROKERS in nautobot_config.py should register it once: {_EVENT_BROKERS}"
@@ -114,6 +144,36 @@ def alice() -> Any:
 
     user, _ = get_user_model().objects.get_or_create(username="alice")
     return user
+
+
+@pytest.fixture
+def viewer() -> Any:
+    """A user who may see streamsync's parked events (and so its health page), and nothing else."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.contenttypes.models import ContentType
+    from nautobot.users.models import ObjectPermission
+
+    from streamsync.models.bookkeeping import ParkedEvent
+
+    user = get_user_model().objects.create_user(username=f"viewer-{uuid.uuid4().hex[:6]}")
+    permission = ObjectPermission.objects.create(name=f"p-{uuid.uuid4().hex[:8]}", actions=["view"])
+    permission.users.add(user)
+    permission.object_types.add(ContentType.objects.get_for_model(ParkedEvent))
+    return user
+
+
+@pytest.fixture
+def group_named_none() -> Iterator[str]:
+    """A VLAN group named "None" (a name diffsync spells like a null identifier), removed after the test.
+
+    Removed with its VLANs: other tests (hostile envelopes) rely on no such group existing.
+    """
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    VLANGroup.objects.get_or_create(name="None")
+    yield "None"
+    VLAN.objects.filter(vlan_group__name="None").delete()
+    VLANGroup.objects.filter(name="None").delete()
 
 
 @pytest.fixture
@@ -329,7 +389,7 @@ class PrivatePostgres:
         """Create database `name` here as a copy of the stack's migrated template; returns seconds taken."""
         from django.conf import settings
 
-        from streamsync import devdb
+        from deploy import devdb
 
         started = time.monotonic()
         shared = settings.DATABASES["default"]
@@ -405,3 +465,40 @@ def private_postgres() -> Iterator[PrivatePostgres]:
         postgres.forget_aliases()
         postgres.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+
+class PrivateRedis:
+    """A Redis of one test's own (deploy/redis.sh with its own home and port), to stop and start.
+
+    Point a worker at it with `env` in `Stream.extra_env`: Nautobot's cache (and so every
+    `validated_save` that reads custom fields) then lives there.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.env = {"STREAMSYNC_HOME": str(home), "STREAMSYNC_REDIS_PORT": str(self.port)}
+
+    @property
+    def worker_env(self) -> dict[str, str]:
+        """Environment that makes a worker's Nautobot use this Redis."""
+        return {"NAUTOBOT_REDIS_HOST": "127.0.0.1", "NAUTOBOT_REDIS_PORT": str(self.port)}
+
+    def start(self) -> float:
+        """Start it; returns seconds taken."""
+        return _deploy("redis.sh", "start", self.env)
+
+    def stop(self) -> float:
+        """Stop it by its pid file; returns seconds taken."""
+        return _deploy("redis.sh", "stop", self.env)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A running Redis of this test's own; stopped at the end of the test."""
+    redis = PrivateRedis(tmp_path / "redis-home")
+    try:
+        redis.start()
+        yield redis
+    finally:
+        redis.stop()

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from streamsync.envelope import canonical_key
+from streamsync.contract.envelope import canonical_key
 from tests.integration.conftest import Stream, write_nautobot_config
 
 
@@ -43,8 +43,8 @@ def publish(stream: Stream, tmp_path: Path, *events: dict[str, Any], source: str
 
 def state_values(stream: Stream, source: str = "ipam") -> dict[str, Any]:
     """The state topic as a consumer sees it: per key the latest value, decoded (None for a tombstone)."""
-    from streamsync.state import read_state
-    from streamsync.topics import state_topic
+    from streamsync.contract.topics import state_topic
+    from streamsync.ops.statetopic import read_state
 
     read = asyncio.run(read_state(stream.bootstrap, state_topic(source, stream.prefix)))
     return {key: json.loads(value) if value is not None else None for key, value in read.values.items()}
@@ -60,18 +60,26 @@ def vlans(group: str) -> dict[int, tuple[str, str]]:
 def own_source(stream: Stream, tmp_path: Path, **settings: Any) -> tuple[Stream, str]:
     """A source of this test's own (writing VLANs), and the stream whose processes know it (and `settings`).
 
+    Its user is set up with the VLAN permissions, as an operator would before a resync.
+
     Ownership is per source name and the test database is shared by a whole run: a source of its
     own keeps a test's resync from seeing other tests' objects as its own.
     """
+    from nautobot.ipam.models import VLAN
+
+    from streamsync.sync.permissions import grant
+
     source = f"s{uuid.uuid4().hex[:8]}"
     config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={source: {"models": ["vlan"]}}, **settings)
+    grant(str(settings.get("user", "streamsync")), [VLAN])  # as `streamsync setup-user` does: resync never creates it
     return dataclasses.replace(stream, extra_env={**stream.extra_env, "NAUTOBOT_CONFIG": str(config)}), source
 
 
 def produce_state(stream: Stream, source: str, records: list[tuple[str, dict[str, Any] | None]]) -> None:
     """Write (key, value) records to SOURCE's state topic as they are; None is a tombstone."""
-    from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
-    from streamsync.topics import state_topic
+    from streamsync.contract.topics import state_topic
+    from streamsync.kafka.admin import TopicSpec, ensure_topics
+    from streamsync.kafka.clients import produce_raw
 
     topic = state_topic(source, stream.prefix)
 

@@ -32,7 +32,10 @@ def test_settings_come_from_plugins_config() -> None:
     [
         ({"sources": {"ipam": {"models": ["nope"]}}}, "unknown model 'nope'"),
         ({"sources": {"ipam": {"models": ["no.such.Module"]}}}, "cannot import model 'no.such.Module'"),
-        ({"sources": {"ipam": {"models": ["streamsync.topics.events_topic"]}}}, "is not a DiffSync model class"),
+        (
+            {"sources": {"ipam": {"models": ["streamsync.contract.topics.events_topic"]}}},
+            "is not a DiffSync model class",
+        ),
     ],
 )
 def test_bad_model_configuration_fails_with_a_clear_message(config: dict[str, object], message: str) -> None:

@@ -27,14 +27,16 @@ from django.db import transaction
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamsync.deadletter import APPLY_FAILED
-from streamsync.engine import Outcome, SyncEngine
-from streamsync.envelope import Event, Op, canonical_key
+from streamsync.contract.deadletter import APPLY_FAILED
+from streamsync.contract.envelope import Event, Op, canonical_key
+from streamsync.contract.records import Origin, OutRecord
 from streamsync.models import builtin_model
-from streamsync.records import Origin
-from streamsync.registry import ModelRegistry
-from streamsync.retry import RetryPolicy, apply_source, forget, retry_due
-from streamsync.settle import Incoming
+from streamsync.settings import RetryPolicy
+from streamsync.sync.engine import Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
+from streamsync.sync.retry import Retrying, apply_source, retry_due
+from streamsync.sync.settle import Incoming
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +52,8 @@ EXAMPLES = int(os.environ.get("STREAMSYNC_BOUNDARY_EXAMPLES", "30"))
 
 @pytest.fixture(scope="module")
 def engine() -> SyncEngine:
-    return SyncEngine(ModelRegistry(builtin_model(name) for name in MODELS), username="streamsync")
+    registry = ModelRegistry(builtin_model(name) for name in MODELS)
+    return SyncEngine(registry, set_up_writer("streamsync", registry))
 
 
 # --- a small world: parents and children, PROTECT and CASCADE between them --------------------
@@ -80,7 +83,7 @@ def make_world(engine: SyncEngine) -> World:
     """Commit the starting objects (a fresh suffix: the session's database is shared) and list the keys."""
     from nautobot.extras.models import Role
 
-    from streamsync.models.state import OwnedObject, SourceState
+    from streamsync.models.bookkeeping import OwnedObject, SourceState
 
     world = World(uuid.uuid4().hex[:8])
     n = world.name
@@ -265,22 +268,32 @@ def settle(engine: SyncEngine, events: Sequence[Event], offsets: Sequence[int], 
     letters.items += [(origin.offset, letter.code, letter.reason) for origin, letter in applied.letters]
 
 
+class Wire:
+    """Kafka as settling needs it: nothing to publish to here (the letters are read from what retry_due returns)."""
+
+    def publish(self, records: Sequence[OutRecord]) -> None:
+        """Acknowledged at once."""
+
+    def first_offset(self, topic: str, partition: int, offset: int) -> int:
+        return offset
+
+
 def retry_until_settled(engine: SyncEngine, policy: RetryPolicy, letters: Letters) -> None:
     """Run the retry timer, every parked key due at once, until the parked rows stop changing."""
     from django.utils import timezone
 
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     parked = ParkedEvent.objects.filter(source=SOURCE)
+    how = Retrying(SOURCE, policy, f"streamsync.{SOURCE}.dlq", 1_000_000)
     while parked.exists():
-        before = sorted(parked.values_list("id", "attempts"))
+        before = sorted(parked.values_list("id", flat=True))
         parked.update(next_attempt_at=timezone.now() - timedelta(seconds=1))
-        _, doomed = retry_due(engine, SOURCE, policy)
-        forget([d.row_id for d in doomed if d.row_id is not None])
-        letters.items += [(d.origin.offset, d.code, d.reason) for d in doomed]
-        after = sorted(parked.values_list("id", "attempts"))
-        letters.retried += len(before) - len(after) - len(doomed)
-        if [row for row, _ in after] == [row for row, _ in before]:
+        retried = retry_due(engine, how, Wire())
+        letters.items += [(origin.offset, letter.code, letter.reason) for origin, letter in retried.letters]
+        after = sorted(parked.values_list("id", flat=True))
+        letters.retried += len(before) - len(after) - len(retried.letters)
+        if after == before:
             break  # nothing went on: only attempts were counted
 
 
@@ -300,8 +313,8 @@ def apply_in_batches(engine: SyncEngine, events: Sequence[Event], cuts: Sequence
 
 def end_state(engine: SyncEngine, world: World, initial: dict[str, Any], letters: Letters) -> dict[str, Any]:
     """What a variant leaves: objects (attributes; the starting object or a new one), state, ownership, letters."""
-    from streamsync.adapters import adapter_classes
-    from streamsync.models.state import OwnedObject, ParkedEvent, SourceState
+    from streamsync.models.bookkeeping import OwnedObject, ParkedEvent, SourceState
+    from streamsync.sync.adapters import adapter_classes
 
     models = engine.registry.in_order(engine.registry.get(name) for name in MODELS)
     nautobot_cls, _ = adapter_classes(models)
@@ -341,7 +354,7 @@ def _namespace(model: str, world: World) -> Any:
 
 
 def starting_pks(engine: SyncEngine, world: World) -> dict[str, Any]:
-    from streamsync.adapters import adapter_classes
+    from streamsync.sync.adapters import adapter_classes
 
     models = engine.registry.in_order(engine.registry.get(name) for name in MODELS)
     nautobot_cls, _ = adapter_classes(models)

@@ -11,9 +11,10 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from nautobot_ssot.contrib.typeddicts import TagDict
 
-from streamsync.engine import BatchResult, Outcome, SyncEngine
-from streamsync.envelope import Event, Op
-from streamsync.registry import ModelRegistry
+from streamsync.contract.envelope import Event, Op
+from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def _vlan_event(group: str | None, vid: int, op: Op = Op.UPSERT, **attrs: Any) -
 def engine() -> SyncEngine:
     from streamsync.models.ipam import VLANModel
 
-    return SyncEngine(ModelRegistry([VLANModel]))
+    return SyncEngine(ModelRegistry([VLANModel]), set_up_writer("streamsync", [VLANModel]))
 
 
 @pytest.fixture
@@ -63,8 +64,8 @@ def test_nautobot_side_loads_with_one_query_whatever_the_batch_size(engine: Sync
         queries[n] = len(captured.captured_queries)
     assert queries[1] == queries[200], queries
 
-    from streamsync.adapters import adapter_classes
     from streamsync.models.ipam import VLANModel
+    from streamsync.sync.adapters import adapter_classes
 
     nautobot_cls, _ = adapter_classes([VLANModel])
     load_queries = {}
@@ -162,7 +163,7 @@ def test_a_users_own_model_with_list_attributes_loads_in_constant_queries(group:
     from nautobot.ipam.models import VLAN
     from nautobot_ssot.contrib import NautobotModel
 
-    from streamsync.adapters import adapter_classes
+    from streamsync.sync.adapters import adapter_classes
 
     class UserVLAN(NautobotModel):
         _model = VLAN
@@ -212,7 +213,7 @@ def _outcomes(result: BatchResult) -> dict[str, Outcome]:
 
 
 def _key(model: str, ids: dict[str, Any]) -> str:
-    from streamsync.envelope import canonical_key
+    from streamsync.contract.envelope import canonical_key
 
     return canonical_key(model, ids)
 
@@ -238,15 +239,16 @@ def _vlan(vid: int, group: str | None, name: str, **attrs: Any) -> dict[str, Any
     return {"vid": vid, "vlan_group__name": group, "name": name, **defaults, **attrs}
 
 
-def test_vlans_whose_unique_ids_collide_are_applied_as_in_batches_of_their_own(engine: SyncEngine, group: str) -> None:
+def test_vlans_whose_unique_ids_collide_are_applied_as_in_batches_of_their_own(
+    engine: SyncEngine, group: str, group_named_none: str
+) -> None:
     """No group and a group named "None" are two VLANs; diffsync names both `<vid>__None`."""
     from nautobot.extras.models import ObjectChange
-    from nautobot.ipam.models import VLAN, VLANGroup
+    from nautobot.ipam.models import VLAN
 
+    from streamsync.models.bookkeeping import OwnedObject
     from streamsync.models.ipam import VLANModel
-    from streamsync.models.state import OwnedObject
 
-    VLANGroup.objects.get_or_create(name="None")
     vid = _free_global_vid()
     no_group = {"vid": vid, "vlan_group__name": None}
     named_none = {"vid": vid, "vlan_group__name": "None"}
@@ -305,7 +307,8 @@ def test_names_containing_the_unique_id_separator_are_two_objects() -> None:
     """Location `a__b` under `c` and `a` under `b__c` are both `a__b__c` to diffsync."""
     from streamsync.models.dcim import LocationModel, LocationTypeModel
 
-    engine = SyncEngine(ModelRegistry([LocationTypeModel, LocationModel]))
+    models = [LocationTypeModel, LocationModel]
+    engine = SyncEngine(ModelRegistry(models), set_up_writer("streamsync", models))
     u = uuid.uuid4().hex[:8]
     kind, c, b_c = f"lt-{u}", f"c-{u}", f"b__c-{u}"
     first = {"name": "a__b", "parent__name": c}
@@ -373,7 +376,8 @@ def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transa
         location_type__name: str
         status__name: str = "Active"
 
-    engine = SyncEngine(ModelRegistry([VLANModel, LocationByLatitude]))
+    registry = ModelRegistry([VLANModel, LocationByLatitude])
+    engine = SyncEngine(registry, set_up_writer("streamsync", registry))
     u = uuid.uuid4().hex[:8]
     LocationType.objects.create(name=f"lt-{u}")
 
@@ -384,7 +388,7 @@ def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transa
     # PostgreSQL's numeric holds 131,072 digits before the point: it cannot even compare 1e200000.
     culprit = location(f"far-{u}", "1e200000")
     huge_vid = _vlan_event(group, 2**40, name="huge")  # Django drops it from the query; the save refuses it
-    with transaction.atomic():  # as the worker applies a batch (streamsync/retry.py)
+    with transaction.atomic():  # as the worker applies a batch (streamsync/sync/retry.py)
         result = engine.apply(
             [
                 _vlan_event(group, 30, name="ok-1"),

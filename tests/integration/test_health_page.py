@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import Event, Op
-from streamsync.kafka import TopicSpec, ensure_topics, produce_raw, producer
+from streamsync.contract.envelope import Event, Op
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import produce_raw, producer
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -67,22 +68,6 @@ def page_settings(stream: Stream, monkeypatch: pytest.MonkeyPatch) -> Stream:
     monkeypatch.setenv("STREAMSYNC_TOPIC_PREFIX", stream.prefix)
     monkeypatch.setenv("STREAMSYNC_GROUP_ID", stream.group)
     return stream
-
-
-@pytest.fixture
-def viewer() -> Any:
-    """A user who may see streamsync's parked events, and nothing else."""
-    from django.contrib.auth import get_user_model
-    from django.contrib.contenttypes.models import ContentType
-    from nautobot.users.models import ObjectPermission
-
-    from streamsync.models.state import ParkedEvent
-
-    user = get_user_model().objects.create_user(username=f"viewer-{uuid.uuid4().hex[:6]}")
-    permission = ObjectPermission.objects.create(name=f"p-{uuid.uuid4().hex[:8]}", actions=["view"])
-    permission.users.add(user)
-    permission.object_types.add(ContentType.objects.get_for_model(ParkedEvent))
-    return user
 
 
 def test_page_shows_partitions_recent_batches_and_dead_letters(

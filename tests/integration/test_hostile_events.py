@@ -10,9 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamsync.engine import Outcome, SyncEngine
-from streamsync.envelope import EnvelopeError, Event, decode
-from streamsync.registry import ModelRegistry
+from streamsync.contract.envelope import EnvelopeError, Event, decode
+from streamsync.sync.engine import Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +143,7 @@ def engine() -> SyncEngine:
     from streamsync.models.ipam import VLANModel
 
     VLANGroup.objects.get_or_create(name=GROUP, defaults={"range": "1-4094"})
-    return SyncEngine(ModelRegistry([VLANModel]))
+    return SyncEngine(ModelRegistry([VLANModel]), set_up_writer("streamsync", [VLANModel]))
 
 
 def _state() -> tuple[int, int]:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import Event, Op
-from streamsync.kafka import TopicSpec, ensure_topics, producer
+from streamsync.contract.envelope import Event, Op
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import producer
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration

@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import Event, Op, canonical_key
-from streamsync.kafka import TopicSpec, ensure_topics, produce_raw
+from streamsync.contract.envelope import Event, Op, canonical_key
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import produce_raw
 from tests.integration.conftest import Stream, free_port, wait_for, write_nautobot_config
 from tests.integration.prometheus import reachable, scrape, series, value
 

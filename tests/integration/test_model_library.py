@@ -29,11 +29,12 @@ from nautobot.tenancy.models import Tenant, TenantGroup
 from nautobot_ssot.contrib import NautobotModel
 from nautobot_ssot.contrib.types import CustomFieldAnnotation
 
-from streamsync.adapters import adapter_classes
-from streamsync.engine import BatchResult, Outcome, SyncEngine
-from streamsync.envelope import Event, Op
+from streamsync.contract.envelope import Event, Op
 from streamsync.models import BUILTIN_MODELS, builtin_model
-from streamsync.registry import ModelRegistry
+from streamsync.sync.adapters import adapter_classes
+from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +63,8 @@ def rm(model: str, key: dict[str, Any]) -> Event:
 
 @pytest.fixture(scope="module")
 def engine() -> SyncEngine:
-    return SyncEngine(ModelRegistry(builtin_model(name) for name in BUILTIN_MODELS), username="streamsync")
+    registry = ModelRegistry(builtin_model(name) for name in BUILTIN_MODELS)
+    return SyncEngine(registry, set_up_writer("streamsync", registry))
 
 
 @pytest.fixture
@@ -656,7 +658,7 @@ def test_a_users_contrib_model_with_a_custom_field_works_unchanged(u: str) -> No
         key=CUSTOM_FIELD_KEY, defaults={"label": "Vendor code", "type": "text"}
     )
     field.content_types.add(ContentType.objects.get_for_model(Manufacturer))
-    engine = SyncEngine(ModelRegistry([VendorModel]), username="streamsync")
+    engine = SyncEngine(ModelRegistry([VendorModel]), set_up_writer("streamsync", [VendorModel]))
     key = {"name": f"acme-{u}"}
 
     created = up("vendor", key, vendor_code="AC-1")

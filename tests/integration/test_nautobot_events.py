@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from streamsync.envelope import Event, Op, decode
+from streamsync.contract.envelope import Event, Op, decode
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -89,7 +89,7 @@ def _read(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list
 
 
 def _backlog(topic: str) -> Any:
-    from streamsync.outbox import backlog
+    from streamsync.outbox.backlog import backlog
 
     return backlog(topic)
 
@@ -230,15 +230,17 @@ def test_streamsyncs_own_changes_carry_their_origin_and_others_do_not(
     from nautobot.extras.models import Status
     from nautobot.ipam.models import VLAN, VLANGroup
 
-    from streamsync.engine import Outcome, SyncEngine
-    from streamsync.events import applied_by_streamsync, origin
     from streamsync.models.ipam import VLANModel
-    from streamsync.registry import ModelRegistry
+    from streamsync.outbox.broker import applied_by_streamsync, origin
+    from streamsync.sync.engine import Outcome, SyncEngine
+    from streamsync.sync.permissions import set_up_writer
+    from streamsync.sync.registry import ModelRegistry
 
     event = Event(
         source="ipam", model="vlan", op=Op.UPSERT, key={"vid": 40, "vlan_group__name": group}, attrs={"name": "e"}
     )
-    result = SyncEngine(ModelRegistry([VLANModel])).apply([event], source="ipam")
+    engine = SyncEngine(ModelRegistry([VLANModel]), set_up_writer("streamsync", [VLANModel]))
+    result = engine.apply([event], source="ipam")
     assert [o.outcome for o in result.objects] == [Outcome.CREATED]
     # A user's change that claims to be streamsync's is still the user's: the detail alone does not count.
     with web_request_context(alice, context_detail="streamsync:ipam"):
@@ -256,6 +258,10 @@ def test_streamsyncs_own_changes_carry_their_origin_and_others_do_not(
 
     assert applied_by_streamsync("streamsync:ipam", "streamsync", "streamsync") == "ipam"
     assert applied_by_streamsync("streamsync", "streamsync", "streamsync") == ""
+    note = "resync started by alice (job result 1f0e)"  # who caused the writes, for people reading the change log
+    assert applied_by_streamsync(f"streamsync:ipam {note}", "streamsync", "streamsync") == "ipam"
+    assert applied_by_streamsync(f"streamsync {note}", "streamsync", "streamsync") == ""
+    assert applied_by_streamsync("streamsync:ipam-x", "streamsync", "streamsync") == "ipam-x"
     assert applied_by_streamsync("streamsync:ipam", "alice", "streamsync") is None
     assert applied_by_streamsync("dcim:device_edit", "streamsync", "streamsync") is None
 

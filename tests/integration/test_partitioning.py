@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from streamsync.envelope import canonical_key
-from streamsync.kafka import TopicSpec, consumer, ensure_topics, produce_raw
-from streamsync.partitioning import murmur2_partitioner, partition_for
+from streamsync.contract.envelope import canonical_key
+from streamsync.contract.partitioning import murmur2_partitioner, partition_for
+from streamsync.kafka.admin import TopicSpec, ensure_topics
+from streamsync.kafka.clients import consumer, produce_raw
 from tests.integration.conftest import ROOT, Stream, _deploy, shared_home
 
 pytestmark = pytest.mark.integration

@@ -200,9 +200,9 @@ def test_admission_skips_what_is_below_refuses_a_gap_and_takes_a_hole_without_re
 
     from django.db import OperationalError, connection, transaction
 
-    from streamsync import positions
-    from streamsync.faults import is_transient
-    from streamsync.records import Origin
+    from streamsync.contract.records import Origin
+    from streamsync.sync import positions
+    from streamsync.sync.faults import is_transient
 
     group, agent, topic = f"g-{uuid.uuid4().hex[:8]}", "streamsync.sync.test", "t.test.events"
 
@@ -278,7 +278,7 @@ def test_a_database_restored_to_an_earlier_point_gets_what_it_lost_again_from_th
     """A gap found mid-run: the database's position falls behind what the running worker reads."""
     from nautobot.ipam.models import VLAN
 
-    from streamsync.models.state import Position
+    from streamsync.models.bookkeeping import Position
 
     topic, group = one_partition_topic(stream), vlan_group()
     worker = start_worker("--source", SOURCE, "--batch-timeout", "0.2")

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from streamsync.kafka import TopicSpec, ensure_topics
-from streamsync.topics import events_topic
+from streamsync.contract.topics import events_topic
+from streamsync.kafka.admin import TopicSpec, ensure_topics
 from tests.integration.conftest import Stream, wait_for
 from tests.integration.state_helpers import own_source, publish, vlan_event, vlans
 

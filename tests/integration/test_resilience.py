@@ -374,7 +374,7 @@ def test_scale_out_with_a_crash_keeps_per_key_order(
     stream: Stream, start_worker: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
     """Six partitions, three workers in one group; while events stream in, one is killed and another joins."""
-    from streamsync.kafka import TopicSpec, ensure_topics
+    from streamsync.kafka.admin import TopicSpec, ensure_topics
 
     topic = f"{stream.prefix}.{SOURCE}.events"
     asyncio.run(ensure_topics(stream.bootstrap, [TopicSpec(topic, 6)]))

@@ -23,6 +23,9 @@ pytestmark = pytest.mark.integration
 def source(stream: Stream) -> Iterator[str]:
     """A source of the test's own, on the test's topics, in this process's PLUGINS_CONFIG for the Job to read."""
     from django.conf import settings
+    from nautobot.ipam.models import VLAN
+
+    from streamsync.sync.permissions import grant
 
     name = f"j{uuid.uuid4().hex[:8]}"
     config = settings.PLUGINS_CONFIG["streamsync"]
@@ -32,6 +35,7 @@ def source(stream: Stream) -> Iterator[str]:
         topic_prefix=stream.prefix,
         kafka_bootstrap=stream.bootstrap,
     )
+    grant(config.get("user", "streamsync"), [VLAN])  # as `streamsync setup-user` does: the Job never creates it
     yield name
     config.clear()
     config.update(saved)
@@ -51,12 +55,12 @@ def job_model() -> Any:
     return model
 
 
-def _run(job_model: Any, source: str, dryrun: bool) -> tuple[Any, Any]:
-    """Run the Job to its end; returns its JobResult and its SSoT Sync record."""
+def _run(job_model: Any, source: str, dryrun: bool, username: str = "test-user") -> tuple[Any, Any]:
+    """Run the Job to its end as `username`; returns its JobResult and its SSoT Sync record."""
     from nautobot.core.testing import run_job_for_testing
     from nautobot_ssot.models import Sync
 
-    result = run_job_for_testing(job_model, job_kwargs={"source": source, "dryrun": dryrun})
+    result = run_job_for_testing(job_model, username=username, job_kwargs={"source": source, "dryrun": dryrun})
     result.refresh_from_db()
     return result, Sync.objects.get(job_result=result)
 
@@ -101,3 +105,68 @@ def test_the_job_is_an_ssot_data_source_and_repairs_drift_only_when_not_a_dry_ru
     assert result.status == "SUCCESS", result.result
     assert sync.summary == {"create": 0, "update": 1, "delete": 1, "no-change": 1, "skip": 0}
     assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2")}
+
+
+def test_the_job_writes_as_the_streamsync_user_and_records_who_started_it(
+    stream: Stream, source: str, job_model: Any, alice: Any
+) -> None:
+    """Run by a normal user: the writes are streamsync's, the change log and the Sync record name who started it."""
+    from django.conf import settings
+    from nautobot.extras.models import ObjectChange
+    from nautobot.ipam.models import VLAN, VLANGroup
+    from nautobot_ssot.models import Sync
+    from nautobot_ssot.tables import SyncTable
+
+    from streamsync.outbox.broker import applied_by_streamsync
+
+    assert not (alice.is_superuser or alice.is_staff)
+    writer = settings.PLUGINS_CONFIG["streamsync"].get("user", "streamsync")
+    group = f"jb-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    produce_state(stream, source, [(key, {**value, "source": source}) for key, value in _state(group, 1, 2) if value])
+    # One VLAN to create, one made by hand to update (without a change context: no change log entry of its own).
+    VLAN.objects.create(
+        vlan_group=VLANGroup.objects.get(name=group), vid=2, name="by hand", status=_active(), description="drift"
+    )
+
+    result, sync = _run(job_model, source, dryrun=False, username="alice")
+    assert result.status == "SUCCESS", result.result
+    assert vlans(group) == {1: ("v1", "d1"), 2: ("v2", "d2")}
+    pks = list(VLAN.objects.filter(vlan_group__name=group).values_list("pk", flat=True))
+    detail = f"streamsync:{source} resync started by alice (job result {result.pk})"
+    changes = ObjectChange.objects.filter(changed_object_id__in=pks, user_name=writer)
+    assert sorted((c.action, c.user.username, c.change_context, c.change_context_detail) for c in changes) == [
+        ("create", writer, "job", detail),
+        ("update", writer, "job", detail),
+    ]
+    assert not ObjectChange.objects.filter(changed_object_id__in=pks, user=alice).exists()
+    # Still the source's own change for Nautobot's events: a consumer writing to the source skips it.
+    assert applied_by_streamsync(detail, writer, writer) == source
+
+    assert sync.job_result.user == alice and result.user == alice
+    [row] = SyncTable(Sync.objects.filter(pk=sync.pk)).rows  # the SSoT dashboard's Sync history, column "User"
+    assert str(row.get_cell_value("user")) == "alice"
+
+
+def test_the_job_never_creates_a_missing_streamsync_user(stream: Stream, source: str, job_model: Any) -> None:
+    from django.conf import settings
+    from django.contrib.auth import get_user_model
+    from nautobot.ipam.models import VLANGroup
+
+    missing = f"gone-{uuid.uuid4().hex[:6]}"
+    settings.PLUGINS_CONFIG["streamsync"]["user"] = missing  # the source fixture puts the settings back
+    group = f"jb-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    produce_state(stream, source, [(key, {**value, "source": source}) for key, value in _state(group, 1) if value])
+
+    result, _ = _run(job_model, source, dryrun=False)
+    assert result.status == "FAILURE"
+    assert f"Nautobot user {missing!r} does not exist" in str(result.result), result.result
+    assert vlans(group) == {}
+    assert not get_user_model().objects.filter(username=missing).exists()
+
+
+def _active() -> Any:
+    from nautobot.extras.models import Status
+
+    return Status.objects.get(name="Active")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streamsync.envelope import canonical_key
+from streamsync.contract.envelope import canonical_key
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,7 @@ def _publish(stream: Stream, tmp_path: Path, *events: dict[str, Any]) -> None:
 
 
 def _parked(group: str, vid: int) -> list[tuple[int, str]]:
-    from streamsync.models.state import ParkedEvent
+    from streamsync.models.bookkeeping import ParkedEvent
 
     key = canonical_key("vlan", {"vid": vid, "vlan_group__name": group})
     return list(ParkedEvent.objects.filter(key=key).order_by("id").values_list("attempts", "last_reason"))

@@ -34,7 +34,7 @@ def refusal(result: subprocess.CompletedProcess[str]) -> str:
 
 def topics(stream: Stream) -> set[str]:
     """The topic names on the broker."""
-    from streamsync.kafka import admin_client
+    from streamsync.kafka.clients import admin_client
 
     async def names() -> set[str]:
         async with admin_client(stream.bootstrap) as admin:
@@ -84,7 +84,7 @@ def unmigrated_db() -> Any:
 
     Shared by the commands below, which all refuse it before writing anything.
     """
-    from streamsync import devdb
+    from deploy import devdb
 
     name = f"streamsync_unmigrated_{uuid.uuid4().hex[:8]}"
     devdb.create_database(name)
@@ -132,7 +132,7 @@ def test_commands_writing_to_nautobot_refuse_a_database_without_streamsyncs_migr
 def _create_topic(stream: Stream, name: str, **configs: str) -> None:
     from aiokafka.admin import NewTopic
 
-    from streamsync.kafka import admin_client
+    from streamsync.kafka.clients import admin_client
 
     async def create() -> None:
         async with admin_client(stream.bootstrap) as admin:
@@ -144,7 +144,7 @@ def _create_topic(stream: Stream, name: str, **configs: str) -> None:
 def _alter_topic(stream: Stream, name: str, **configs: str) -> None:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from streamsync.kafka import admin_client
+    from streamsync.kafka.clients import admin_client
 
     async def alter() -> None:
         async with admin_client(stream.bootstrap) as admin:

@@ -83,7 +83,7 @@ def test_state_topic_holds_merged_full_state_and_tombstones(stream: Stream, star
 def _cleanup_policy(stream: Stream, topic: str) -> str:
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    from streamsync.kafka import admin_client
+    from streamsync.kafka.clients import admin_client
 
     async def describe() -> str:
         async with admin_client(stream.bootstrap) as admin:
@@ -98,12 +98,12 @@ def test_a_key_too_long_for_the_state_tables_does_not_fail_the_batch() -> None:
     """Storing it would fail the batch's transaction on every redelivery: the worker would be stuck."""
     from django.db import transaction
 
-    from streamsync import ownership
-    from streamsync.envelope import Event
+    from streamsync.contract.envelope import Event
+    from streamsync.models.bookkeeping import OwnedObject, SourceState
     from streamsync.models.ipam import VLANModel
-    from streamsync.models.state import OwnedObject, SourceState
-    from streamsync.registry import ModelRegistry
-    from streamsync.state import merge
+    from streamsync.sync import ownership
+    from streamsync.sync.registry import ModelRegistry
+    from streamsync.sync.state import merge
 
     source = f"s{uuid.uuid4().hex[:8]}"
     long_group, group = "g" * 1200, f"st-{uuid.uuid4().hex[:6]}"

@@ -6,6 +6,7 @@ The store is a real SQLite database file; Nautobot's changes travel broker → o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import sqlite3
@@ -15,14 +16,14 @@ from typing import Any
 
 import pytest
 
-from streamsync.engine import Outcome
-from streamsync.envelope import Event
+from streamsync.contract.envelope import Event
+from streamsync.sync.engine import Outcome
 from streamsync.targets import TargetUnavailable
 from streamsync.targets.apply import TargetEngine
 from streamsync.targets.sqlite import SQLiteInventory
 from tests.integration.conftest import Stream, WorkerProcess, free_port, wait_for, write_nautobot_config
 from tests.integration.prometheus import scrape, value
-from tests.integration.state_helpers import publish, vlan_event
+from tests.integration.state_helpers import publish, vlan_event, vlan_key
 
 pytestmark = pytest.mark.integration
 
@@ -379,3 +380,185 @@ def test_a_change_the_target_refuses_is_dead_lettered_and_the_rest_goes_on(
     assert replayed.returncode == 0, replayed.stderr
     assert f"to {target_stream.prefix}.nautobot.events" in replayed.stdout
     wait_for(lambda: (200, group) in _rows(inventory), 60, "the replayed VLAN in the inventory", worker)
+
+
+def _two_targets(stream: Stream, tmp_path: Path, inventory: Path, archive: Path) -> Stream:
+    """The test's stream with two SQLite targets, "inventory" (also a source) and "archive"."""
+    sqlite = "streamsync.targets.sqlite.SQLiteInventory"
+    config = write_nautobot_config(
+        tmp_path / "nautobot_config.py",
+        sources={"inventory": {"models": ["vlan"]}},
+        targets={
+            "inventory": {"adapter": sqlite, "models": ["vlan"], "options": {"path": str(inventory)}},
+            "archive": {"adapter": sqlite, "models": ["vlan"], "options": {"path": str(archive)}},
+        },
+        batch_timeout=0.3,
+    )
+    return dataclasses.replace(stream, extra_env={"NAUTOBOT_CONFIG": str(config)})
+
+
+def _letters_of(stream: Stream, target: str) -> list[dict[str, Any]]:
+    listed = stream.cli("dlq", "list", target, "--json")
+    assert listed.returncode == 0, listed.stderr
+    return [json.loads(line) for line in listed.stdout.splitlines()]
+
+
+def _target_batches(worker: WorkerProcess, target: str) -> list[dict[str, Any]]:
+    """The worker's "target batch committed" log records of `target`."""
+    found = []
+    for line in worker.output().splitlines():
+        if '"target batch committed"' in line:
+            record = json.loads(line)
+            if record.get("target") == target:
+                found.append(record)
+    return found
+
+
+def test_a_targets_letters_are_replayed_to_that_target_alone_and_superseded_ones_not_at_all(
+    broker: Any,
+    alice: Any,
+    group: str,
+    stream: Stream,
+    tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    inventory, archive = tmp_path / "inventory.db", tmp_path / "archive.db"
+    with sqlite3.connect(inventory) as db:
+        db.execute(
+            "CREATE TABLE vlan (vid INTEGER, vlan_group TEXT, name TEXT, status TEXT, tenant TEXT, "
+            "description TEXT NOT NULL DEFAULT '', PRIMARY KEY (vid, vlan_group))"
+        )
+        db.execute(REFUSE_FORBIDDEN.replace("NEW.name = 'forbidden'", "NEW.name LIKE 'forbidden%'"))
+    on = _two_targets(stream, tmp_path, inventory, archive)
+    port = free_port()
+    worker = start_worker("--metrics-port", str(port), "--metrics-address", "127.0.0.1", on=on)
+    active, vlan_group = Status.objects.get(name="Active"), VLANGroup.objects.get(name=group)
+    with web_request_context(alice):
+        for vid, name in ((200, "forbidden"), (201, "fine"), (202, "forbidden-too")):
+            VLAN.objects.create(vid=vid, name=name, vlan_group=vlan_group, status=active)
+    wait_for(lambda: len(_letters_of(on, "inventory")) == 2, 90, "the inventory's two letters", worker)
+    # 202 is renamed: the inventory takes the newer change, and 202's letter is superseded by it.
+    with web_request_context(alice):
+        renamed = VLAN.objects.get(vid=202, vlan_group=vlan_group)
+        renamed.name = "allowed"
+        renamed.validated_save()
+    wait_for(lambda: (202, group) in _rows(inventory), 60, "the renamed VLAN in the inventory", worker)
+    wait_for(lambda: (_rows(archive).get((202, group)) or {}).get("name") == "allowed", 60, "the archive", worker)
+
+    letters = {json.loads(letter["value"])["key"]["vid"]: letter for letter in _letters_of(on, "inventory")}
+    assert sorted(letters) == [200, 202]
+    assert letters[200]["superseded_by"] is None
+    newer = letters[202]["superseded_by"]
+    assert newer["topic"] == f"{on.prefix}.nautobot.events"
+    assert newer["partition"] == letters[202]["original_partition"]
+    assert newer["offset"] > letters[202]["original_offset"]
+    assert _letters_of(on, "archive") == []
+
+    # The archive's owners annotate their copy of 200: a stale copy of Nautobot's change would undo it.
+    with sqlite3.connect(archive) as db:
+        db.execute("UPDATE vlan SET description = 'kept by the archive' WHERE vid = 200")
+    archived = _rows(archive)
+    assert archived[(200, group)]["description"] == "kept by the archive"
+    assert {vid for vid, _ in archived} == {200, 201, 202}
+
+    with sqlite3.connect(inventory) as db:
+        db.execute("DROP TRIGGER refuse_forbidden")
+    replayed = on.cli("dlq", "replay", "inventory", "--yes")
+    assert replayed.returncode == 0, replayed.stderr
+    assert (
+        f"replayed 1 dead letter(s) to {on.prefix}.nautobot.events; skipped 1 superseded, left out 0 truncated"
+        in replayed.stdout
+    )
+    assert f"superseded, not replayed: {letters[202]['partition']}@{letters[202]['offset']}" in replayed.stderr
+
+    wait_for(lambda: (200, group) in _rows(inventory), 60, "the replayed VLAN in the inventory", worker)
+    wait_for(
+        lambda: sum(b["redrives_skipped"] for b in _target_batches(worker, "archive")) == 1,
+        60,
+        "the archive skipping the inventory's letter",
+        worker,
+    )
+    assert _rows(inventory) == {
+        (200, group): _row(200, group, "forbidden"),
+        (201, group): _row(201, group, "fine"),
+        (202, group): _row(202, group, "allowed"),  # not rolled back to "forbidden-too"
+    }
+    assert _rows(archive) == archived
+    assert sum(b["redrives_skipped"] for b in _target_batches(worker, "inventory")) == 0
+    samples = scrape(port)
+    skipped = {"agent": "streamsync.target.archive", "reason": "redrive_for_another_target"}
+    assert value(samples, "streamsync_records_skipped_total", **skipped) == 1.0
+    assert value(samples, "streamsync_target_events_total", target="archive", outcome="created") == 3.0
+    assert _letters_of(on, "inventory") == []
+
+
+def test_a_systems_own_change_replayed_from_its_target_letters_is_not_written_back_to_it(
+    group: str,
+    stream: Stream,
+    tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """A letter keeps the original headers, `streamsync-origin` among them, and replay sends them on.
+
+    The target agent skips its own changes before applying anything, so it refuses none by itself:
+    the letter is written here as the worker writes one (`DeadLetter.record`), from the real echo
+    record the relay produced for the inventory's own change.
+    """
+    from streamsync.contract.deadletter import APPLY_FAILED, DeadLetter
+    from streamsync.contract.records import Origin
+    from streamsync.kafka.admin import partitions
+    from streamsync.kafka.clients import admin_client, consumer, produce_records
+    from streamsync.outbox.broker import HEADER_ORIGIN
+
+    inventory, archive = tmp_path / "inventory.db", tmp_path / "archive.db"
+    on = _two_targets(stream, tmp_path, inventory, archive)
+    worker = start_worker(on=on)
+    publish(on, tmp_path, vlan_event("upsert", 300, group, "inventory", name="from-inventory"), source="inventory")
+    wait_for(lambda: (300, group) in _rows(archive), 90, "the inventory's change in the archive", worker)
+    wait_for(
+        lambda: sum(b["echoes_skipped"] for b in _target_batches(worker, "inventory")) == 1, 60, "the echo", worker
+    )
+    nautobot_topic = f"{on.prefix}.nautobot.events"
+
+    async def echo() -> Origin:
+        """The record the relay produced for the inventory's change, as the target agent received it."""
+        async with admin_client(on.bootstrap) as admin:
+            tps = await partitions(admin, [nautobot_topic])
+        async with consumer(on.bootstrap) as reader:
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            while True:
+                for tp, records in (await reader.getmany(*tps, timeout_ms=1000)).items():
+                    for r in records:
+                        if r.key == vlan_key(300, group).encode():
+                            headers = tuple((n, bytes(v)) for n, v in r.headers)
+                            return Origin(r.key, r.value, tp.topic, tp.partition, r.offset, headers)
+
+    original = asyncio.run(asyncio.wait_for(echo(), 60))
+    assert original.header(HEADER_ORIGIN) == b"inventory"
+    letter = DeadLetter.of(original, APPLY_FAILED, "refused by the inventory", source="nautobot")
+    asyncio.run(produce_records(on.bootstrap, [letter.record(f"{on.prefix}.inventory.dlq", original, 1 << 20)]))
+    (listed,) = _letters_of(on, "inventory")
+    assert listed["superseded_by"] is None and listed["original_offset"] == original.offset
+
+    replayed = on.cli("dlq", "replay", "inventory", "--yes")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"replayed 1 dead letter(s) to {nautobot_topic}" in replayed.stdout
+    wait_for(
+        lambda: sum(b["echoes_skipped"] for b in _target_batches(worker, "inventory")) == 2,
+        60,
+        "the replayed echo skipped by the inventory",
+        worker,
+    )
+    wait_for(
+        lambda: sum(b["redrives_skipped"] for b in _target_batches(worker, "archive")) == 1,
+        60,
+        "the replayed letter skipped by the archive",
+        worker,
+    )
+    assert _rows(inventory) == {}, "the inventory's own change was written back to it"
+    assert set(_rows(archive)) == {(300, group)}

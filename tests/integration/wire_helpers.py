@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streamsync.envelope import canonical_key
+from streamsync.contract.envelope import canonical_key
 from tests.integration.conftest import Stream
 
 SOURCE = "ipam"
@@ -40,7 +40,7 @@ def create_topic(bootstrap: str, topic: str, config: dict[str, str], partitions:
     """Create `topic` with `config` before any worker creates it with the defaults."""
     from aiokafka.admin import NewTopic
 
-    from streamsync.kafka import admin_client
+    from streamsync.kafka.clients import admin_client
 
     async def run() -> None:
         async with admin_client(bootstrap) as admin:
@@ -73,7 +73,7 @@ def committed_and_end(stream: Stream, topic: str) -> tuple[int | None, int]:
     """The group's committed offset and the log end of `topic`'s partition 0."""
     from aiokafka import TopicPartition
 
-    from streamsync.kafka import admin_client, consumer
+    from streamsync.kafka.clients import admin_client, consumer
 
     async def run() -> tuple[int | None, int]:
         tp = TopicPartition(topic, 0)
@@ -89,7 +89,7 @@ def committed_and_end(stream: Stream, topic: str) -> tuple[int | None, int]:
 
 def stored_position(stream: Stream, agent: str, topic: str) -> int | None:
     """The position the database vouches for on `topic`'s partition 0."""
-    from streamsync.models.state import Position
+    from streamsync.models.bookkeeping import Position
 
     return (
         Position.objects.filter(group=stream.group, agent=agent, topic=topic, partition=0)
@@ -120,7 +120,7 @@ def commit_offset(stream: Stream, topic: str, partition: int, offset: int) -> No
     """Commit `offset` for the stream's group by hand, as `kafka-consumer-groups --reset-offsets` would."""
     from aiokafka import TopicPartition
 
-    from streamsync.kafka import consumer
+    from streamsync.kafka.clients import consumer
 
     async def run() -> None:
         async with consumer(stream.bootstrap, stream.group) as committer:

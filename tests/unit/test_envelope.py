@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streamsync.envelope import EnvelopeError, Op, RejectCode, canonical_key, decode
+from streamsync.contract.envelope import EnvelopeError, Op, RejectCode, canonical_key, decode
 
 
 def _raw(**overrides: object) -> bytes:

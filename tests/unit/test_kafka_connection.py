@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from streamsync.kafka import KafkaConfigError, KafkaConnection, as_connection, security_with_env
+from streamsync.kafka.connection import KafkaConfigError, KafkaConnection, as_connection, security_with_env
 from tests.tls import KEY_PASSWORD, Pki, make_pki
 
 SECRET = "s3cr3t-Pa55word"

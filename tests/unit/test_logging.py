@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import structlog
 
-from streamsync.logging import logging_config, structlog_processors
+from streamsync.monitor.logging import logging_config, structlog_processors
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_a_fatal_start_up_error_of_the_worker_is_logged_with_its_traceback() -> 
     script = textwrap.dedent(
         """
         import mode
-        from streamsync import logging as streamsync_logging
+        from streamsync.monitor import logging as streamsync_logging
 
         class Broken(mode.Service):
             async def on_start(self):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streamsync.kafka import producer_kwargs
-from streamsync.partitioning import murmur2_partitioner, partition_for
+from streamsync.contract.partitioning import murmur2_partitioner, partition_for
+from streamsync.kafka.clients import producer_kwargs
 
 PARTITION_COUNTS = (1, 3, 6, 7, 100, 2147483647)
 

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from streamsync.deadletter import TRUNCATED_BYTES, DeadLetter
-from streamsync.envelope import EnvelopeError, RejectCode, canonical_key
-from streamsync.records import Origin, read_event
+from streamsync.contract.deadletter import TRUNCATED_BYTES, DeadLetter
+from streamsync.contract.envelope import EnvelopeError, RejectCode, canonical_key
+from streamsync.contract.records import Origin, read_event
 
 KEY = canonical_key("vlan", {"vid": 100, "vlan_group__name": "dc1"}).encode()
 VALUE = json.dumps(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streamsync.envelope import Event, Op, RejectCode
+from streamsync.contract.envelope import Event, Op, RejectCode
 from streamsync.models.ipam import VLANModel
-from streamsync.registry import ModelRegistry, RejectedEvent
+from streamsync.sync.registry import ModelRegistry, RejectedEvent
 
 
 def _event(**overrides: object) -> Event:
@@ -53,7 +53,7 @@ def test_split_rejects_what_the_model_does_not_declare(
 
 
 def test_fold_merges_upserts_and_lets_a_delete_win() -> None:
-    from streamsync.engine import fold
+    from streamsync.sync.engine import fold
 
     registry = ModelRegistry([VLANModel])
     changes, rejected = fold(

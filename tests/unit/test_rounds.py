@@ -6,10 +6,10 @@ from typing import Any
 
 from diffsync import DiffSyncModel
 
-from streamsync.engine import Change, rounds
-from streamsync.envelope import Op
+from streamsync.contract.envelope import Op
 from streamsync.models.dcim import LocationModel
 from streamsync.models.ipam import VLANGroupModel, VLANModel
+from streamsync.sync.engine import Change, rounds
 
 
 def _change(model: type[DiffSyncModel], **ids: Any) -> Change:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamsync.engine import check
-from streamsync.envelope import Event, Op
+from streamsync.contract.envelope import Event, Op
 from streamsync.models.dcim import DeviceModel, InterfaceModel, LocationModel, LocationTypeModel
 from streamsync.models.ipam import VLANGroupModel, VLANModel
-from streamsync.registry import ModelRegistry
-from streamsync.steps import Item, Relations, next_step
+from streamsync.sync.engine import check
+from streamsync.sync.registry import ModelRegistry
+from streamsync.sync.steps import Item, Relations, next_step
 
 REGISTRY = ModelRegistry([LocationTypeModel, LocationModel, DeviceModel, InterfaceModel, VLANGroupModel, VLANModel])
 

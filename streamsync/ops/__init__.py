@@ -1,0 +1,1 @@
+"""Operating a source: resync, snapshot, offsets (replay), dead letters, lag."""
