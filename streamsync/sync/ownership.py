@@ -17,11 +17,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamsync.contract.envelope import Op
+from streamsync.sync.batch import ObjectResult, Outcome
 
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
-
-    from streamsync.sync.engine import ObjectResult
 
 
 def content_type_id(model: type[DiffSyncModel]) -> int:
@@ -38,8 +37,6 @@ def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, Object
     batch of its own: a key deleted and then created again in one batch is released, then claimed
     (the new object).
     """
-    from streamsync.sync.engine import Outcome
-
     claims: list[tuple[type[DiffSyncModel], str, Any]] = []
     released: list[tuple[type[DiffSyncModel], Any]] = []
     released_keys: list[str] = []

@@ -35,7 +35,8 @@ from streamsync.contract.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, UNE
 from streamsync.contract.envelope import EnvelopeError, Event, decode
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.sync import lastapplied
-from streamsync.sync.engine import BatchResult, ObjectResult, Outcome, SyncEngine
+from streamsync.sync.batch import BatchResult, ObjectResult, Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.faults import is_transient, trace
 from streamsync.sync.settle import Applied, Incoming, Wire
 from streamsync.sync.state import merge as merge_state

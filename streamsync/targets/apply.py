@@ -5,7 +5,7 @@ from the target (`TargetAdapter.load_keys`), diff each object and call the targe
 / `update` / `delete`, parents before children (deletes the other way round), each object's failure
 its own; an object deleted and created again in the batch is deleted, then created anew. Keys whose
 DiffSync unique ids collide are loaded and applied in rounds of their own
-(`streamsync.sync.engine.rounds`), one after the other, before the one commit. Nothing here knows
+(`streamsync.sync.batch.rounds`), one after the other, before the one commit. Nothing here knows
 about Kafka.
 """
 
@@ -22,15 +22,7 @@ from diffsync import DiffSyncModel
 from streamsync.contract.envelope import Event, Op
 from streamsync.contract.topics import NAUTOBOT
 from streamsync.sync import diff
-from streamsync.sync.engine import (
-    BatchResult,
-    Change,
-    ObjectResult,
-    Outcome,
-    fold,
-    in_batch_order,
-    rounds,
-)
+from streamsync.sync.batch import BatchResult, Change, ObjectResult, Outcome, fold, in_batch_order, rounds
 from streamsync.sync.faults import is_transient, reason
 from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter

@@ -32,7 +32,8 @@ from streamsync.contract.envelope import Event, Op, canonical_key
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.models import builtin_model
 from streamsync.settings import RetryPolicy
-from streamsync.sync.engine import Outcome, SyncEngine
+from streamsync.sync.batch import Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.retry import Retrying, apply_source, retry_due

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from streamsync.contract.envelope import Event
-from streamsync.sync.engine import Outcome
+from streamsync.sync.batch import Outcome
 from streamsync.targets import TargetUnavailable
 from streamsync.targets.apply import TargetEngine
 from streamsync.targets.sqlite import SQLiteInventory

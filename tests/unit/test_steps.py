@@ -7,7 +7,7 @@ from typing import Any
 from streamsync.contract.envelope import Event, Op
 from streamsync.models.dcim import DeviceModel, InterfaceModel, LocationModel, LocationTypeModel
 from streamsync.models.ipam import VLANGroupModel, VLANModel
-from streamsync.sync.engine import check
+from streamsync.sync.batch import check
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.steps import Item, Relations, next_step
 
