@@ -31,7 +31,8 @@ from nautobot_ssot.contrib import NautobotAdapter
 
 from streamsync.contract.envelope import Event, Op
 from streamsync.models.ipam import VLANModel
-from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.batch import BatchResult, Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
 

@@ -37,7 +37,7 @@ from streamsync.contract.topics import events_topic, nautobot_events_topic
 from streamsync.monitor.batchlog import BatchSummary, Recorder, Stall, WorkerStatus
 from streamsync.monitor.health import database_figures
 from streamsync.ops.lag import PartitionLag, consumer_lag
-from streamsync.sync.engine import BatchResult, Outcome
+from streamsync.sync.batch import BatchResult, Outcome
 from streamsync.sync.permissions import Blocked
 
 if TYPE_CHECKING:

@@ -42,7 +42,8 @@ from streamsync.sync.state import identifiers_of, model_of
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
 
-    from streamsync.sync.engine import BatchResult, ObjectResult, SyncEngine
+    from streamsync.sync.batch import BatchResult, ObjectResult
+    from streamsync.sync.engine import SyncEngine
     from streamsync.sync.registry import ModelRegistry
 
 # (phase, done, total): phases are "read", "plan", "cascade" and "apply".

@@ -27,7 +27,7 @@ from streamsync.contract.envelope import Event, Op, describe
 from streamsync.sync.state import StateRecord, model_of
 
 if TYPE_CHECKING:
-    from streamsync.sync.engine import Change
+    from streamsync.sync.batch import Change
     from streamsync.sync.registry import ModelRegistry
 
 
@@ -87,7 +87,7 @@ class Snapshot:
 
 def collect(adapter: Adapter, registry: ModelRegistry, source: str) -> Snapshot:
     """Every object the (loaded) adapter holds, checked against the source's models like an event."""
-    from streamsync.sync.engine import fold
+    from streamsync.sync.batch import fold
 
     events: list[Event] = []
     problems: list[str] = []

@@ -1,34 +1,37 @@
-"""Apply a batch of change events to Nautobot as one incremental diff.
+"""Apply a batch of change events to Nautobot, ending where applying them one by one would.
 
 The hot path, in order:
 
-1. fold the events per canonical key into one net change per object;
-2. load only the batch's keys from Nautobot (one query per model);
-3. build the remote side from the changes (attributes they omit keep Nautobot's values);
-4. diff each object and apply it through nautobot_ssot.contrib's generic CRUD, creates and
-   updates in model dependency order, deletes in reverse, each object in its own savepoint,
-   all inside one transaction and one change context attributed to the streamsync user.
+1. check each event against its model (`batch.check`);
+2. cut the batch into steps (streamsync/sync/steps.py) and fold each step's events per key into
+   one change per object (`batch.fold_step`);
+3. per step, load only its keys from Nautobot (one query per model), then diff each object and
+   apply it through nautobot_ssot.contrib's generic CRUD, creates and updates in model dependency
+   order, then deletes in reverse, each object in its own savepoint;
+4. a key whose change failed in a way that may pass later waits: its later events in the batch
+   queue behind it, and it is tried again after each step that may have let it go on.
+
+All of it runs inside one transaction and one change context attributed to the streamsync user.
+Within a step, keys that share a DiffSync unique id are applied in rounds (`batch.rounds()`).
 
 The user comes from the caller (`Writer`): the engine asks it for the user at the start of every
 batch, in the batch's transaction, and a user that may not write (missing, inactive, lacking a
 permission) fails the whole batch before anything is written.
 
-Steps 2 to 4 run once per round (`rounds()`): a batch whose keys share a DiffSync unique id is
-applied as several, one after the other, in the same transaction and change context.
-
-Nothing here knows about Kafka, so it can be run and tested on its own. It runs synchronously:
-callers on an event loop run it in a worker thread.
+The end state does not depend on where batch boundaries fall; what may differ is listed in
+docs/architecture.md ("Batches"). What a batch is made of and ends as (changes, outcomes,
+`BatchResult`) lives in streamsync/sync/batch.py. Nothing here knows about Kafka, so it can be run
+and tested on its own. It runs synchronously: callers on an event loop run it in a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any, Protocol
 
 from diffsync import DiffSyncModel
@@ -37,166 +40,12 @@ from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
 from streamsync.sync import diff, loaded, ownership
-from streamsync.sync.adapters import EventAdapter, PartialNautobotAdapter, adapter_classes
-from streamsync.sync.faults import Fault, classify, is_transient, reason
+from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
+from streamsync.sync.batch import BatchResult, Change, ObjectResult, Outcome, Rejection, check, fold_step, rounds
+from streamsync.sync.faults import Fault, causes, classify, is_transient, reason
 from streamsync.sync.readcache import batch_cache
-from streamsync.sync.registry import ModelRegistry, RejectedEvent
-
-
-class Outcome(StrEnum):
-    """What happened to one object."""
-
-    CREATED = "created"
-    UPDATED = "updated"
-    DELETED = "deleted"
-    UNCHANGED = "unchanged"
-    FAILED = "failed"
-
-
-@dataclass
-class Rejection:
-    """An event that does not fit the contract or its model; retrying cannot help."""
-
-    event: Event
-    code: RejectCode
-    reason: str
-
-
-@dataclass
-class Change:
-    """The net effect of a batch's events on one object."""
-
-    model: type[DiffSyncModel]
-    ids: dict[str, Any]
-    op: Op
-    attrs: dict[str, Any] = field(default_factory=dict)
-    # A delete came earlier in the batch: attributes the later upserts omit take the model's
-    # defaults, not the values of the object that was deleted.
-    recreated: bool = False
-    events: list[Event] = field(default_factory=list)
-
-    @property
-    def key(self) -> str:
-        """The canonical object key, from the identifiers as the model normalises them."""
-        return canonical_key(self.model.get_type(), self.ids)
-
-
-@dataclass
-class ObjectResult:
-    """The outcome for one object of the batch."""
-
-    key: str
-    model: str
-    outcome: Outcome
-    reason: str = ""
-    # A failure that may pass later, e.g. a foreign key whose object has not arrived yet.
-    retryable: bool = False
-    events: list[Event] = field(default_factory=list)
-    # The Nautobot object's primary key, when the outcome concerns one that exists or existed.
-    pk: Any = None
-
-
-@dataclass
-class BatchResult:
-    """What one batch did, object by object, and where its time went."""
-
-    batch_id: str
-    received: int
-    objects: list[ObjectResult] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-
-    def add_time(self, name: str, seconds: float) -> None:
-        """Add to one of the batch's timings (a batch applied in rounds adds each round's)."""
-        self.timings[name] = self.timings.get(name, 0.0) + seconds
-
-    def count(self, outcome: Outcome) -> int:
-        """Objects with this outcome."""
-        return sum(1 for o in self.objects if o.outcome is outcome)
-
-    @property
-    def failed(self) -> list[ObjectResult]:
-        """Objects that could not be applied."""
-        return [o for o in self.objects if o.outcome is Outcome.FAILED]
-
-    def as_log(self) -> dict[str, Any]:
-        """Flat fields for a structured log line."""
-        return {
-            "batch_id": self.batch_id,
-            "received": self.received,
-            **{outcome.value: self.count(outcome) for outcome in Outcome},
-            "rejected": len(self.rejected),
-            **{f"{name}_s": round(seconds, 4) for name, seconds in self.timings.items()},
-        }
-
-
-def fold(
-    events: Sequence[Event], registry: ModelRegistry, source: str = ""
-) -> tuple[dict[str, Change], list[Rejection]]:
-    """Fold events (in partition order) into one change per canonical key.
-
-    Upserts merge, later attributes winning; a delete wins over what came before it; an upsert
-    after a delete recreates. Events that do not fit their model, or come from another source
-    than the one being applied, are rejected here.
-    """
-    changes: dict[str, Change] = {}
-    rejected: list[Rejection] = []
-    for event in events:
-        if source and event.source != source:
-            reason = f"event from source {event.source!r} on source {source!r}'s topic"
-            rejected.append(Rejection(event, RejectCode.WRONG_SOURCE, reason))
-            continue
-        try:
-            model, ids, attrs = registry.split(event)
-        except RejectedEvent as error:
-            rejected.append(Rejection(event, error.code, error.reason))
-            continue
-        key = canonical_key(event.model, ids)  # "2001:DB8::1" and "2001:db8::1" are one object
-        previous = changes.get(key)
-        if event.op is Op.DELETE:
-            change = Change(model, ids, Op.DELETE)
-        elif previous is None:
-            change = Change(model, ids, Op.UPSERT, attrs)
-        elif previous.op is Op.DELETE:
-            change = Change(model, ids, Op.UPSERT, attrs, recreated=True)
-        else:
-            change = Change(model, ids, Op.UPSERT, {**previous.attrs, **attrs}, recreated=previous.recreated)
-        change.events = [*(previous.events if previous else []), event]
-        changes[key] = change
-    return changes, rejected
-
-
-def rounds(
-    changes: Sequence[Change], model_of: Callable[[Change], type[DiffSyncModel]] = lambda change: change.model
-) -> list[list[Change]]:
-    """Split changes into rounds in which no two share a model and a DiffSync unique id.
-
-    diffsync joins identifier values with "__" into an object's unique id, so different keys can
-    share one: a VLAN with no group and one in a group named "None" are both `100__None`, a name
-    `a__b` under `c` and a name `a` under `b__c` are both `a__b__c`. An adapter holds one object per
-    unique id, so two such changes cannot be loaded, diffed or applied together; in rounds of their
-    own each is applied as if it had come in a batch of its own (they are different keys, so per-key
-    order does not care). The n-th change of a unique id goes to round n: a batch without collisions
-    is one round, and each round keeps the batch's order. `model_of` gives the model whose unique
-    id counts (a target's own model, say).
-    """
-    split: list[list[Change]] = []
-    seen: Counter[tuple[str, str]] = Counter()
-    for change in changes:
-        model = model_of(change)
-        unique_id = (model.get_type(), model.create_unique_id(**change.ids))
-        index = seen[unique_id]
-        seen[unique_id] += 1
-        if index == len(split):
-            split.append([])
-        split[index].append(change)
-    return split
-
-
-def in_batch_order(changes: Sequence[Change], objects: Sequence[ObjectResult]) -> list[ObjectResult]:
-    """`objects` in the order of the batch's `changes`, whatever round each was applied in."""
-    position = {change.key: i for i, change in enumerate(changes)}
-    return sorted(objects, key=lambda result: position[result.key])
+from streamsync.sync.registry import ModelRegistry
+from streamsync.sync.steps import Item, Relations, next_step
 
 
 def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
@@ -228,6 +77,65 @@ class ChangeLog:
         return f"{detail} {self.note}" if self.note else detail
 
 
+@dataclass
+class _Changed:
+    """Models whose objects some steps created or updated, and deleted: which waiting keys may go on."""
+
+    upserted: set[type[DiffSyncModel]] = field(default_factory=set)
+    deleted: set[type[DiffSyncModel]] = field(default_factory=set)
+
+    def note(self, model: type[DiffSyncModel], outcome: Outcome) -> None:
+        if outcome in (Outcome.CREATED, Outcome.UPDATED):
+            self.upserted.add(model)
+        elif outcome is Outcome.DELETED:
+            self.deleted.add(model)
+
+    def add(self, other: _Changed) -> None:
+        self.upserted |= other.upserted
+        self.deleted |= other.deleted
+
+    def __bool__(self) -> bool:
+        return bool(self.upserted or self.deleted)
+
+
+@dataclass
+class _Waiting:
+    """A key's events held back behind a failure that may pass later, in order, and that failure's reason.
+
+    `blockers`: for a delete, the keys of the registered objects that protect the object, when known.
+    """
+
+    reason: str
+    items: list[Item]
+    blockers: frozenset[str] = frozenset()
+
+    @property
+    def head(self) -> Item:
+        """The event that failed."""
+        return self.items[0]
+
+    @property
+    def folds(self) -> bool:
+        """Whether its events fold into one change (all upserts, or all deletes), as a retry would apply them."""
+        return all(item.op is self.head.op for item in self.items)
+
+
+@dataclass
+class _Failure:
+    """A change that failed in a way that may pass later, why, and (for a delete) the keys of what protects it."""
+
+    change: Change
+    reason: str
+    blockers: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """Attributes that make no valid object with the object's current ones: the events are rejected."""
+
+    reason: str
+
+
 class SyncEngine:
     """Turns batches of events into the smallest set of writes in Nautobot, as the user its caller gives."""
 
@@ -251,188 +159,33 @@ class SyncEngine:
         with transaction.atomic(), batch_cache(self.registry):
             user = self.writer.user()
             result.add_time("check", time.perf_counter() - started)
-            changes, result.rejected = fold(events, self.registry, source)
-            if changes:
-                self._apply_changes(list(changes.values()), source, user, result)
+            items, result.rejected = check(events, self.registry, source)
+            if items:
+                self._apply_items(items, source, user, result)
         result.timings["total"] = time.perf_counter() - started
         return result
 
-    def _apply_changes(self, changes: list[Change], source: str, user: Any, result: BatchResult) -> None:
-        """Apply `changes` round by round (`rounds()`) in one change context, adding to `result`.
+    def _apply_items(self, items: list[Item], source: str, user: Any, result: BatchResult) -> None:
+        """Apply checked events step by step (`_Run`) in one change context, adding to `result`.
 
         Runs in `apply`'s transaction: the change log commits with the data it describes.
         """
         from nautobot.extras.context_managers import web_request_context
 
-        adapters = adapter_classes(self.registry.in_order({c.model for c in changes}))
-        applied: list[tuple[Change, ObjectResult]] = []
+        run = _Run(self, result)
         changelog = self.changelog
         context = web_request_context(user, context_detail=changelog.detail(source), context=changelog.context)
         with context, loaded.scope():
-            for batch_round in rounds(changes):
-                applied += self._apply_round(batch_round, adapters, result)
+            run.apply(items)
+            applied = run.finish()
             started = time.perf_counter()
             if source:  # what the source created, updated or asserted is its own (docs/resync.md)
                 ownership.record(source, [(c.model, c.op, o) for c, o in applied])
             saved = time.perf_counter()
             result.add_time("save", saved - started)
         result.add_time("changelog", time.perf_counter() - saved)
-        result.objects.extend(in_batch_order(changes, [o for _, o in applied]))
-
-    def _apply_round(
-        self,
-        changes: list[Change],
-        adapters: tuple[type[PartialNautobotAdapter], type[EventAdapter]],
-        result: BatchResult,
-    ) -> list[tuple[Change, ObjectResult]]:
-        """Load, diff and apply one round's changes; returns each applied change with its outcome.
-
-        Changes rejected while the remote side is built go to `result.rejected` and have no outcome.
-        """
-        from django.db import DataError
-
-        clock = time.perf_counter
-        started = clock()
-        nautobot_cls, remote_cls = adapters
-        try:
-            nautobot = self._load(nautobot_cls, changes)
-            loaded.offer(nautobot)  # what each object is before this round changes it, for the event broker
-        except DataError as error:
-            # A value the database cannot even compare (e.g. beyond a numeric column's range) fails the
-            # round's one query: split it up so that the culprit fails alone.
-            result.add_time("load", clock() - started)
-            if len(changes) > 1:
-                return [applied for change in changes for applied in self._apply_round([change], adapters, result)]
-            change = changes[0]
-            failed = ObjectResult(
-                change.key, change.model.get_type(), Outcome.FAILED, reason(error), events=change.events
-            )
-            return [(change, failed)]
-        load_done = clock()
-        remote = remote_cls()
-        pending = self._build_remote(changes, nautobot, remote, result)
-        built = clock()
-        objects = self._apply_all(pending, nautobot, remote)
-        for name, seconds in (("load", load_done - started), ("diff", built - load_done), ("save", clock() - built)):
-            result.add_time(name, seconds)
-        return list(zip(pending, objects, strict=True))
-
-    @staticmethod
-    def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
-        """Load the changes' keys from Nautobot (only those: one round's), in a savepoint.
-
-        A query PostgreSQL refuses aborts the transaction it runs in, and the engine runs inside its
-        caller's (the worker's, around the batch and its parked events and state): in a savepoint
-        only the load is undone, so the caller can go on with the batch split up.
-        """
-        from django.db import transaction
-
-        keys: dict[str, list[dict[str, Any]]] = {}
-        for change in changes:
-            keys.setdefault(change.model.get_type(), []).append(change.ids)
-        nautobot = nautobot_cls(keys=keys)
-        with transaction.atomic():
-            nautobot.load()
-        return nautobot
-
-    @staticmethod
-    def _build_remote(
-        changes: list[Change], nautobot: PartialNautobotAdapter, remote: EventAdapter, result: BatchResult
-    ) -> list[Change]:
-        """Add each upsert's wanted object to `remote`; returns the changes to apply, rejections go to `result`.
-
-        Attributes an upsert omits take the object's current values (none for a recreated object).
-        """
-        pending: list[Change] = []
-        for change in changes:
-            if change.op is Op.UPSERT:
-                existing = None if change.recreated else nautobot.get_or_none(change.model, change.ids)
-                base = existing.get_attrs() if existing is not None else {}
-                try:
-                    remote.add(change.model(**change.ids, **{**base, **change.attrs}))
-                except ValidationError as error:
-                    if existing is None and not change.recreated:
-                        # Incomplete for a create; the object may still appear earlier in this batch
-                        # (interfaces from a device type's templates): decided when its turn comes.
-                        pending.append(change)
-                        continue
-                    reason = f"{change.model.get_type()}: {describe(error)}"
-                    result.rejected.extend(Rejection(event, RejectCode.WRONG_TYPE, reason) for event in change.events)
-                    continue
-            pending.append(change)
-        return pending
-
-    def _apply_all(
-        self, changes: list[Change], nautobot: PartialNautobotAdapter, remote: EventAdapter
-    ) -> list[ObjectResult]:
-        """Creates and updates parents first, deletes children first; retry in-batch while that helps.
-
-        A later pass catches what ordering by model cannot: a location whose parent location is
-        in the same batch, a delete protected by a child that this batch also deletes.
-        """
-        rank = {model: i for i, model in enumerate(self.registry.in_order({c.model for c in changes}))}
-        upserts = sorted((c for c in changes if c.op is Op.UPSERT), key=lambda c: rank[c.model])
-        deletes = sorted((c for c in changes if c.op is Op.DELETE), key=lambda c: -rank[c.model])
-        todo = upserts + deletes
-        results: dict[str, ObjectResult] = {}
-        while todo:
-            retry = []
-            for change in todo:
-                outcome = self._apply_one(change, nautobot, remote)
-                results[change.key] = outcome
-                if outcome.outcome is Outcome.FAILED and outcome.retryable:
-                    retry.append(change)
-            if len(retry) == len(todo):
-                break  # no progress: what is left fails for this batch
-            todo = retry
-        return [results[c.key] for c in changes]
-
-    def _apply_one(self, change: Change, nautobot: PartialNautobotAdapter, remote: EventAdapter) -> ObjectResult:
-        """Diff and apply one object in a savepoint: its failure is its own."""
-        from django.db import transaction
-
-        model_name = change.model.get_type()
-        unique_id = change.model.create_unique_id(**change.ids)
-        dst = nautobot.get_or_none(model_name, unique_id)
-        src = remote.get_or_none(model_name, unique_id)
-
-        def done(outcome: Outcome, reason: str = "", retryable: bool = False, pk: Any = None) -> ObjectResult:
-            return ObjectResult(change.key, model_name, outcome, reason, retryable, change.events, pk)
-
-        if (model_name, unique_id) in nautobot.ambiguous:
-            return done(Outcome.FAILED, f"{model_name} {change.ids} matches more than one object in Nautobot")
-        if change.op is Op.UPSERT and src is None:
-            # Deferred at build time: complete it from the object if it has appeared since.
-            dst = nautobot.load_one(change.model, change.ids)
-            try:
-                src = change.model(**change.ids, **{**(dst.get_attrs() if dst else {}), **change.attrs})
-            except ValidationError as error:
-                return done(Outcome.FAILED, f"{model_name}: {describe(error)}")
-            remote.add(src)
-
-        action: Callable[[], tuple[Outcome, Any]]
-        if src is None:
-            if dst is None:
-                return done(Outcome.UNCHANGED)  # deleting what is already gone
-            action = lambda: (self._delete(dst), dst.pk)  # noqa: E731
-        elif dst is None:
-            action = lambda: self._create_or_adopt(change, nautobot, src)  # noqa: E731
-        else:
-            changed = diff.changed(src.get_attrs(), dst.get_attrs())
-            if not changed:
-                return done(Outcome.UNCHANGED, pk=dst.pk)
-            action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
-        try:
-            with transaction.atomic():
-                outcome, pk = action()
-        except Exception as error:  # one object's failure must not fail the batch...
-            kind = classify(error)
-            if kind is Fault.TRANSIENT:
-                raise  # ...but the infrastructure's fails it: the whole batch is tried again
-            return done(Outcome.FAILED, reason(error), kind is Fault.WAITING)
-        if outcome is Outcome.DELETED and dst is not None:
-            nautobot.remove(dst)
-        return done(outcome, pk=pk)
+        position = {id(item.event): item.index for item in items}
+        result.objects.extend(sorted((o for _, o in applied), key=lambda o: position[id(o.events[0])]))
 
     @staticmethod
     def _delete(dst: DiffSyncModel) -> Outcome:
@@ -444,9 +197,8 @@ class SyncEngine:
                 raise
         return Outcome.DELETED
 
-    def _create_or_adopt(
-        self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel
-    ) -> tuple[Outcome, Any]:
+    @staticmethod
+    def _create_or_adopt(change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> tuple[Outcome, Any]:
         """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it.
 
         Adopting updates only what the events name: the rest is the existing object's, not defaults.
@@ -473,3 +225,476 @@ class SyncEngine:
             with contextlib.suppress(ObjectAlreadyExists):
                 nautobot.add(created)
         return Outcome.CREATED, pk
+
+
+class _Possible:
+    """The values the remaining events' objects may hold on their unique constraints, for `Relations.clash`.
+
+    Per key, what Nautobot holds now and every value its remaining upserts set (the model's
+    default where a missing object's upserts set none): a superset, so that two events that may
+    want one unique value are never taken for independent. Nautobot's values are loaded when first
+    needed, one query per model.
+    """
+
+    def __init__(self, registry: ModelRegistry, items: Sequence[Item]) -> None:
+        self.registry = registry
+        self.items = items
+        self._current: dict[type[DiffSyncModel], dict[str, dict[str, Any]] | None] = {}
+        self._values: dict[str, dict[str, set[Any]]] = {}
+
+    def clash(self, one: Item, other: Item) -> bool:
+        """Whether two events of one model, of different keys, may want the same value of a unique constraint."""
+        if one.op is Op.DELETE and other.op is Op.DELETE:
+            return False  # deletes free values, they take none
+        for names in self.registry.unique(one.model):
+            if self._loaded(one.model) is None:
+                return True  # Nautobot's values unknown: they may
+            mine, theirs = self._possible(one), self._possible(other)
+            if all(mine.get(name, set()) & theirs.get(name, set()) for name in names):
+                return True
+        return False
+
+    def _possible(self, item: Item) -> dict[str, set[Any]]:
+        if item.key not in self._values:
+            current = (self._loaded(item.model) or {}).get(item.key)
+            values: dict[str, set[Any]] = {name: {_hashable(value)} for name, value in item.ids.items()}
+            for name, value in (current or {}).items():
+                values.setdefault(name, set()).add(_hashable(value))
+            for other in self.items:
+                if other.key == item.key and other.op is Op.UPSERT:
+                    for name, value in other.attrs.items():
+                        values.setdefault(name, set()).add(_hashable(value))
+            if current is None:
+                for name, field in item.model.model_fields.items():
+                    if name not in values and not field.is_required():
+                        values[name] = {_hashable(field.get_default(call_default_factory=True))}
+            for found in values.values():
+                found.discard(None)  # NULLs never clash
+            self._values[item.key] = values
+        return self._values[item.key]
+
+    def _loaded(self, model: type[DiffSyncModel]) -> dict[str, dict[str, Any]] | None:
+        """Nautobot's current attributes of the remaining events' objects of `model`, by key (None: unknown)."""
+        from django.db import DataError, transaction
+
+        if model not in self._current:
+            keys = [item.ids for item in self.items if item.model is model]
+            nautobot_cls, _ = adapter_classes([model])
+            nautobot = nautobot_cls(keys={model.get_type(): keys})
+            try:
+                with transaction.atomic():  # a key the database cannot compare fails only this (see _Run._load)
+                    nautobot.load()
+            except DataError:
+                self._current[model] = None
+            else:
+                self._current[model] = {
+                    canonical_key(model.get_type(), obj.get_identifiers()): obj.get_attrs()
+                    for obj in nautobot.get_all(model)
+                }
+        return self._current[model]
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | None) else repr(value)
+
+
+# Keys of at most this many objects protecting a delete are kept: an upsert of one of them may lift the protection.
+MAX_BLOCKERS = 100
+
+
+class _Run:
+    """One batch being applied: step after step, with the keys that wait behind a failure that may pass later.
+
+    A waiting key is tried again as soon as a step may have let it go on, as the retry timer would
+    between batches of one event each: in the next step that holds what it waits for (its events
+    folded into that step's changes, in their place by model and batch order), or right after a
+    step that changed what it waits for. An upsert of an object that protects a waiting delete, and
+    an event that may let a waiting key whose events do not fold (an upsert, then a delete) go on,
+    end their step, so that the key is tried right after them.
+    """
+
+    def __init__(self, engine: SyncEngine, result: BatchResult) -> None:
+        self.engine = engine
+        self.registry = engine.registry
+        self.result = result
+        self.applied: list[tuple[Change, ObjectResult]] = []
+        self.waiting: dict[str, _Waiting] = {}
+        self.items: dict[int, Item] = {}
+        self._protectors: dict[type[DiffSyncModel], frozenset[type[DiffSyncModel]]] = {}
+        self._bound: dict[Any, list[type[DiffSyncModel]]] = {}  # registered models by Nautobot model
+        for model in self.registry:
+            orm = getattr(model, "_model", None)
+            if orm is not None:
+                self._bound.setdefault(orm, []).append(model)
+
+    def apply(self, items: list[Item]) -> _Changed:
+        """Apply `items` step by step; returns which models' objects changed."""
+        self.items.update((id(item.event), item) for item in items)
+        changed = _Changed()
+        pending = items
+        while pending:
+            step = next_step(pending, self._relations(pending), self._ends_step())
+            taken = {id(item) for item in step}
+            pending = [item for item in pending if id(item) not in taken]
+            ready = []
+            for item in step:
+                if item.key in self.waiting:  # per-key order: behind the key's failure, not around it
+                    self.waiting[item.key].items.append(item)
+                else:
+                    ready.append(item)
+            changes = fold_step(ready)
+            joining = self._joining(changes)
+            changes += [fold_step(self.waiting.pop(key).items)[0] for key in joining]
+            done = self._apply_step(changes)
+            done.add(self._retry(done, tried={change.key for change in changes}))
+            changed.add(done)
+        return changed
+
+    def finish(self) -> list[tuple[Change, ObjectResult]]:
+        """Every change applied, in the order applied, then one failure per key still waiting."""
+        for key, waiting in self.waiting.items():
+            head = waiting.head
+            events = [item.event for item in waiting.items]
+            failed = ObjectResult(key, head.model.get_type(), Outcome.FAILED, waiting.reason, True, events)
+            self.applied.append((Change(head.model, head.ids, head.op, events=events), failed))
+        self.waiting = {}
+        return self.applied
+
+    # --- when waiting keys are tried again -----------------------------------------------------
+
+    def _protectors_of(self, model: type[DiffSyncModel]) -> frozenset[type[DiffSyncModel]]:
+        """Models whose changes may lift what protects an object of `model` from deletion.
+
+        Objects referring to it go (deleted, or cascaded with another of their parents) or move.
+        """
+        if model not in self._protectors:
+            below = self.registry.descendants(model)
+            self._protectors[model] = below.union(*(self.registry.ancestors(m) for m in below))
+        return self._protectors[model]
+
+    def _releases(self, waiting: _Waiting, changed: _Changed) -> bool:
+        """Whether `changed` may let a waiting key go on.
+
+        An upsert waits for an object it refers to; a delete for objects referring to it to go.
+        """
+        head = waiting.head
+        if head.op is Op.UPSERT:
+            return bool(self.registry.ancestors(head.model) & changed.upserted)
+        return bool(self._protectors_of(head.model) & (changed.upserted | changed.deleted))
+
+    def _joining(self, changes: list[Change]) -> list[str]:
+        """Waiting keys whose events fold, and that this step's changes may let go on: they join the step."""
+        upserted = {change.model for change in changes if change.op is Op.UPSERT}
+        # What the step may change, before it does: its upserts' models, and every model it touches.
+        touched = _Changed(upserted, {change.model for change in changes})
+        return [key for key, waiting in self.waiting.items() if waiting.folds and self._releases(waiting, touched)]
+
+    def _ends_step(self) -> Callable[[Item], bool]:
+        """Whether an event must end its step, so that a waiting key is tried right after it (`next_step`).
+
+        It may lift what protects a waiting delete (it upserts a protecting object), or let a
+        waiting key go on whose events do not fold, and so cannot join a step.
+        """
+        blockers: set[str] = set()
+        parents: set[type[DiffSyncModel]] = set()
+        for waiting in self.waiting.values():
+            if waiting.head.op is Op.DELETE:
+                blockers |= waiting.blockers
+            elif not waiting.folds:
+                parents |= self.registry.ancestors(waiting.head.model)
+        return lambda item: item.op is Op.UPSERT and (item.key in blockers or item.model in parents)
+
+    def _retry(self, changed: _Changed, tried: set[str]) -> _Changed:
+        """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps."""
+        total = _Changed()
+        while changed:
+            keys = [key for key, w in self.waiting.items() if key not in tried and self._releases(w, changed)]
+            if not keys:
+                break
+            tried |= set(keys)
+            items = sorted((item for key in keys for item in self.waiting.pop(key).items), key=lambda i: i.index)
+            changed = self.apply(items)
+            total.add(changed)
+        return total
+
+    def _relations(self, pending: list[Item]) -> Relations:
+        """How the remaining events may affect each other: the models' relations, and unique values they may want."""
+        possible = _Possible(self.registry, pending)
+
+        def named(item: Item) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
+            return self.registry.named(item.model, {**item.attrs, **item.ids})
+
+        return Relations(self.registry.related, possible.clash, named)
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    def _apply_step(self, changes: list[Change]) -> _Changed:
+        """The step's upserts, parents first, then its deletes, children first; each phase in rounds."""
+        changed = _Changed()
+        for op in (Op.UPSERT, Op.DELETE):
+            for batch_round in rounds([c for c in changes if c.op is op]):
+                changed.add(self._apply_round(batch_round))
+        return changed
+
+    def _apply_round(self, changes: list[Change]) -> _Changed:
+        """Load one round's keys, then apply each change, again while failures that may pass later make progress.
+
+        A later pass catches what ordering by model cannot: a location whose parent location is in
+        the same round, a delete protected by a child that this round also deletes.
+        """
+        from django.db import DataError
+
+        clock = time.perf_counter
+        started = clock()
+        changed = _Changed()
+        nautobot_cls, _ = adapter_classes(self.registry.in_order({c.model for c in changes}))
+        try:
+            nautobot = self._load(nautobot_cls, changes)
+            loaded.offer(nautobot)  # what each object is before this round changes it, for the event broker
+        except DataError as error:
+            # A value the database cannot even compare (e.g. beyond a numeric column's range) fails the
+            # round's one query: split it up so that the culprit fails alone.
+            self.result.add_time("load", clock() - started)
+            if len(changes) > 1:
+                for change in changes:
+                    changed.add(self._apply_round([change]))
+                return changed
+            change = changes[0]
+            failed = ObjectResult(
+                change.key, change.model.get_type(), Outcome.FAILED, reason(error), events=change.events
+            )
+            self._done(change, failed)
+            return changed
+        load_done = clock()
+        diffing = self.result.timings.get("diff", 0.0)
+        rank = {model: i for i, model in enumerate(self.registry.in_order({c.model for c in changes}))}
+
+        def order(change: Change) -> tuple[int, int]:  # by model, then in the batch's order
+            first = self.items[id(change.events[0])].index
+            return (rank[change.model] if change.op is Op.UPSERT else -rank[change.model]), first
+
+        todo = sorted(changes, key=order)
+        while todo:
+            retry: list[_Failure] = []
+            progress = False
+            for change in todo:
+                outcomes, failure = self._apply_change(change, nautobot)
+                for outcome in outcomes:
+                    self._done(change, outcome)
+                    changed.note(change.model, outcome.outcome)
+                progress = progress or bool(outcomes)
+                if failure is not None:
+                    retry.append(failure)
+            if not progress:
+                for failure in retry:  # no progress: they wait
+                    items = [self.items[id(event)] for event in failure.change.events]
+                    self.waiting[failure.change.key] = _Waiting(failure.reason, items, failure.blockers)
+                break
+            todo = [failure.change for failure in retry]
+        self.result.add_time("load", load_done - started)
+        self.result.add_time("save", clock() - load_done - (self.result.timings.get("diff", 0.0) - diffing))
+        return changed
+
+    @staticmethod
+    def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
+        """Load the changes' keys from Nautobot (only those: one round's), in a savepoint.
+
+        A query PostgreSQL refuses aborts the transaction it runs in, and the engine runs inside its
+        caller's (the worker's, around the batch and its parked events and state): in a savepoint
+        only the load is undone, so the caller can go on with the batch split up.
+        """
+        from django.db import transaction
+
+        keys: dict[str, list[dict[str, Any]]] = {}
+        for change in changes:
+            keys.setdefault(change.model.get_type(), []).append(change.ids)
+        nautobot = nautobot_cls(keys=keys)
+        with transaction.atomic():
+            nautobot.load()
+        return nautobot
+
+    def _done(self, change: Change, outcome: ObjectResult) -> None:
+        self.applied.append((change, outcome))
+
+    # --- one object -------------------------------------------------------------------------------
+
+    def _apply_change(
+        self, change: Change, nautobot: PartialNautobotAdapter
+    ) -> tuple[list[ObjectResult], _Failure | None]:
+        """Diff and apply one object's change; returns the outcomes, and what failed in a way that may pass later.
+
+        As batches of their own would: while the object is missing, each upsert tries to create it
+        alone (one that cannot fails alone); the upserts after the create are folded into one
+        update. If that fails, they are applied one by one: each fails alone, and one that may pass
+        later holds back the rest.
+        """
+        model_name = change.model.get_type()
+        unique_id = change.model.create_unique_id(**change.ids)
+
+        def outcome(result: Outcome, events: list[Event], why: str = "") -> ObjectResult:
+            return ObjectResult(change.key, model_name, result, why, events=events)
+
+        if (model_name, unique_id) in nautobot.ambiguous:
+            why = f"{model_name} {change.ids} matches more than one object in Nautobot"
+            return [outcome(Outcome.FAILED, change.events, why)], None
+        if change.op is Op.DELETE:
+            return self._apply_delete(change, nautobot)
+        events = change.events
+        done: list[ObjectResult] = []
+        while events:
+            dst = nautobot.get_or_none(model_name, unique_id)
+            if dst is None and (error := self._alone(change, events[0])) is not None:
+                dst = nautobot.load_one(change.model, change.ids)  # it may have appeared since (a device's interfaces)
+                if dst is None:  # it cannot create the object: it fails alone
+                    done.append(outcome(Outcome.FAILED, events[:1], f"{model_name}: {describe(error)}"))
+                    events = events[1:]
+                    continue
+            if dst is None:  # a create is the first event's alone: what follows is an update of what it made
+                first = self._part(change, events[:1])
+                done, failure = self._settle(first, self._upsert(first, nautobot, None)[0], done)
+                if failure is not None:
+                    return done, _Failure(self._part(change, events), failure.reason)
+                events = events[1:]
+                continue
+            whole = self._part(change, events)
+            written = self._upsert(whole, nautobot, dst)[0]
+            if isinstance(written, ObjectResult) and written.outcome is not Outcome.FAILED:
+                return [*done, written], None
+            if len(events) == 1:
+                return self._settle(whole, written, done)
+            return self._one_by_one(change, events, nautobot, done)
+        return done, None
+
+    def _one_by_one(
+        self, change: Change, events: list[Event], nautobot: PartialNautobotAdapter, done: list[ObjectResult]
+    ) -> tuple[list[ObjectResult], _Failure | None]:
+        """Upserts whose folded update failed, applied one at a time as batches of their own would apply them."""
+        model_name = change.model.get_type()
+        unique_id = change.model.create_unique_id(**change.ids)
+        for position, event in enumerate(events):
+            single = self._part(change, [event])
+            dst = nautobot.get_or_none(model_name, unique_id) or nautobot.load_one(change.model, change.ids)
+            done, failure = self._settle(single, self._upsert(single, nautobot, dst)[0], done)
+            if failure is not None:
+                return done, _Failure(self._part(change, events[position:]), failure.reason)
+        return done, None
+
+    def _settle(
+        self, change: Change, written: ObjectResult | _Refused, before: list[ObjectResult]
+    ) -> tuple[list[ObjectResult], _Failure | None]:
+        """One write's outcome added to `before`: refused events are rejected, one that may pass later is retried."""
+        if isinstance(written, _Refused):
+            self.result.rejected.extend(Rejection(e, RejectCode.WRONG_TYPE, written.reason) for e in change.events)
+            return before, None
+        if written.outcome is Outcome.FAILED and written.retryable:
+            return before, _Failure(change, written.reason)
+        return [*before, written], None
+
+    def _apply_delete(
+        self, change: Change, nautobot: PartialNautobotAdapter
+    ) -> tuple[list[ObjectResult], _Failure | None]:
+        model_name = change.model.get_type()
+        dst = nautobot.get_or_none(model_name, change.model.create_unique_id(**change.ids))
+        if dst is None:
+            return [ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events)], None  # already gone
+        written, error = self._write(change, nautobot, lambda: (self.engine._delete(dst), dst.pk))
+        if written.outcome is Outcome.DELETED:
+            nautobot.remove(dst)
+        if written.outcome is Outcome.FAILED and written.retryable and error is not None:
+            return [], _Failure(change, written.reason, self._blockers(error, nautobot))
+        return self._settle(change, written, [])
+
+    def _blockers(self, error: BaseException, nautobot: PartialNautobotAdapter) -> frozenset[str]:
+        """Keys of the registered objects that protect an object from deletion (none if more than MAX_BLOCKERS)."""
+        from django.db.models import ProtectedError, RestrictedError
+
+        found: list[Any] = []
+        for cause in causes(error):
+            if isinstance(cause, ProtectedError):
+                found += itertools.islice(cause.protected_objects, MAX_BLOCKERS + 1)
+            elif isinstance(cause, RestrictedError):
+                found += itertools.islice(cause.restricted_objects, MAX_BLOCKERS + 1)
+        if len(found) > MAX_BLOCKERS:
+            return frozenset()
+        keys = set()
+        for obj in found:
+            for model in self._bound.get(type(obj), []):
+                ids: dict[str, Any] = {}
+                with contextlib.suppress(Exception):  # a key it cannot read only means fewer early retries
+                    for name in model._identifiers:
+                        nautobot._handle_single_parameter(ids, name, obj, model)
+                    keys.add(canonical_key(model.get_type(), ids))
+        return frozenset(keys)
+
+    def _upsert(
+        self, change: Change, nautobot: PartialNautobotAdapter, dst: Any
+    ) -> tuple[ObjectResult | _Refused, BaseException | None]:
+        """Create `change`'s object, or update what its attributes change; attributes it omits keep their values."""
+        started = time.perf_counter()
+        model_name = change.model.get_type()
+        base = dst.get_attrs() if dst is not None else {}
+        try:
+            src = change.model(**change.ids, **{**base, **change.attrs})
+        except ValidationError as error:
+            why = f"{model_name}: {describe(error)}"
+            if dst is not None:
+                return _Refused(why), None
+            return ObjectResult(change.key, model_name, Outcome.FAILED, why, events=change.events), None
+        action: Callable[[], tuple[Outcome, Any]]
+        if dst is None:
+            action = lambda: self.engine._create_or_adopt(change, nautobot, src)  # noqa: E731
+        else:
+            changed = diff.changed(src.get_attrs(), dst.get_attrs())
+            if not changed:
+                self.result.add_time("diff", time.perf_counter() - started)
+                return ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events, pk=dst.pk), None
+            action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
+        self.result.add_time("diff", time.perf_counter() - started)
+        return self._write(change, nautobot, action)
+
+    @staticmethod
+    def _write(
+        change: Change, nautobot: PartialNautobotAdapter, action: Callable[[], tuple[Outcome, Any]]
+    ) -> tuple[ObjectResult, BaseException | None]:
+        """Run one write in a savepoint: its failure is its own object's (returned with the error).
+
+        A failed write is rolled back in the database, not in the ORM objects contrib caches in the
+        adapter (`get_from_db`): the next write of the object would start from the refused values.
+        The cache is emptied instead.
+        """
+        from django.db import transaction
+
+        model_name = change.model.get_type()
+        try:
+            with transaction.atomic():
+                outcome, pk = action()
+        except Exception as error:  # one object's failure must not fail the batch...
+            kind = classify(error)
+            if kind is Fault.TRANSIENT:
+                raise  # ...but the infrastructure's fails it: the whole batch is tried again
+            nautobot.cache.invalidate_cache(zero_out_hits=False)
+            failed = ObjectResult(
+                change.key, model_name, Outcome.FAILED, reason(error), kind is Fault.WAITING, change.events
+            )
+            return failed, error
+        return ObjectResult(change.key, model_name, outcome, events=change.events, pk=pk), None
+
+    def _alone(self, change: Change, event: Event) -> ValidationError | None:
+        """Why `event`'s attributes cannot make the object on their own, or None."""
+        return _incomplete(change.model, change.ids, self.items[id(event)].attrs)
+
+    def _part(self, change: Change, events: Sequence[Event]) -> Change:
+        """`change` made of some of its events only."""
+        attrs: dict[str, Any] = {}
+        for event in events:
+            attrs.update(self.items[id(event)].attrs)
+        return Change(change.model, change.ids, change.op, attrs, events=list(events))
+
+
+def _incomplete(model: type[DiffSyncModel], ids: dict[str, Any], attrs: dict[str, Any]) -> ValidationError | None:
+    """Why these attributes make no object of `model` on their own (a required one missing), or None."""
+    try:
+        model(**ids, **attrs)
+    except ValidationError as error:
+        return error
+    return None

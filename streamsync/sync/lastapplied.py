@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 from streamsync.contract.records import Origin
 
-if TYPE_CHECKING:  # the engine imports nautobot_ssot, which `dlq` and the health page need not
+if TYPE_CHECKING:  # types only: `dlq` and the health page import this module and need nothing else of sync/
     from streamsync.contract.envelope import Event
-    from streamsync.sync.engine import BatchResult
+    from streamsync.sync.batch import BatchResult
 
 # What counts as applied: the object is as the event says (created, changed, deleted, or found so).
 # `Outcome` values; every outcome but failed.

@@ -17,11 +17,10 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from streamsync.contract.envelope import Op
+from streamsync.sync.batch import ObjectResult, Outcome
 
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
-
-    from streamsync.sync.engine import ObjectResult
 
 
 def content_type_id(model: type[DiffSyncModel]) -> int:
@@ -32,22 +31,26 @@ def content_type_id(model: type[DiffSyncModel]) -> int:
 
 
 def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, ObjectResult]]) -> None:
-    """Claim the objects of upserts that were applied or found unchanged; release deleted ones."""
-    from streamsync.sync.engine import Outcome
+    """Claim the objects of upserts that were applied or found unchanged; release deleted ones.
 
+    `outcomes` are in the order they happened, and the rows end as if each had been recorded in a
+    batch of its own: a key deleted and then created again in one batch is released, then claimed
+    (the new object).
+    """
     claims: list[tuple[type[DiffSyncModel], str, Any]] = []
     released: list[tuple[type[DiffSyncModel], Any]] = []
     released_keys: list[str] = []
     for model, op, result in outcomes:
         if op is Op.DELETE:
             if result.outcome in (Outcome.DELETED, Outcome.UNCHANGED):
+                claims = [c for c in claims if c[1] != result.key]  # released by key, as a later batch would
                 released_keys.append(result.key)
                 if result.pk is not None:
                     released.append((model, result.pk))
         elif result.outcome in (Outcome.CREATED, Outcome.UPDATED, Outcome.UNCHANGED) and result.pk is not None:
             claims.append((model, result.key, result.pk))
+    release(source, released, released_keys)  # first: what is claimed after a release stands
     claim(source, claims)
-    release(source, released, released_keys)
 
 
 def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) -> int:

@@ -16,6 +16,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from streamsync.contract.envelope import EnvelopeError, Event, RejectCode, describe, unstorable
 
+# Per model, a set of models (those its objects refer to, or those that refer to it).
+Graph = dict[type[DiffSyncModel], frozenset[type[DiffSyncModel]]]
+
 
 class RejectedEvent(EnvelopeError):
     """An event that is a valid envelope but does not fit the model it names."""
@@ -32,12 +35,51 @@ class ModelRegistry:
                 raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
             self._models[name] = model
         self._order = dependency_order(self._models.values())
+        refers = references(self._models.values())
+        self._ancestors = _reachable(refers)
+        self._descendants = _reachable(_reversed(refers))
+        self._lookups = {model: _lookups(model, self._models.values()) for model in self._models.values()}
+        self._unique = {model: _unique(model) for model in self._models.values()}
         self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
 
     def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
         """`models` sorted so that a model comes after every registered model it refers to."""
         wanted = set(models)
         return [model for model in self._order if model in wanted]
+
+    def ancestors(self, model: type[DiffSyncModel]) -> frozenset[type[DiffSyncModel]]:
+        """Registered models that `model`'s objects refer to, directly or not (itself, if it does)."""
+        return self._ancestors.get(model, frozenset())
+
+    def descendants(self, model: type[DiffSyncModel]) -> frozenset[type[DiffSyncModel]]:
+        """Registered models whose objects refer to `model`'s, directly or not (what a delete may cascade to)."""
+        return self._descendants.get(model, frozenset())
+
+    def related(self, one: type[DiffSyncModel], other: type[DiffSyncModel]) -> bool:
+        """Whether objects of one model refer to the other's, directly or not (for one model: to their own)."""
+        return one in self._ancestors.get(other, ()) or other in self._ancestors.get(one, ())
+
+    def unique(self, model: type[DiffSyncModel]) -> list[tuple[str, ...]]:
+        """Unique constraints that two objects of different keys may clash on, as the model's field names.
+
+        A VLAN's group and name: two VLANs of one group, different VIDs, may not share a name.
+        Constraints over fields the model does not sync are left out: its events cannot change them.
+        """
+        return self._unique.get(model, [])
+
+    def named(
+        self, model: type[DiffSyncModel], values: dict[str, Any]
+    ) -> list[tuple[type[DiffSyncModel], dict[str, Any]]]:
+        """The objects `values` (identifiers and attributes of `model`) name through lookups: model and values.
+
+        `{"name": "eth0", "device__name": "sw1"}` names the device `{"name": "sw1"}`; a lookup the
+        values do not hold names nothing.
+        """
+        named = []
+        for parent, pairs in self._lookups.get(model, []):
+            if all(name in values for name, _ in pairs):
+                named.append((parent, {field: values[name] for name, field in pairs}))
+        return named
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -135,3 +177,104 @@ def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyn
     except graphlib.CycleError:
         return models
     return order
+
+
+def references(models: Iterable[type[DiffSyncModel]]) -> Graph:
+    """Per model, the models whose Nautobot objects its own refer to through any foreign key.
+
+    Every foreign key and many-to-many field counts, synced or not: a delete cascades along them,
+    is protected by them, and takes the object out of many-to-many relations. A model not bound to
+    Nautobot refers to nothing.
+    """
+    models = list(models)
+    by_orm: dict[Any, list[type[DiffSyncModel]]] = {}
+    for model in models:
+        orm = getattr(model, "_model", None)
+        if orm is not None:
+            by_orm.setdefault(orm, []).append(model)
+    graph: Graph = {}
+    for model in models:
+        orm = getattr(model, "_model", None)
+        related = set()
+        if orm is not None:
+            for field in orm._meta.get_fields():
+                forward = (field.many_to_one or field.one_to_one) and field.concrete
+                forward = forward or (field.many_to_many and not field.auto_created)
+                if forward and field.related_model in by_orm:
+                    related.update(by_orm[field.related_model])
+        graph[model] = frozenset(related)
+    return graph
+
+
+def _reversed(graph: Graph) -> Graph:
+    back: dict[type[DiffSyncModel], set[type[DiffSyncModel]]] = {model: set() for model in graph}
+    for model, targets in graph.items():
+        for target in targets:
+            back.setdefault(target, set()).add(model)
+    return {model: frozenset(sources) for model, sources in back.items()}
+
+
+def _reachable(graph: Graph) -> Graph:
+    """Per model, every model reachable from it in one step or more (itself only through a cycle)."""
+    reach: Graph = {}
+    for start in graph:
+        seen: set[type[DiffSyncModel]] = set()
+        todo = list(graph[start])
+        while todo:
+            model = todo.pop()
+            if model not in seen:
+                seen.add(model)
+                todo.extend(graph.get(model, ()))
+        reach[start] = frozenset(seen)
+    return reach
+
+
+def _lookups(
+    model: type[DiffSyncModel], models: Iterable[type[DiffSyncModel]]
+) -> list[tuple[type[DiffSyncModel], list[tuple[str, str]]]]:
+    """Per foreign key `model`'s fields look up through: a model it may name, and (field, its field) pairs.
+
+    `device_type__model` and `device_type__manufacturer__name` look up one device type together.
+    """
+    orm = getattr(model, "_model", None)
+    if orm is None:
+        return []
+    pairs: dict[str, list[tuple[str, str]]] = {}
+    for name in (*model._identifiers, *model._attributes):
+        field, _, rest = name.partition("__")
+        if rest:
+            pairs.setdefault(field, []).append((name, rest))
+    lookups = []
+    for field, names in pairs.items():
+        try:
+            related = orm._meta.get_field(field).related_model
+        except FieldDoesNotExist:
+            continue
+        lookups += [(parent, names) for parent in models if getattr(parent, "_model", None) is related]
+    return lookups
+
+
+def _unique(model: type[DiffSyncModel]) -> list[tuple[str, ...]]:
+    """`ModelRegistry.unique()`, worked out from the Nautobot model's unique fields and constraints."""
+    from django.db.models import UniqueConstraint
+
+    orm = getattr(model, "_model", None)
+    if orm is None:
+        return []
+    groups: list[tuple[str, ...]] = [tuple(fields) for fields in orm._meta.unique_together]
+    groups += [
+        tuple(c.fields)
+        for c in orm._meta.constraints
+        if isinstance(c, UniqueConstraint) and c.fields and not c.condition
+    ]
+    groups += [(f.name,) for f in orm._meta.concrete_fields if f.unique and not f.primary_key]
+    synced = (*model._identifiers, *model._attributes)
+    constraints = []
+    for fields in groups:
+        names = [[n for n in synced if n == f or n.startswith(f + "__")] for f in fields]
+        if not all(names):
+            continue  # a field the model does not sync: its events cannot change it
+        flat = tuple(n for group in names for n in group)
+        if not set(model._identifiers) <= set(flat):  # objects of different keys differ on a field of it
+            constraints.append(flat)
+    return constraints

@@ -10,7 +10,8 @@ Why a key's events are applied in order, however many workers retry:
 
 - A retry takes whole keys, each under a transaction-scoped advisory lock on (source, key) tried
   without waiting (`take_due`): one key's queue is retried by one worker at a time, all of it, in
-  `id` order, and removed, rescheduled or dead-lettered whole before the commit frees the key.
+  `id` order, and every row of it removed, rescheduled or dead-lettered before the commit frees
+  the key.
 - Parked rows of a key are inserted only by batches of the key's partition, which its position
   lock serialises (streamsync/sync/positions.py). A batch that finds no parked rows for a key therefore
   knows none exist: no retry of it can be running (a running one's rows are still there, its
@@ -34,7 +35,8 @@ from streamsync.contract.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, UNE
 from streamsync.contract.envelope import EnvelopeError, Event, decode
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.sync import lastapplied
-from streamsync.sync.engine import BatchResult, ObjectResult, Outcome, SyncEngine
+from streamsync.sync.batch import BatchResult, ObjectResult, Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.faults import is_transient, trace
 from streamsync.sync.settle import Applied, Incoming, Wire
 from streamsync.sync.state import merge as merge_state
@@ -209,13 +211,16 @@ def lock_id(source: str, key: str) -> int:
 
 
 def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
-    """Re-apply the queues of due keys in one transaction; each key's queue is applied, kept or dead-lettered whole.
+    """Re-apply the queues of due keys in one transaction; each parked event is settled by its own outcome.
 
-    A queue is applied in `id` order (the order its events came in). Applied: its rows go, and its
-    rejected events are dead-lettered. Failed in a way that may pass later, with attempts left: all
-    its rows stay, with the attempt counted and the next one backed off. Otherwise every row is
-    dead-lettered, in order. Dead letters are published (and acknowledged) inside the transaction,
-    as a batch's are (streamsync/sync/settle.py): the rows go with their letters or not at all.
+    A queue is applied in `id` order (the order its events came in), as the engine applies a batch:
+    each event ends as it would have in a batch of its own (docs/architecture.md, "Batches").
+    Applied: its row goes. Rejected, unreadable or failed for good: dead-lettered. Failed in a way
+    that may pass later (it, and the key's events queued behind it), with attempts left: the rows
+    stay, with the attempt counted and the next one backed off; out of attempts, they are
+    dead-lettered. Dead letters are published in the queue's order (and acknowledged) inside the
+    transaction, as a batch's are (streamsync/sync/settle.py): the rows go with their letters or
+    not at all.
 
     An engine run that raises for no infrastructure reason is run again key by key, so one key's
     error fails that key alone (an attempt, then its dead letters as `unexpected_error`); an
@@ -241,21 +246,24 @@ def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
         gone: list[int] = []
         for queue, events, error in zip(queues, read, errors, strict=True):
             attempts = max(row.attempts for row in queue) + 1
-            failure = _failure(error, [outcome_of[id(e)] for e in events if id(e) in outcome_of])
-            if failure is not None and failure.retryable and attempts < how.policy.max_attempts:
-                # The key's rows, those parked behind it since it was read included: one schedule.
-                ParkedEvent.objects.filter(source=how.source, key=queue[0].key).update(
-                    attempts=attempts, next_attempt_at=now + how.policy.delay(attempts), last_reason=failure.reason
-                )
-                continue
-            for row, event in zip(queue, events, strict=True):
-                gone.append(row.id)
-                why = (event.code, event.reason) if isinstance(event, EnvelopeError) else rejected.get(id(event))
-                if why is None and failure is not None:
-                    why = (failure.code, failure.reason)
-                if why is not None:
+            failures = [_failure(event, error, outcome_of, rejected) for event in events]
+            waiting = [f for f in failures if f is not None and f.retryable]
+            wait = bool(waiting) and attempts < how.policy.max_attempts
+            settled: list[int] = []
+            for row, failure in zip(queue, failures, strict=True):
+                if wait and failure is not None and failure.retryable:
+                    continue
+                settled.append(row.id)
+                if failure is not None:
                     origin = _origin(row)
-                    letters.append((origin, DeadLetter.of(origin, *why, source=how.source, attempts=attempts)))
+                    letter = DeadLetter.of(origin, failure.code, failure.reason, source=how.source, attempts=attempts)
+                    letters.append((origin, letter))
+            if wait:
+                # The key's rows still waiting, those parked behind it since it was read included: one schedule.
+                ParkedEvent.objects.filter(source=how.source, key=queue[0].key).exclude(id__in=settled).update(
+                    attempts=attempts, next_attempt_at=now + how.policy.delay(attempts), last_reason=waiting[0].reason
+                )
+            gone += settled
         ParkedEvent.objects.filter(id__in=gone).delete()
         wire.publish([letter.record(how.dlq_topic, origin, how.max_bytes) for origin, letter in letters])
     return Retried(results, letters, keys=len(queues))
@@ -268,14 +276,23 @@ class _Failure:
     retryable: bool
 
 
-def _failure(error: BaseException | None, outcomes: Sequence[ObjectResult]) -> _Failure | None:
-    """Why a queue failed, if it did: the engine raised for it, or its object failed."""
+def _failure(
+    event: Event | EnvelopeError,
+    error: BaseException | None,
+    outcome_of: dict[int, ObjectResult],
+    rejected: dict[int, tuple[str, str]],
+) -> _Failure | None:
+    """Why a parked event failed, if it did: unreadable, rejected, its queue's run raised, or its object failed."""
+    if isinstance(event, EnvelopeError):
+        return _Failure(event.code, event.reason, retryable=False)
+    if id(event) in rejected:
+        return _Failure(*rejected[id(event)], retryable=False)
     if error is not None:
         return _Failure(UNEXPECTED_ERROR, trace(error), retryable=True)
-    failed = next((o for o in outcomes if o.outcome is Outcome.FAILED), None)
-    if failed is None:
+    outcome = outcome_of.get(id(event))
+    if outcome is None or outcome.outcome is not Outcome.FAILED:
         return None
-    return _Failure(DEPENDENCY_MISSING if failed.retryable else APPLY_FAILED, failed.reason, failed.retryable)
+    return _Failure(DEPENDENCY_MISSING if outcome.retryable else APPLY_FAILED, outcome.reason, outcome.retryable)
 
 
 def _read(row: ParkedEvent) -> Event | EnvelopeError:

@@ -26,7 +26,7 @@ from streamsync.contract.deadletter import UNEXPECTED_ERROR, DeadLetter
 from streamsync.contract.envelope import EnvelopeError, Event
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.sync import positions
-from streamsync.sync.engine import BatchResult
+from streamsync.sync.batch import BatchResult
 from streamsync.sync.positions import Admission
 
 # A record by where it is: (topic, partition, offset).

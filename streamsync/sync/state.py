@@ -27,7 +27,7 @@ from streamsync.contract.envelope import Event, Op
 
 if TYPE_CHECKING:
     from streamsync.models.bookkeeping import SourceState
-    from streamsync.sync.engine import Change
+    from streamsync.sync.batch import Change
     from streamsync.sync.registry import ModelRegistry
 
 log = structlog.get_logger(__name__)
@@ -73,7 +73,7 @@ def merge(source: str, registry: ModelRegistry, events: Sequence[Event]) -> list
     apply succeeded: the state is what the source says, not what Nautobot accepted.
     """
     from streamsync.models.bookkeeping import KEY_LENGTH, SourceState
-    from streamsync.sync.engine import fold
+    from streamsync.sync.batch import fold
 
     changes, _ = fold(events, registry, source)
     for key in [key for key in changes if len(key) > KEY_LENGTH]:

@@ -1,15 +1,17 @@
 """Apply a batch of Nautobot's change events to a target through its DiffSync models.
 
-The same steps as the engine that writes Nautobot, mirrored: fold the events per key, load only the
-batch's keys from the target (`TargetAdapter.load_keys`), diff each object and call the target
-model's `create` / `update` / `delete`, parents before children (deletes the other way round), each
-object's failure its own. Keys whose DiffSync unique ids collide are loaded and applied in rounds
-of their own (`streamsync.sync.engine.rounds`), one after the other, before the one commit. Nothing here
-knows about Kafka.
+Like the engine that writes Nautobot, mirrored: fold the events per key, load only the batch's keys
+from the target (`TargetAdapter.load_keys`), diff each object and call the target model's `create`
+/ `update` / `delete`, parents before children (deletes the other way round), each object's failure
+its own; an object deleted and created again in the batch is deleted, then created anew. Keys whose
+DiffSync unique ids collide are loaded and applied in rounds of their own
+(`streamsync.sync.batch.rounds`), one after the other, before the one commit. Nothing here knows
+about Kafka.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -20,15 +22,7 @@ from diffsync import DiffSyncModel
 from streamsync.contract.envelope import Event, Op
 from streamsync.contract.topics import NAUTOBOT
 from streamsync.sync import diff
-from streamsync.sync.engine import (
-    BatchResult,
-    Change,
-    ObjectResult,
-    Outcome,
-    fold,
-    in_batch_order,
-    rounds,
-)
+from streamsync.sync.batch import BatchResult, Change, ObjectResult, Outcome, fold, in_batch_order, rounds
 from streamsync.sync.faults import is_transient, reason
 from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
@@ -80,21 +74,30 @@ class TargetEngine:
         rank = {model: i for i, model in enumerate(self.registry.in_order({c.model for c in changes}))}
         upserts = sorted((c for c in changes if c.op is Op.UPSERT), key=lambda c: rank[c.model])
         deletes = sorted((c for c in changes if c.op is Op.DELETE), key=lambda c: -rank[c.model])
-        objects = [self._apply_one(adapter, change) for change in upserts + deletes]
+        objects = [outcome for change in upserts + deletes for outcome in self._apply_one(adapter, change)]
         result.add_time("load", loaded - started)
         result.add_time("save", clock() - loaded)
         return objects
 
     @staticmethod
-    def _apply_one(adapter: TargetAdapter, change: Change) -> ObjectResult:
-        """Diff one object against the target and write the difference; its failure is its own."""
+    def _apply_one(adapter: TargetAdapter, change: Change) -> list[ObjectResult]:
+        """Diff one object against the target and write the difference; its failure is its own.
+
+        An object deleted and created again in the batch is deleted, then created anew, as two
+        batches would: the target's own identity and what it deletes along with it follow Nautobot.
+        """
         name = change.model.get_type()
         model: type[DiffSyncModel] = getattr(adapter, name)
         unique_id = model.create_unique_id(**change.ids)
         dst = adapter.get_or_none(model, unique_id)
+        if change.recreated and dst is not None:
+            cut = max(i for i, event in enumerate(change.events) if event.op is Op.DELETE) + 1
+            gone = dataclasses.replace(change, op=Op.DELETE, attrs={}, recreated=False, events=change.events[:cut])
+            again = dataclasses.replace(change, recreated=False, events=change.events[cut:])
+            return TargetEngine._apply_one(adapter, gone) + TargetEngine._apply_one(adapter, again)
 
-        def done(outcome: Outcome, reason: str = "") -> ObjectResult:
-            return ObjectResult(change.key, name, outcome, reason, events=change.events)
+        def done(outcome: Outcome, reason: str = "") -> list[ObjectResult]:
+            return [ObjectResult(change.key, name, outcome, reason, events=change.events)]
 
         # The target keeps the attributes it declares; Nautobot's events carry all of the model's.
         attrs = {k: v for k, v in change.attrs.items() if k in model._attributes}

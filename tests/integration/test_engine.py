@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from nautobot_ssot.contrib.typeddicts import TagDict
 
 from streamsync.contract.envelope import Event, Op
-from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.batch import BatchResult, Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
 

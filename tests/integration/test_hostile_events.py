@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamsync.contract.envelope import EnvelopeError, Event, decode
-from streamsync.sync.engine import Outcome, SyncEngine
+from streamsync.sync.batch import Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
 

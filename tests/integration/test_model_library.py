@@ -32,7 +32,8 @@ from nautobot_ssot.contrib.types import CustomFieldAnnotation
 from streamsync.contract.envelope import Event, Op
 from streamsync.models import BUILTIN_MODELS, builtin_model
 from streamsync.sync.adapters import adapter_classes
-from streamsync.sync.engine import BatchResult, Outcome, SyncEngine
+from streamsync.sync.batch import BatchResult, Outcome
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
 

@@ -232,7 +232,8 @@ def test_streamsyncs_own_changes_carry_their_origin_and_others_do_not(
 
     from streamsync.models.ipam import VLANModel
     from streamsync.outbox.broker import applied_by_streamsync, origin
-    from streamsync.sync.engine import Outcome, SyncEngine
+    from streamsync.sync.batch import Outcome
+    from streamsync.sync.engine import SyncEngine
     from streamsync.sync.permissions import set_up_writer
     from streamsync.sync.registry import ModelRegistry
 

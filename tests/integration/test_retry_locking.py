@@ -18,7 +18,8 @@ from django.db import OperationalError, connection, transaction
 from streamsync.contract.envelope import Event, Op, canonical_key, decode
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.settings import RetryPolicy
-from streamsync.sync.engine import BatchResult, SyncEngine
+from streamsync.sync.batch import BatchResult
+from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.retry import Retrying, apply_source, retry_due, take_due

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from streamsync.contract.envelope import Event
-from streamsync.sync.engine import Outcome
+from streamsync.sync.batch import Outcome
 from streamsync.targets import TargetUnavailable
 from streamsync.targets.apply import TargetEngine
 from streamsync.targets.sqlite import SQLiteInventory
@@ -133,6 +133,36 @@ def test_an_object_the_store_refuses_fails_alone(engine: TargetEngine, inventory
     assert outcomes['vlan:{"vid":2,"vlan_group__name":"dc1"}'][0] is Outcome.FAILED
     assert "refused by the inventory" in outcomes['vlan:{"vid":2,"vlan_group__name":"dc1"}'][1]
     assert set(_rows(inventory)) == {(3, "dc1")}
+
+
+LOG_DELETES = """
+CREATE TABLE IF NOT EXISTS deleted (vid INTEGER, name TEXT);
+CREATE TRIGGER IF NOT EXISTS log_deletes AFTER DELETE ON vlan BEGIN INSERT INTO deleted VALUES (OLD.vid, OLD.name); END;
+"""
+
+
+def test_a_delete_and_an_upsert_of_one_key_in_one_batch_delete_the_row_and_create_it_again(
+    engine: TargetEngine, inventory: Path
+) -> None:
+    """As in two batches: the store sees a delete, then an insert (its own identity, triggers, cascades)."""
+    ends = []
+    for batches in (
+        [[_event("delete", 7, "dc1"), _vlan(7, "dc1", "new")]],
+        [[_event("delete", 7, "dc1")], [_vlan(7, "dc1", "new")]],
+    ):
+        inventory.unlink(missing_ok=True)
+        engine.apply([_vlan(7, "dc1", "old", description="was here")])
+        with sqlite3.connect(inventory) as db:
+            db.executescript(LOG_DELETES)
+        outcomes = [o.outcome for batch in batches for o in engine.apply(batch).objects]
+        with sqlite3.connect(inventory) as db:
+            deleted = db.execute("SELECT vid, name FROM deleted").fetchall()
+        ends.append((outcomes, deleted, _rows(inventory)))
+    assert ends[0] == ends[1]
+    outcomes, deleted, rows = ends[0]
+    assert outcomes == [Outcome.DELETED, Outcome.CREATED]
+    assert deleted == [(7, "old")]
+    assert rows[(7, "dc1")]["description"] == "" and rows[(7, "dc1")]["name"] == "new"
 
 
 def test_events_that_do_not_fit_the_model_are_rejected_and_nothing_is_written(

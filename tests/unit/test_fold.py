@@ -6,7 +6,7 @@ from typing import Any
 
 from streamsync.contract.envelope import Event, Op, RejectCode
 from streamsync.models import builtin_model
-from streamsync.sync.engine import fold
+from streamsync.sync.batch import fold
 from streamsync.sync.registry import ModelRegistry
 
 

@@ -53,7 +53,7 @@ def test_split_rejects_what_the_model_does_not_declare(
 
 
 def test_fold_merges_upserts_and_lets_a_delete_win() -> None:
-    from streamsync.sync.engine import fold
+    from streamsync.sync.batch import fold
 
     registry = ModelRegistry([VLANModel])
     changes, rejected = fold(

@@ -9,7 +9,7 @@ from diffsync import DiffSyncModel
 from streamsync.contract.envelope import Op
 from streamsync.models.dcim import LocationModel
 from streamsync.models.ipam import VLANGroupModel, VLANModel
-from streamsync.sync.engine import Change, rounds
+from streamsync.sync.batch import Change, rounds
 
 
 def _change(model: type[DiffSyncModel], **ids: Any) -> Change:
