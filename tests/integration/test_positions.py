@@ -153,7 +153,8 @@ def test_a_paused_worker_does_not_write_behind_its_successor(
     # Woken, the paused worker finds its batch's transaction gone, settles it again, and finds
     # every record below the position its successor reached: it writes none of them.
     wait_for(
-        lambda: sum(r["skipped"] for r in log_records(zombie, "batch committed")[len(before) :]) == in_flight,
+        # (>=: woken, it may also fetch and skip some of wave 2 before it learns its partition is gone)
+        lambda: sum(r["skipped"] for r in log_records(zombie, "batch committed")[len(before) :]) >= in_flight,
         120,
         "the paused worker's batch settled as already applied",
         zombie,
