@@ -17,8 +17,6 @@ import asyncio
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-SETTLE_TURNS = 20  # event-loop turns without a new event before a batch is closed: microseconds when idle
-
 
 async def take_ready(stream: Any, max_: int, linger: float) -> AsyncIterator[Sequence[Any]]:
     """Batches of `stream`'s events (faust EventT), each yielded as soon as it holds one, at most `max_`."""
@@ -51,15 +49,10 @@ async def take_ready(stream: Any, max_: int, linger: float) -> AsyncIterator[Seq
             await stream.wait_for_stopped(arrived, timeout=1.0)
             if not buffer:
                 continue
-            # What is fetched already belongs with this batch: let the stream move it in, until the queue
-            # is empty and a few turns of the loop bring nothing more (records of one fetch are handed
-            # over one by one, a few awaits apart), or `linger` has passed.
-            deadline, quiet = loop.time() + linger, 0
-            while len(buffer) < max_ and quiet < SETTLE_TURNS and loop.time() < deadline:
-                held = len(buffer)
+            # What is fetched and queued already belongs with this batch: let the stream move it in.
+            deadline = loop.time() + linger
+            while len(buffer) < max_ and queue is not None and queue.qsize() and loop.time() < deadline:
                 await asyncio.sleep(0)
-                busy = len(buffer) > held or (queue is not None and queue.qsize() > 0)
-                quiet = 0 if busy else quiet + 1
             consumed.clear()
             batch = list(buffer)
             try:
