@@ -9,7 +9,6 @@ from typing import Any
 
 import faust
 
-from streamsync.agents.batching import take_ready
 from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
 from streamsync.agents.settler import Settler, crash
@@ -57,9 +56,9 @@ def run_agent(runtime: Runtime, name: str, channel: Any, settler: Settler, settl
     app, settings = runtime.app, runtime.settings
     runtime.positions.register(name, channel.get_topic_name())
 
-    async def agent(stream: Any) -> None:  # faust.Stream
+    async def agent(stream: Any) -> None:  # faust.Stream; take_events is missing from StreamT
         try:
-            async for batch in take_ready(stream, settings.batch_size, settings.batch_timeout):
+            async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
                 try:
                     for part in await settler.settle([Origin.of(event.message) for event in batch]):
                         settled(part)

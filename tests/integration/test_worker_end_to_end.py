@@ -83,25 +83,6 @@ def test_upsert_then_update_then_delete_reach_nautobot(stream: Stream, start_wor
     assert _lag(stream) == {"committed": 4, "lag": 2}
 
 
-def test_an_event_at_an_idle_worker_is_applied_at_once_not_after_the_batch_timeout(
-    stream: Stream, start_worker: Any, tmp_path: Path
-) -> None:
-    """The batch timeout caps how long a batch takes in queued events; it is never waited out."""
-    from nautobot.ipam.models import VLANGroup
-
-    group = f"dc-{uuid.uuid4().hex[:6]}"
-    VLANGroup.objects.create(name=group)
-    worker = start_worker("--source", "ipam", "--batch-timeout", "60")
-    _publish(stream, tmp_path, _event("upsert", 10, group, name="first"))
-    wait_for(lambda: _vlans(group) == {10: ("first", "Active", "")}, 120, "the first VLAN", worker)
-    # The worker is idle now, its loop waiting for the next event: this one is applied on arrival,
-    # well inside the 60 s a fixed batch window would have waited.
-    _publish(stream, tmp_path, _event("upsert", 10, group, description="second"))
-    wait_for(lambda: _vlans(group) == {10: ("first", "Active", "second")}, 20, "the second event, on arrival", worker)
-    _publish(stream, tmp_path, _event("delete", 10, group))
-    wait_for(lambda: _vlans(group) == {}, 20, "the third event, on arrival", worker)
-
-
 def _lag(stream: Stream) -> dict[str, int]:
     result = stream.cli("lag", "--json", "--group", stream.group)
     assert result.returncode == 0, result.stderr
