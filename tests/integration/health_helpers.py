@@ -26,12 +26,24 @@ class Activity:
     keys: list[bytes]
     worker: WorkerProcess
 
+    nudges: int = 0
+
+    def nudge(self, bootstrap: str) -> None:
+        """One more (unchanged) upsert, so that the worker records a batch again.
+
+        Another test session starting clears Nautobot's Redis, and the recent batches with it.
+        """
+        key, value = vlan_event(self.group, 1)
+        asyncio.run(produce_raw(bootstrap, self.topic, [(key, value)]))
+        self.keys.append(key)
+        self.nudges += 1
+
     def partition(self, key: bytes) -> int:
         """Where the producer put `key` (murmur2, as every client of the contract)."""
         return partition_for(key, PARTITIONS)
 
     def ends(self) -> dict[int, int]:
-        """Each partition's log-end offset after the three records."""
+        """Each partition's log-end offset after the records produced so far."""
         return {p: sum(1 for k in self.keys if self.partition(k) == p) for p in range(PARTITIONS)}
 
 

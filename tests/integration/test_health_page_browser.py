@@ -22,11 +22,10 @@ from typing import Any
 
 import pytest
 
-from streamsync.kafka.clients import produce_raw
 from tests.integration.chromium import WINDOW, browser
 from tests.integration.conftest import Stream, WorkerProcess, wait_for
 from tests.integration.devserver import NautobotServer
-from tests.integration.health_helpers import Activity, two_vlans_and_a_dead_letter, vlan_event
+from tests.integration.health_helpers import Activity, two_vlans_and_a_dead_letter
 from tests.integration.test_nautobot_metrics import scrape
 
 pytestmark = pytest.mark.integration
@@ -112,11 +111,7 @@ def live(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def _settled(live: Live) -> None:
-    """Wait until the API says what the page should show: lag 0, this worker's batches, the dead letter.
-
-    Another test session starting clears Nautobot's Redis (and the batch list with it): one more
-    event makes the worker record a batch again.
-    """
+    """Wait until the API says what the page should show: lag 0, this worker's batches, the dead letter."""
     pid = f":{live.activity.worker.proc.pid}"
     last_nudge = time.monotonic()
 
@@ -128,7 +123,7 @@ def _settled(live: Live) -> None:
         lag_zero = bool(report["lag"]) and all(t["lag"] == 0 for t in report["lag"])
         batches = [b for b in report["batches"] if b["worker"].endswith(pid)]
         if lag_zero and not batches and time.monotonic() - last_nudge > 5:
-            asyncio.run(produce_raw(live.stream.bootstrap, live.activity.topic, [vlan_event(live.activity.group, 1)]))
+            live.activity.nudge(live.stream.bootstrap)
             last_nudge = time.monotonic()
         workers = [w for w in report["workers"] if w["worker"].endswith(pid) and w["state"] == "settling"]
         return lag_zero and bool(batches) and bool(workers) and len(report["dead_letters"]) == 1
