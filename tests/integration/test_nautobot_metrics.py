@@ -8,19 +8,9 @@ from datetime import timedelta
 import pytest
 
 from tests.integration.conftest import Stream
+from tests.integration.prometheus import parse, series, value
 
 pytestmark = pytest.mark.integration
-
-
-def scrape(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Samples of Prometheus' text format by (name, labels)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def _nautobot_metrics() -> str:
@@ -43,13 +33,15 @@ def test_nautobot_metrics_show_the_outbox_and_parked_backlogs(page_settings: Str
     assert backlogs in registry["app_metrics"]  # Nautobot's loader found the hook
     topic = f"{page_settings.prefix}.nautobot.events"
     source = f"s{uuid.uuid4().hex[:8]}"  # parked events are not per topic prefix: a source of this test's own
-    outbox = ("nautobot_streamsync_outbox_backlog_events", (("topic", topic),))
-    age = ("nautobot_streamsync_outbox_oldest_age_seconds", (("topic", topic),))
-    parked = ("nautobot_streamsync_parked_events", (("source", source),))
+    outbox, age, parked = (
+        f"nautobot_streamsync_{name}"
+        for name in ("outbox_backlog_events", "outbox_oldest_age_seconds", "parked_events")
+    )
 
-    before = scrape(_nautobot_metrics())
-    assert before[outbox] == 0 and before[age] == 0 and parked not in before
-    assert before[("nautobot_streamsync_parked_events", (("source", "ipam"),))] >= 0  # every configured source
+    before = parse(_nautobot_metrics())
+    assert value(before, outbox, topic=topic) == 0 and value(before, age, topic=topic) == 0
+    assert not series(before, parked, source=source)
+    assert value(before, parked, source="ipam") >= 0  # every configured source has its series
 
     now = timezone.now()
     for seconds in (90, 30):
@@ -65,8 +57,9 @@ def test_nautobot_metrics_show_the_outbox_and_parked_backlogs(page_settings: Str
             next_attempt_at=now,
         )
     try:
-        after = scrape(_nautobot_metrics())
+        after = parse(_nautobot_metrics())
     finally:  # the run's database is shared by its tests: leave no backlog behind
         OutboxEvent.objects.filter(topic=topic).delete()
         ParkedEvent.objects.filter(source=source).delete()
-    assert after[outbox] == 2 and 90 <= after[age] < 150 and after[parked] == 3, after
+    assert value(after, outbox, topic=topic) == 2 and value(after, parked, source=source) == 3
+    assert 90 <= value(after, age, topic=topic) < 150
