@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The local stack, on a fresh Debian machine or an existing one, idempotently.
-#   deploy/stack.sh up [--no-kafka]   Python env, PostgreSQL, Redis, Kafka, migrated Nautobot template
+#   deploy/stack.sh up [--no-kafka]   Python env, Chromium, PostgreSQL, Redis, Kafka, migrated Nautobot template
 #   deploy/stack.sh down              stop what `up` started (by pid file, never by name)
 #   deploy/stack.sh status
 #   deploy/stack.sh env               shell exports for using the stack: eval "$(deploy/stack.sh env)"
@@ -18,6 +18,7 @@ up() {
     local with_kafka=1
     [ "${1:-}" = "--no-kafka" ] && with_kafka=0
     bash "$DEPLOY/bootstrap.sh"
+    bash "$DEPLOY/browser.sh"
     if [ -n "${NAUTOBOT_DB_HOST:-}" ]; then log "PostgreSQL: using $NAUTOBOT_DB_HOST"; else bash "$DEPLOY/postgres.sh" start; fi
     if [ -n "${NAUTOBOT_REDIS_HOST:-}" ]; then log "Redis: using $NAUTOBOT_REDIS_HOST"; else bash "$DEPLOY/redis.sh" start; fi
     if [ -n "${STREAMSYNC_KAFKA_BOOTSTRAP:-}" ]; then

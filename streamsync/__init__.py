@@ -24,6 +24,15 @@ class StreamsyncConfig(NautobotAppConfig):
         "sources": {},
     }
 
+    def ready(self) -> None:
+        """Nautobot's app hooks (urls, api.urls, navigation, metrics), and the outbox check on /health/."""
+        super().ready()
+        from health_check.plugins import plugin_dir
+
+        from streamsync.health_checks import OutboxAgeBackend
+
+        plugin_dir.register(OutboxAgeBackend)
+
     def import_models(self) -> None:
         """Also import streamsync's own tables: `streamsync.models` holds DiffSync models, imported on demand."""
         super().import_models()

@@ -139,6 +139,9 @@ class StreamsyncSettings(BaseModel):
     # The relay of Nautobot's change events (docs/nautobot-events.md): rows per cycle, seconds between idle looks.
     outbox_batch_size: int = Field(default=500, ge=1, le=10_000)
     outbox_poll_interval: float = Field(default=0.2, gt=0, le=60)
+    # Nautobot's /health/ fails once the oldest waiting outbox event is older than this many seconds:
+    # the relay is not producing Nautobot's changes to Kafka (no worker, or Kafka refusing them).
+    outbox_max_age: float = Field(default=300.0, gt=0)
     # Failures that may pass later (a foreign key whose object has not arrived yet).
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     retry_interval: float = Field(default=1.0, gt=0, le=60, description="seconds between looks for due retries")

@@ -120,6 +120,15 @@ def stream(kafka_bootstrap: str) -> Stream:
 
 
 @pytest.fixture
+def page_settings(stream: Stream, monkeypatch: pytest.MonkeyPatch) -> Stream:
+    """The web app's streamsync settings (page, API, /health/) pointed at this test's topics and group."""
+    monkeypatch.setenv("STREAMSYNC_KAFKA_BOOTSTRAP", stream.bootstrap)
+    monkeypatch.setenv("STREAMSYNC_TOPIC_PREFIX", stream.prefix)
+    monkeypatch.setenv("STREAMSYNC_GROUP_ID", stream.group)
+    return stream
+
+
+@pytest.fixture
 def broker(stream: Stream) -> Iterator[Any]:
     """The streamsync event broker Nautobot registered from EVENT_BROKERS, writing for this test's topic prefix."""
     from nautobot.core.events import _EVENT_BROKERS

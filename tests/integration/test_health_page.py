@@ -61,15 +61,6 @@ def _event(group: str, vid: int) -> tuple[bytes, bytes]:
     return event.canonical_key.encode(), event.to_bytes()
 
 
-@pytest.fixture
-def page_settings(stream: Stream, monkeypatch: pytest.MonkeyPatch) -> Stream:
-    """The web app's streamsync settings pointed at this test's topics and group (the environment wins)."""
-    monkeypatch.setenv("STREAMSYNC_KAFKA_BOOTSTRAP", stream.bootstrap)
-    monkeypatch.setenv("STREAMSYNC_TOPIC_PREFIX", stream.prefix)
-    monkeypatch.setenv("STREAMSYNC_GROUP_ID", stream.group)
-    return stream
-
-
 def test_page_shows_partitions_recent_batches_and_dead_letters(
     page_settings: Stream, start_worker: Any, viewer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
