@@ -78,6 +78,7 @@ class SourceSync:
             skipped=len(settled.admission.skipped),
             refused=sorted(settled.admission.refused),
             parked=settled.applied.parked,
+            parked_settled=settled.applied.retried,
             dead_lettered=len(settled.letters),
             **{**result.as_log(), "received": settled.received},
         )

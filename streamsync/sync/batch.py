@@ -34,6 +34,18 @@ class Rejection:
     reason: str
 
 
+@dataclass(frozen=True)
+class Parked:
+    """A key's events parked by earlier batches, in order, and why the first of them failed.
+
+    Given to the engine with a later batch of their partition, they wait in it as its own failed
+    keys do, and go on as soon as that batch may let them (`SyncEngine.apply`).
+    """
+
+    events: list[Event]
+    reason: str
+
+
 @dataclass
 class Change:
     """The net effect of a batch's events on one object."""

@@ -9,7 +9,8 @@ The hot path, in order:
    apply it through nautobot_ssot.contrib's generic CRUD, creates and updates in model dependency
    order, then deletes in reverse, each object in its own savepoint;
 4. a key whose change failed in a way that may pass later waits: its later events in the batch
-   queue behind it, and it is tried again after each step that may have let it go on.
+   queue behind it, and it is tried again after each step that may have let it go on. Keys parked
+   by earlier batches (`Parked`) wait in the batch the same way, from its start.
 
 All of it runs inside one transaction and one change context attributed to the streamsync user.
 Within a step, keys that share a DiffSync unique id are applied in rounds (`batch.rounds()`).
@@ -41,7 +42,17 @@ from pydantic import ValidationError
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
 from streamsync.sync import diff, loaded, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
-from streamsync.sync.batch import BatchResult, Change, ObjectResult, Outcome, Rejection, check, fold_step, rounds
+from streamsync.sync.batch import (
+    BatchResult,
+    Change,
+    ObjectResult,
+    Outcome,
+    Parked,
+    Rejection,
+    check,
+    fold_step,
+    rounds,
+)
 from streamsync.sync.faults import Fault, causes, classify, is_transient, reason
 from streamsync.sync.readcache import batch_cache
 from streamsync.sync.registry import ModelRegistry
@@ -102,12 +113,13 @@ class _Changed:
 class _Waiting:
     """A key's events held back behind a failure that may pass later, in order, and that failure's reason.
 
-    `blockers`: for a delete, the keys of the registered objects that protect the object, when known.
+    `blockers`: for a delete, the keys of the registered objects that protect the object; None when
+    not known (too many, or parked by an earlier batch).
     """
 
     reason: str
     items: list[Item]
-    blockers: frozenset[str] = frozenset()
+    blockers: frozenset[str] | None = None
 
     @property
     def head(self) -> Item:
@@ -126,7 +138,7 @@ class _Failure:
 
     change: Change
     reason: str
-    blockers: frozenset[str] = frozenset()
+    blockers: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,8 +156,13 @@ class SyncEngine:
         self.writer = writer
         self.changelog = changelog or ChangeLog()
 
-    def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
+    def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
         """Apply `events` (in partition order) to Nautobot and report what happened to each object.
+
+        `parked`: keys parked by earlier batches of these events' partitions, each one's events in
+        order. They wait from the start of the batch, and are tried again after each step that may
+        let them go on, as the batch's own waiting keys are: where the batch boundaries fall does not
+        change when they are applied. A parked key left untouched has no outcome in the result.
 
         Raises the writer's OperatorFault, with nothing written, when its user may not write: checked
         for every batch, even one that changes nothing, so that a blocked writer settles nothing.
@@ -154,20 +171,27 @@ class SyncEngine:
 
         started = time.perf_counter()
         result = BatchResult(batch_id=str(uuid.uuid4()), received=len(events))
+        earlier = [event for queue in parked for event in queue.events]
         # One transaction (the caller's, when it has one) for the check and the writes it allows, and
         # Nautobot's configuration read once for all of them (readcache).
         with transaction.atomic(), batch_cache(self.registry):
             user = self.writer.user()
             result.add_time("check", time.perf_counter() - started)
-            items, result.rejected = check(events, self.registry, source)
+            # Parked events first: they came in before the batch's.
+            items, result.rejected = check([*earlier, *events], self.registry, source)
             if items:
-                self._apply_items(items, source, user, result)
+                reasons = {event.canonical_key: queue.reason for queue in parked for event in queue.events}
+                self._apply_items(items, len(earlier), source, user, result, reasons)
         result.timings["total"] = time.perf_counter() - started
         return result
 
-    def _apply_items(self, items: list[Item], source: str, user: Any, result: BatchResult) -> None:
+    def _apply_items(
+        self, items: list[Item], earlier: int, source: str, user: Any, result: BatchResult, parked: dict[str, str]
+    ) -> None:
         """Apply checked events step by step (`_Run`) in one change context, adding to `result`.
 
+        The first `earlier` events checked were parked by earlier batches; `parked` says why each of
+        their keys waits.
         Runs in `apply`'s transaction: the change log commits with the data it describes.
         """
         from nautobot.extras.context_managers import web_request_context
@@ -176,7 +200,8 @@ class SyncEngine:
         changelog = self.changelog
         context = web_request_context(user, context_detail=changelog.detail(source), context=changelog.context)
         with context, loaded.scope():
-            run.apply(items)
+            run.seed([item for item in items if item.index < earlier], parked)
+            run.apply([item for item in items if item.index >= earlier])
             applied = run.finish()
             started = time.perf_counter()
             if source:  # what the source created, updated or asserted is its own (docs/resync.md)
@@ -319,6 +344,8 @@ class _Run:
         self.result = result
         self.applied: list[tuple[Change, ObjectResult]] = []
         self.waiting: dict[str, _Waiting] = {}
+        # Keys parked by earlier batches, as seeded: one still there, unchanged, has nothing to report.
+        self.seeded: dict[str, tuple[_Waiting, int]] = {}
         self.items: dict[int, Item] = {}
         self._protectors: dict[type[DiffSyncModel], frozenset[type[DiffSyncModel]]] = {}
         self._bound: dict[Any, list[type[DiffSyncModel]]] = {}  # registered models by Nautobot model
@@ -350,9 +377,24 @@ class _Run:
             changed.add(done)
         return changed
 
+    def seed(self, items: list[Item], reasons: dict[str, str]) -> None:
+        """Keys parked by earlier batches wait from the start: `items` in order, `reasons[key]` why."""
+        self.items.update((id(item.event), item) for item in items)
+        for item in items:
+            if item.key not in self.waiting:
+                self.waiting[item.key] = _Waiting(reasons[item.key], [])
+            self.waiting[item.key].items.append(item)
+        self.seeded = {key: (waiting, len(waiting.items)) for key, waiting in self.waiting.items()}
+
     def finish(self) -> list[tuple[Change, ObjectResult]]:
-        """Every change applied, in the order applied, then one failure per key still waiting."""
+        """Every change applied, in the order applied, then one failure per key still waiting.
+
+        A parked key the batch neither tried nor added to is left out: it is still parked as it was.
+        """
         for key, waiting in self.waiting.items():
+            seeded, count = self.seeded.get(key, (None, 0))
+            if waiting is seeded and len(waiting.items) == count:
+                continue
             head = waiting.head
             events = [item.event for item in waiting.items]
             failed = ObjectResult(key, head.model.get_type(), Outcome.FAILED, waiting.reason, True, events)
@@ -392,17 +434,24 @@ class _Run:
     def _ends_step(self) -> Callable[[Item], bool]:
         """Whether an event must end its step, so that a waiting key is tried right after it (`next_step`).
 
-        It may lift what protects a waiting delete (it upserts a protecting object), or let a
-        waiting key go on whose events do not fold, and so cannot join a step.
+        It may lift what protects a waiting delete (it upserts or deletes a protecting object, or,
+        when those are not known, any object of a model that may protect it), or let a waiting key
+        go on whose events do not fold, and so cannot join a step.
         """
         blockers: set[str] = set()
+        protectors: set[type[DiffSyncModel]] = set()
         parents: set[type[DiffSyncModel]] = set()
         for waiting in self.waiting.values():
             if waiting.head.op is Op.DELETE:
-                blockers |= waiting.blockers
+                if waiting.blockers is None:
+                    protectors |= self._protectors_of(waiting.head.model)
+                else:
+                    blockers |= waiting.blockers
             elif not waiting.folds:
                 parents |= self.registry.ancestors(waiting.head.model)
-        return lambda item: item.op is Op.UPSERT and (item.key in blockers or item.model in parents)
+        return lambda item: (
+            item.key in blockers or item.model in protectors or (item.op is Op.UPSERT and item.model in parents)
+        )
 
     def _retry(self, changed: _Changed, tried: set[str]) -> _Changed:
         """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps."""
@@ -604,8 +653,8 @@ class _Run:
             return [], _Failure(change, written.reason, self._blockers(error, nautobot))
         return self._settle(change, written, [])
 
-    def _blockers(self, error: BaseException, nautobot: PartialNautobotAdapter) -> frozenset[str]:
-        """Keys of the registered objects that protect an object from deletion (none if more than MAX_BLOCKERS)."""
+    def _blockers(self, error: BaseException, nautobot: PartialNautobotAdapter) -> frozenset[str] | None:
+        """Keys of the registered objects that protect an object from deletion (None: more than MAX_BLOCKERS)."""
         from django.db.models import ProtectedError, RestrictedError
 
         found: list[Any] = []
@@ -615,7 +664,7 @@ class _Run:
             elif isinstance(cause, RestrictedError):
                 found += itertools.islice(cause.restricted_objects, MAX_BLOCKERS + 1)
         if len(found) > MAX_BLOCKERS:
-            return frozenset()
+            return None
         keys = set()
         for obj in found:
             for model in self._bound.get(type(obj), []):

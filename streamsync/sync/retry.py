@@ -2,22 +2,24 @@
 
 A batch's events whose object failed retryably (typically a foreign key whose object has not
 arrived yet) are parked in `ParkedEvent` rows, in the same transaction as the rest of the batch
-(`apply_source`). While a key has parked events, newer events for it are parked behind them. A
-timer in every worker re-applies the due keys' queues (`retry_due`); a key that keeps failing is
+(`apply_source`). The next batches of the partition carry the parked queues and apply them as
+soon as they may pass (`take_parked`); newer events for a parked key join its queue. A timer in
+every worker re-applies the due keys' queues (`retry_due`); a key that keeps failing is
 dead-lettered after `max_attempts`. Everything here runs on the database thread.
 
 Why a key's events are applied in order, however many workers retry:
 
-- A retry takes whole keys, each under a transaction-scoped advisory lock on (source, key) tried
-  without waiting (`take_due`): one key's queue is retried by one worker at a time, all of it, in
-  `id` order, and every row of it removed, rescheduled or dead-lettered before the commit frees
-  the key.
+- A retry, and a batch carrying parked queues, takes whole keys, each under a transaction-scoped
+  advisory lock on (source, key) tried without waiting (`take_due`, `take_parked`): one key's
+  queue is applied by one worker at a time, all of it, in `id` order, and every row of it
+  removed, rescheduled, dead-lettered or left as it was before the commit frees the key.
 - Parked rows of a key are inserted only by batches of the key's partition, which its position
   lock serialises (streamsync/sync/positions.py). A batch that finds no parked rows for a key therefore
   knows none exist: no retry of it can be running (a running one's rows are still there, its
-  deletes uncommitted) and none can start before the batch commits. A batch that finds rows parks
-  behind them; a retry in flight removes only the rows it read, so the new row is neither applied
-  before them nor lost: the queue's next retry takes it.
+  deletes uncommitted) and none can start before the batch commits. A batch that finds rows
+  carries the queue if it gets the key's lock, and parks behind the rows if a retry holds it; a
+  retry in flight removes only the rows it read, so the new row is neither applied before them
+  nor lost: the queue's next retry takes it.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from streamsync.contract.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, UNE
 from streamsync.contract.envelope import EnvelopeError, Event, decode
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.sync import lastapplied
-from streamsync.sync.batch import BatchResult, ObjectResult, Outcome
+from streamsync.sync.batch import BatchResult, ObjectResult, Outcome, Parked
 from streamsync.sync.engine import SyncEngine
 from streamsync.sync.faults import is_transient, trace
 from streamsync.sync.settle import Applied, Incoming, Wire
@@ -51,6 +53,10 @@ log = structlog.get_logger(__name__)
 # two-int form keeps these locks apart from anyone's one-bigint advisory locks.
 LOCK_NAMESPACE = 0x5E7A_9A4C
 
+# Rows of parked queues a batch carries at most, besides those of the keys it names: past it, the
+# retry timer alone goes on with the rest, and batch boundaries may matter (docs/architecture.md).
+PARKED_PER_BATCH = 1000
+
 
 def _now() -> datetime:
     from django.utils import timezone
@@ -59,15 +65,23 @@ def _now() -> datetime:
 
 
 def apply_source(
-    engine: SyncEngine, source: str, incoming: Sequence[Incoming], policy: RetryPolicy, state_topic: str
+    engine: SyncEngine,
+    source: str,
+    incoming: Sequence[Incoming],
+    policy: RetryPolicy,
+    state_topic: str,
+    limit: int = PARKED_PER_BATCH,
 ) -> Applied:
     """Apply a source's events in the caller's transaction; park retryable failures and what queues behind them.
 
-    Parked events are not dead-lettered; rejected events and failures that cannot pass later are.
-    Whether a key is parked is read without a lock: the module's docstring says why that is safe.
-    The touched keys' full states (applied, failed and parked events alike; rejected ones not) are
-    merged into the state table here and returned as state-topic records. Where each key's latest
-    applied event is goes to `LastApplied` (streamsync/sync/lastapplied.py), for dead letters it supersedes.
+    The keys parked by earlier batches of the same partitions take part (`take_parked`): they wait
+    in the batch, and go on as soon as it lets them, so where batch boundaries fall does not change
+    what is applied (docs/architecture.md, "Batches"). A key another worker is retrying is left to
+    it: the batch's events for it are parked behind its queue. Parked events are not dead-lettered;
+    rejected events and failures that cannot pass later are. The touched keys' full states (the
+    batch's applied, failed and parked events alike; rejected ones not) are merged into the state
+    table here and returned as state-topic records. Where each key's latest applied event is goes to
+    `LastApplied` (streamsync/sync/lastapplied.py), for dead letters it supersedes.
     """
     from django.db.models import Min
 
@@ -83,32 +97,109 @@ def apply_source(
         .annotate(at=Min("next_attempt_at"))
         .order_by()
     }
-    behind = [e for e in events if e.canonical_key in schedule]
-    result = engine.apply([e for e in events if e.canonical_key not in schedule], source=source)
+    partitions = {(i.origin.topic, i.origin.partition) for i in incoming}
+    taken = take_parked(source, partitions, keys, limit) if events else []
+    row_of = {id(event): row for queue in taken for row, event in queue}
+    origins.update((id(event), _origin(row)) for queue in taken for row, event in queue)
+    seeded = {queue[0][0].key for queue in taken}
+    behind = [e for e in events if e.canonical_key in schedule and e.canonical_key not in seeded]
+    waits = {id(e) for e in behind}
+    parked = [Parked([event for _, event in queue], queue[0][0].last_reason) for queue in taken]
+    result = engine.apply([e for e in events if id(e) not in waits], source=source, parked=parked)
     rows = [
         _row(source, e, origins[id(e)], 0, schedule[e.canonical_key], "queued behind an earlier event") for e in behind
     ]
-    letters = [
-        (origins[id(r.event)], DeadLetter.of(origins[id(r.event)], r.code, r.reason, source=source))
-        for r in result.rejected
-    ]
+
+    def _letter(event: Event, code: str, why: str) -> DeadLetter:
+        row = row_of.get(id(event))
+        attempts = row.attempts + 1 if row is not None else 1
+        return DeadLetter.of(origins[id(event)], code, why, source=source, attempts=attempts)
+
+    letters = [(origins[id(r.event)], _letter(r.event, r.code, r.reason)) for r in result.rejected]
+    kept: set[int] = set()  # parked rows that stay parked
+
     for failure in result.failed:
         # A key too long for the table would fail this transaction on every redelivery: dead-letter it.
         parkable = all(len(e.canonical_key) <= KEY_LENGTH for e in failure.events)
         if failure.retryable and policy.max_attempts > 1 and parkable:
-            retry_at = _now() + policy.delay(1)
-            rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in failure.events]
+            earlier = [row_of[id(e)] for e in failure.events if id(e) in row_of]
+            kept.update(row.id for row in earlier)
+            new = [e for e in failure.events if id(e) not in row_of]
+            if earlier:  # behind the key's parked events, on their schedule
+                at = min(row.next_attempt_at for row in earlier)
+                rows += [_row(source, e, origins[id(e)], 0, at, "queued behind an earlier event") for e in new]
+            else:
+                retry_at = _now() + policy.delay(1)
+                rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in new]
             continue
         code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
-        letters += [
-            (origins[id(e)], DeadLetter.of(origins[id(e)], code, failure.reason, source=source)) for e in failure.events
-        ]
+        letters += [(origins[id(e)], _letter(e, code, failure.reason)) for e in failure.events]
+    # Parked rows the batch settled (applied, rejected, dead-lettered) go; untouched ones stay.
+    reported = {id(e) for o in result.objects for e in o.events} | {id(r.event) for r in result.rejected}
+    gone = [row.id for key, row in row_of.items() if key in reported and row.id not in kept]
+    ParkedEvent.objects.filter(id__in=gone).delete()
     ParkedEvent.objects.bulk_create(rows)
-    _remember(source, result, [(i.event, i.origin) for i in incoming])
+    earlier_events = [(event, _origin(row)) for queue in taken for row, event in queue]
+    _remember(source, result, [*earlier_events, *((i.event, i.origin) for i in incoming)])
     rejected = {id(r.event) for r in result.rejected}
     state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
     records = [OutRecord(state_topic, *record.kafka()) for record in state]
-    return Applied(result, letters, records, parked=len(rows))
+    return Applied(result, letters, records, parked=len(rows), retried=len(gone))
+
+
+def take_parked(
+    source: str, partitions: set[tuple[str, int]], named: set[str], limit: int
+) -> list[list[tuple[ParkedEvent, Event]]]:
+    """Lock and read whole queues of keys parked by earlier batches of `partitions`, for a batch to carry.
+
+    The keys `named` by the batch first, then the others, oldest first, until the queues hold
+    `limit` rows (the named keys' queues whatever their length). Each key under the advisory lock a
+    retry takes (`take_due`), tried without waiting: a key another worker is retrying is left to
+    it. A queue holding a record this version cannot read is left to the retry timer, which
+    dead-letters it in its turn. Runs inside the caller's transaction, which holds the locks.
+    """
+    from django.db import connection
+    from django.db.models import Count, Min, Q
+
+    from streamsync.models.bookkeeping import ParkedEvent
+
+    if not partitions:
+        return []
+    where = Q()
+    for topic, partition in partitions:
+        where |= Q(original_topic=topic, original_partition=partition)
+    found = list(
+        ParkedEvent.objects.filter(where, source=source)
+        .values("key")
+        .annotate(first=Min("id"), rows=Count("id"))
+        .order_by("first")
+    )
+    found.sort(key=lambda queue: queue["key"] not in named)  # stable: oldest first within each
+    wanted: list[str] = []
+    total = 0
+    for queue in found:
+        if queue["key"] not in named and total + queue["rows"] > limit:
+            break
+        wanted.append(queue["key"])
+        total += queue["rows"]
+    if not wanted:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, h) FROM unnest(%s::integer[]) WITH ORDINALITY AS t(h, n) ORDER BY n",
+            [LOCK_NAMESPACE, [lock_id(source, key) for key in wanted]],
+        )
+        locked = [key for key, (granted,) in zip(wanted, cursor.fetchall(), strict=True) if granted]
+    queues: dict[str, list[tuple[ParkedEvent, Event]]] = {}
+    unreadable: set[str] = set()
+    # Read after the locks are granted: everything a previous holder committed (see `take_due`).
+    for row in ParkedEvent.objects.filter(source=source, key__in=locked).order_by("id"):
+        event = _read(row)
+        if isinstance(event, EnvelopeError):
+            unreadable.add(row.key)
+        else:
+            queues.setdefault(row.key, []).append((row, event))
+    return [queue for key, queue in queues.items() if key not in unreadable]
 
 
 def _remember(source: str, result: BatchResult, batch: Sequence[tuple[Event, Origin]]) -> None:

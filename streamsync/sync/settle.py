@@ -64,6 +64,7 @@ class Applied:
     letters: list[tuple[Origin, DeadLetter]] = field(default_factory=list)
     state: list[OutRecord] = field(default_factory=list)
     parked: int = 0
+    retried: int = 0  # events parked by earlier batches that this one settled (applied, or dead-lettered)
     skipped: int = 0  # events this agent does not act on (a target's own echoes, models it does not receive)
     echoes: int = 0  # of which a target's own changes, coming back from Nautobot
     redrives: int = 0  # of which dead letters of another target, re-driven for that target alone

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from streamsync.contract.envelope import canonical_key
+from streamsync.contract.partitioning import partition_for
 from tests.integration.conftest import Stream, wait_for
 
 pytestmark = pytest.mark.integration
@@ -92,3 +93,45 @@ def test_a_dependency_that_never_arrives_is_dead_lettered_after_the_last_attempt
     assert never in letter["reason"]
     assert json.loads(letter["value"])["key"] == {"vid": 20, "vlan_group__name": never}
     wait_for(lambda: _parked(never, 20) == [], 30, "the parked rows removed", worker)
+
+
+def test_a_parked_key_goes_on_between_a_later_batchs_events(stream: Stream, start_worker: Any, tmp_path: Path) -> None:
+    """A VLAN parked for its group is created when a later batch creates the group, even if it deletes it again.
+
+    As with one batch per event: the VLAN goes in right after the group's create, and then protects
+    the group from the delete, which waits.
+    """
+    from nautobot.ipam.models import VLANGroup
+
+    from streamsync.models.bookkeeping import ParkedEvent
+    from tests.integration.conftest import write_nautobot_config
+    from tests.integration.test_resilience import log_records
+
+    sources = {"ipam": {"models": ["vlangroup", "vlan"]}}
+    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources=sources)
+    stream.extra_env["NAUTOBOT_CONFIG"] = str(config)
+    granted = stream.cli("setup-user")  # the user may write VLAN groups too
+    assert granted.returncode == 0, granted.stderr
+
+    # The guarantee is a partition's: a group whose key lands on its VLAN's partition.
+    def partition(model: str, key: dict[str, Any]) -> int:
+        return partition_for(canonical_key(model, key).encode(), 3)  # the worker's default topic_partitions
+
+    names = (f"brief-{uuid.uuid4().hex[:6]}" for _ in range(1000))
+    group = next(
+        n for n in names if partition("vlan", {"vid": 10, "vlan_group__name": n}) == partition("vlangroup", {"name": n})
+    )
+    worker = start_worker("--batch-timeout", "2", "--retry-backoff", "0.5", "--retry-max-attempts", "1000")
+    _publish(stream, tmp_path, _event(10, group, name="a"))
+    wait_for(lambda: len(_parked(group, 10)) == 1, 120, "the VLAN waiting for its group to be parked", worker)
+
+    created = {"schema": "streamsync.event/v1", "source": "ipam", "model": "vlangroup", "key": {"name": group}}
+    _publish(stream, tmp_path, {**created, "op": "upsert", "attrs": {}}, {**created, "op": "delete"})
+    key = canonical_key("vlangroup", {"name": group})
+    wait_for(lambda: ParkedEvent.objects.filter(key=key).exists(), 120, "the group's delete parked", worker)
+    assert _vlan(group, 10) == ("a", "")
+    assert VLANGroup.objects.filter(name=group).exists()
+    assert _parked(group, 10) == []
+    assert _letters(stream) == []
+    # The group's create and delete came in one batch, which carried the parked VLAN.
+    assert [r["received"] for r in log_records(worker, "batch committed")][:2] == [1, 2]

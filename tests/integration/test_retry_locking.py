@@ -18,7 +18,7 @@ from django.db import OperationalError, connection, transaction
 from streamsync.contract.envelope import Event, Op, canonical_key, decode
 from streamsync.contract.records import Origin, OutRecord
 from streamsync.settings import RetryPolicy
-from streamsync.sync.batch import BatchResult
+from streamsync.sync.batch import BatchResult, Parked
 from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
@@ -211,8 +211,8 @@ def test_a_batch_parks_behind_a_key_being_retried_and_the_newer_event_is_neither
     class Pausing(SyncEngine):
         """The engine of a worker that has applied the queue and not committed yet."""
 
-        def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
-            result = super().apply(events, source=source)
+        def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
+            result = super().apply(events, source=source, parked=parked)
             applied.set()
             assert release.wait(WAIT)
             return result
@@ -260,11 +260,11 @@ def test_an_engine_error_fails_its_key_alone_and_dead_letters_its_queue_in_order
         It fails the transaction it runs in, as such an error does: the other keys must still go on.
         """
 
-        def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
+        def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
             if any(e.canonical_key == broken_key for e in events):
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT 1 / 0")  # a defect no code foresaw
-            return super().apply(events, source=source)
+            return super().apply(events, source=source, parked=parked)
 
     how = Retrying(source, RetryPolicy(max_attempts=2, backoff=60), "dlq", 1_000_000)
     wire = Wire()
@@ -318,13 +318,13 @@ def test_an_infrastructure_fault_undoes_the_whole_retry(source: str, engine: Syn
     class Flaky(SyncEngine):
         """A defect in the run of both keys; applied one by one, the first goes in, then the database goes away."""
 
-        def apply(self, events: Sequence[Event], *, source: str = "") -> BatchResult:
+        def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
             vids = {e.key["vid"] for e in events}
             if len(vids) > 1:
                 raise RuntimeError("a defect no code foresaw")
             if vids == {61}:
                 raise OperationalError("server closed the connection unexpectedly")
-            return super().apply(events, source=source)
+            return super().apply(events, source=source, parked=parked)
 
     with pytest.raises(OperationalError):
         retry_due(Flaky(engine.registry, engine.writer), Retrying(source, RetryPolicy(), "dlq", 1_000_000), Wire())
