@@ -122,6 +122,8 @@ class StreamsyncSettings(BaseModel):
     group_id: str = "streamsync"
     user: str = "streamsync"
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    # The longest a batch keeps taking in events already fetched and queued: a cap, never a wait. A
+    # batch is what has arrived by the time the previous one is settled (streamsync/agents/batching.py).
     batch_timeout: float = Field(default=1.0, gt=0, le=60)
     topic_partitions: int = Field(default=3, ge=1)
     topic_replication: int = Field(default=1, ge=1)

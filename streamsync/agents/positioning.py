@@ -5,7 +5,8 @@ acknowledged. Here both answer to the positions table (streamsync/sync/positions
 
 - on assignment, each partition is read from its stored position, not from Kafka's committed
   offset: a committed offset ahead of it (acknowledged, never applied) is read again, and said
-  so in the log and in `streamsync_position_rewinds_total`;
+  so in the log and in `streamsync_position_rewinds_total`; one behind it (the previous owner's
+  batches reached the database, its last commit did not) is moved up to it;
 - a commit never goes past what this worker has seen the database vouch for, whatever faust
   acknowledged (an exception that escaped a loop body acknowledges a whole buffer).
 
@@ -123,11 +124,20 @@ class PositionedConsumer(driver.Consumer):
     """faust's aiokafka consumer, reading from the stored positions and committing no further than them."""
 
     async def seek_to_committed(self) -> Mapping[Any, int]:
-        """Seek to Kafka's committed offsets, then to the stored positions where there are any."""
+        """Seek to Kafka's committed offsets, then to the stored positions where there are any.
+
+        A stored position ahead of Kafka's committed offset is committed to Kafka as well: faust
+        commits only what its streams acknowledge, and records below the position are never read
+        again, so with nothing new on the partition Kafka's offset would stay behind for good and
+        `streamsync lag` would count records long applied.
+        """
         committed = dict(await super().seek_to_committed())
         seeks = await self.app.positions.on_assigned(committed)  # type: ignore[attr-defined]
         if seeks:
             await self.seek_wait(seeks)
+            behind = {tp: offset for tp, offset in seeks.items() if committed.get(tp) is None or committed[tp] < offset}
+            if behind:
+                await self._commit_offsets(behind)
         return {**committed, **seeks}
 
     async def _commit_offsets(self, offsets: Mapping[Any, int], start_new_transaction: bool = True) -> bool:

@@ -9,6 +9,7 @@ from typing import Any
 
 import faust
 
+from streamsync.agents.batching import take_ready
 from streamsync.agents.dbthread import DatabaseThread
 from streamsync.agents.positioning import Positions
 from streamsync.agents.settler import Settler, crash
@@ -48,6 +49,9 @@ def events_channel(runtime: Runtime, system: str) -> Any:
 def run_agent(runtime: Runtime, name: str, channel: Any, settler: Settler, settled: Callable[[Settled], None]) -> None:
     """Add agent `name`: batches from `channel`, each settled before the next is taken.
 
+    A batch is what has arrived by the time the previous one is settled (`take_ready`), up to
+    `batch_size`: an idle agent settles an event as soon as it arrives.
+
     The loop body returns only once its batch is settled; anything raised in it or in the stream
     beneath it ends the worker with a non-zero status (`crash`), before faust could acknowledge
     anything: no live process that consumes nothing, no record acknowledged unsettled. A worker
@@ -56,9 +60,11 @@ def run_agent(runtime: Runtime, name: str, channel: Any, settler: Settler, settl
     app, settings = runtime.app, runtime.settings
     runtime.positions.register(name, channel.get_topic_name())
 
-    async def agent(stream: Any) -> None:  # faust.Stream; take_events is missing from StreamT
+    async def agent(stream: Any) -> None:  # faust.Stream
         try:
-            async for batch in stream.take_events(settings.batch_size, within=settings.batch_timeout):
+            # Natural batching: what has arrived, at once; batch_timeout only caps how long a batch
+            # keeps taking in what is already queued (streamsync/agents/batching.py).
+            async for batch in take_ready(stream, settings.batch_size, settings.batch_timeout):
                 try:
                     for part in await settler.settle([Origin.of(event.message) for event in batch]):
                         settled(part)

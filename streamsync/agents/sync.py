@@ -1,6 +1,6 @@
 """The sync agent: the hot path from one source's events topic to a Nautobot commit.
 
-    take_events(n, within=t)
+    take_ready(n, cap=t)  (natural batching: what has arrived, up to n; streamsync/agents/batching.py)
       → on the database thread, one transaction (streamsync/sync/settle.py):
           admit (positions)  → read each record  → engine.apply + park + ownership + state merge
           → publish state records and dead letters  → advance positions  → commit

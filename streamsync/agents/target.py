@@ -1,6 +1,6 @@
 """The target agent: Nautobot's change events from Kafka into one remote system.
 
-    take_events(n, within=t)
+    take_ready(n, cap=t)  (natural batching, streamsync/agents/batching.py)
       → on the target's own thread, one transaction for its positions (streamsync/sync/settle.py):
           admit (positions)  → read each record  → skip echoes and other targets' re-driven letters
           → TargetEngine.apply (CRUD, commit())  → record the latest applied event per key

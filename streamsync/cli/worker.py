@@ -23,7 +23,11 @@ from streamsync.cli.main import (
     "--target", "targets", multiple=True, help="Target(s) to write Nautobot's changes to (default: every configured)."
 )
 @click.option("--batch-size", type=int, help="Events per batch (PLUGINS_CONFIG batch_size).")
-@click.option("--batch-timeout", type=float, help="Seconds to wait for a batch to fill (batch_timeout).")
+@click.option(
+    "--batch-timeout",
+    type=float,
+    help="Longest a batch keeps taking in events already queued (batch_timeout); never a wait for more.",
+)
 @click.option("--retry-max-attempts", type=int, help="Attempts before a retryable failure is dead-lettered.")
 @click.option("--retry-backoff", type=float, help="Seconds before the first retry; doubles with each attempt.")
 @click.option("--metrics-port", type=int, help="Port of the Prometheus /metrics endpoint; 0 turns it off (9721).")

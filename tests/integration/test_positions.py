@@ -82,6 +82,30 @@ def test_a_committed_offset_ahead_of_the_database_is_read_again(
     assert value(scrape(port), "streamsync_position_rewinds_total", topic=topic, partition="0") == 1.0
 
 
+def test_a_committed_offset_behind_the_database_is_moved_up_to_it_with_nothing_new_to_read(
+    stream: Stream, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """A partition taken over where the database is ahead of Kafka, and no record comes after: no lag is left.
+
+    It happens whenever a worker's batches are in the database but its Kafka commit is not (it was
+    killed, or its partition moved in a rebalance before its next commit). The new owner reads
+    from the database's position; were its committed offset not moved up, the group would show
+    lag for records long applied, for as long as nothing new arrives on the partition.
+    """
+    topic, group = one_partition_topic(stream), vlan_group()
+    produce(stream.bootstrap, topic, vlan_records(group, range(1, 11), "first"))
+    first = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
+    wait_for(settled_to_end(stream, AGENT, topic), 120, "the ten settled", first)
+    assert first.stop() == 0
+    commit_offset(stream, topic, 0, 4)  # as if its last commits had never reached Kafka
+    assert committed_and_end(stream, topic) == (4, 10)
+
+    second = start_worker("--source", SOURCE, "--batch-timeout", "0.2")
+    wait_for(settled_to_end(stream, AGENT, topic), 60, "the committed offset moved up to the position", second)
+    assert log_records(second, "batch committed") == []  # nothing read again: it had all been applied
+    assert vlan_state(group) == described(range(1, 11), "first")
+
+
 def _waiting_on(pid: int) -> list[int]:
     """Backends of this database waiting for a lock that backend `pid` holds."""
     from django.db import connection

@@ -83,6 +83,30 @@ def test_upsert_then_update_then_delete_reach_nautobot(stream: Stream, start_wor
     assert _lag(stream) == {"committed": 4, "lag": 2}
 
 
+def test_an_event_at_an_idle_worker_is_applied_on_arrival_not_after_the_batch_timeout(
+    stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    """batch_timeout caps how long a batch takes in what is already queued; an idle worker never waits it out."""
+    from nautobot.ipam.models import VLANGroup
+
+    from tests.integration.test_resilience import log_records
+
+    group = f"dc-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    # 30 s: a fixed window would hold each lone event about that long before applying it.
+    worker = start_worker("--source", "ipam", "--batch-timeout", "30")
+    _publish(stream, tmp_path, _event("upsert", 10, group, name="first"))
+    wait_for(lambda: _vlans(group) == {10: ("first", "Active", "")}, 120, "the first event", worker)
+    # The worker is idle now: each of these is a batch of its own, applied and committed well
+    # inside the 30 s.
+    _publish(stream, tmp_path, _event("upsert", 10, group, description="second"))
+    wait_for(lambda: _vlans(group) == {10: ("first", "Active", "second")}, 15, "the second event, on arrival", worker)
+    _publish(stream, tmp_path, _event("delete", 10, group))
+    wait_for(lambda: _vlans(group) == {}, 15, "the third event, on arrival", worker)
+    wait_for(lambda: _lag(stream) == {"committed": 3, "lag": 0}, 15, "the three committed", worker)
+    assert [r["received"] for r in log_records(worker, "batch committed")] == [1, 1, 1]
+
+
 def _lag(stream: Stream) -> dict[str, int]:
     result = stream.cli("lag", "--json", "--group", stream.group)
     assert result.returncode == 0, result.stderr
