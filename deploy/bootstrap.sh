@@ -24,6 +24,10 @@ want=$(cat "$STREAMSYNC_ROOT/pyproject.toml" "$STREAMSYNC_ROOT/constraints.txt" 
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing streamsync and its pinned dependencies (constraints.txt)"
     "$VENV/bin/python" -m pip install -q --upgrade pip >"$LOG_DIR/pip.log" 2>&1 || true
+    # The distribution was called `streamsync` before: two installs must not both claim the package.
+    if "$VENV/bin/python" -m pip show -q streamsync >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip uninstall -y -q streamsync >>"$LOG_DIR/pip.log" 2>&1
+    fi
     "$VENV/bin/python" -m pip install -q -c "$STREAMSYNC_ROOT/constraints.txt" -e "$STREAMSYNC_ROOT[test]" \
         >>"$LOG_DIR/pip.log" 2>&1 || { tail -n 30 "$LOG_DIR/pip.log" >&2; die "pip install failed (log: $LOG_DIR/pip.log)"; }
     echo "$want" >"$stamp"
