@@ -161,6 +161,8 @@ def decode(raw: bytes | str) -> Event:
         ) from None
     except json.JSONDecodeError as error:
         raise EnvelopeError(RejectCode.NOT_JSON, f"not JSON: {error}") from None
+    except ValueError as error:  # an integer of more than sys.get_int_max_str_digits() digits (4300)
+        raise EnvelopeError(RejectCode.NOT_JSON, f"not JSON this worker can read: {error}") from None
     if _depth(data) > MAX_DEPTH:
         raise EnvelopeError(RejectCode.TOO_DEEP, f"JSON nested more than {MAX_DEPTH} levels deep")
     # Strict UTF-8 and strict JSON leave only `\u` escapes to spell a NUL or a surrogate.
