@@ -9,6 +9,7 @@ from importlib import metadata
 from streamsync_client.envelope import SCHEMA_V1, EnvelopeError, Event, Op, RejectCode, canonical_key, decode
 from streamsync_client.partitioning import PRODUCER_SETTINGS, murmur2_partitioner, partition_for
 from streamsync_client.publisher import BlockingPublisher, Publisher, PublishError, build_event
+from streamsync_client.schema import envelope_schema
 from streamsync_client.topics import DEFAULT_PREFIX, events_topic
 
 __version__ = metadata.version("streamsync-client")
@@ -27,6 +28,7 @@ __all__ = [
     "build_event",
     "canonical_key",
     "decode",
+    "envelope_schema",
     "events_topic",
     "murmur2_partitioner",
     "partition_for",
