@@ -180,34 +180,37 @@ class BlockingPublisher:
         topic_prefix: str = DEFAULT_PREFIX,
         **producer_options: Any,
     ) -> None:
-        self._loop = asyncio.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._publisher = Publisher(source, bootstrap, topic_prefix=topic_prefix, **producer_options)
         self.source, self.topic = self._publisher.source, self._publisher.topic
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            coro.close()
+            raise RuntimeError("the publisher is not started: use `with BlockingPublisher(...)` or start()")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def start(self) -> None:
         """Start the loop's thread and connect to Kafka."""
         if self._thread is None:
-            if self._loop.is_closed():  # started again after close()
-                self._loop = asyncio.new_event_loop()
+            self._loop = asyncio.new_event_loop()
             self._thread = threading.Thread(target=self._loop.run_forever, name="streamsync-publisher", daemon=True)
             self._thread.start()
         self._run(self._publisher.start())
 
     def close(self) -> None:
         """Flush, disconnect and end the loop's thread."""
-        if self._thread is None:
+        if self._thread is None or self._loop is None:
             return
+        loop = self._loop
         try:
             self._run(self._publisher.stop())
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            loop.call_soon_threadsafe(loop.stop)
             self._thread.join()
-            self._thread = None
-            self._loop.close()
+            self._thread, self._loop = None, None
+            loop.close()
 
     def __enter__(self) -> Self:
         self.start()

@@ -13,6 +13,7 @@ from streamsync.contract import envelope, partitioning, topics
 from streamsync.kafka.clients import producer_kwargs
 from streamsync_client import (
     PRODUCER_SETTINGS,
+    BlockingPublisher,
     EnvelopeError,
     Event,
     Op,
@@ -88,3 +89,10 @@ def test_a_publisher_sends_only_its_sources_events_and_only_once_started() -> No
     with pytest.raises(RuntimeError, match="not started"):
         asyncio.run(publisher.upsert("vlan", {"vid": 1}, {"name": "x"}))
     assert asyncio.run(publisher.flush()) == 0
+
+
+def test_a_blocking_publisher_says_when_it_is_not_started() -> None:
+    publisher = BlockingPublisher("ipam", "127.0.0.1:1")
+    with pytest.raises(RuntimeError, match="not started"):
+        publisher.upsert("vlan", {"vid": 1}, {"name": "x"})
+    publisher.close()  # nothing to close
