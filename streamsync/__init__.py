@@ -4,7 +4,9 @@ from importlib import import_module, metadata
 
 from nautobot.apps import NautobotAppConfig
 
-__version__ = metadata.version(__name__)
+# The distribution is nautobot-app-streamsync (the name `streamsync` on the package index is another project's).
+DISTRIBUTION = "nautobot-app-streamsync"
+__version__ = metadata.version(DISTRIBUTION)
 
 
 class StreamsyncConfig(NautobotAppConfig):
@@ -16,6 +18,9 @@ class StreamsyncConfig(NautobotAppConfig):
     version = __version__
     author = "streamsync developers"
     base_url = "streamsync"
+    # The Nautobot releases this version is built and tested against (pyproject.toml: nautobot>=3.2,<3.3).
+    min_version = "3.2.0"
+    max_version = "3.2.9999"
     required_settings: list[str] = []
     # Defaults for PLUGINS_CONFIG["streamsync"]; validated by streamsync.settings.StreamsyncSettings.
     default_settings = {

@@ -1,4 +1,4 @@
-"""`streamsync publish` and `streamsync lag`: events onto a topic, and how far the group is behind."""
+"""`streamsync publish`, `lag` and `schema`: events onto a topic, how far behind the group is, what events hold."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from streamsync.cli.main import (
     BOOTSTRAP_OPTION,
     main,
     run_kafka,
+    setup_nautobot,
 )
 
 
@@ -81,3 +82,30 @@ def lag(as_json: bool, groups: tuple[str, ...], bootstrap: KafkaConnection, topi
         click.echo(format_table(rows))
     else:
         click.echo(f"no consumer group has committed offsets on {topic_prefix}.* topics yet")
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.pass_context
+def schema(ctx: click.Context, source: str | None) -> None:
+    """Print the JSON Schema of the event envelope, or of SOURCE's events with each model's key and attrs.
+
+    Without SOURCE nothing else is needed; with it, Nautobot's configuration (NAUTOBOT_CONFIG or
+    --config) names the source's models. No database or Kafka is used.
+    """
+    import json
+
+    from streamsync.contract.schema import envelope_schema
+
+    if source is None:
+        click.echo(json.dumps(envelope_schema(), indent=2, ensure_ascii=False))
+        return
+    setup_nautobot(ctx.obj["config"])
+    from streamsync.settings import ConfigError, StreamsyncSettings
+    from streamsync.sync.schema import source_schema
+
+    try:
+        registry = StreamsyncSettings.load().source(source).registry()
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(json.dumps(source_schema(source, registry), indent=2, ensure_ascii=False, default=str))

@@ -1,36 +1,9 @@
-"""Which partition a record's key goes to: the one rule every streamsync producer is given by name.
+"""Which partition a record's key goes to, and how every producer is set up: from the producer client.
 
-Events for one object are applied in order only because they share a partition, and that holds
-only while every producer of a topic maps a key to the same partition. The Java client and
-aiokafka hash keys with murmur2; librdkafka (confluent-kafka) hashes with CRC32 unless told
-`partitioner=murmur2_random`. streamsync's producers follow the Java client (docs/contract.md).
+`streamsync_client.partitioning` holds the rule (murmur2, as the Java client) so that producers
+using the client and streamsync's own producers place keys alike (docs/contract.md).
 """
 
-from __future__ import annotations
+from streamsync_client.partitioning import PRODUCER_SETTINGS, murmur2_partitioner, partition_for
 
-from collections.abc import Sequence
-from typing import Final
-
-from aiokafka.partitioner import DefaultPartitioner, murmur2
-
-_KEYLESS: Final = DefaultPartitioner()
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition the Java client's default partitioner picks for `key` on a topic of `partitions` partitions."""
-    if partitions < 1:
-        raise ValueError(f"a topic has at least one partition, not {partitions}")
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-def murmur2_partitioner(key: bytes | None, all_partitions: Sequence[int], available: Sequence[int]) -> int:
-    """The partitioner of every streamsync producer: a key goes where the Java client sends it.
-
-    It has the form aiokafka's `partitioner=` and faust's `producer_partitioner` take. A keyed
-    record goes by partition number, as in Java, not by its place in `all_partitions` (aiokafka
-    hands over a set's order). A record without a key has no order to keep: it goes to any
-    available partition, as aiokafka's DefaultPartitioner chooses.
-    """
-    if key is None:
-        return int(_KEYLESS(None, all_partitions, available))
-    return partition_for(key, len(all_partitions))
+__all__ = ["PRODUCER_SETTINGS", "murmur2_partitioner", "partition_for"]

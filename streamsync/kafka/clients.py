@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from streamsync.contract.envelope import Event
-from streamsync.contract.partitioning import murmur2_partitioner
+from streamsync.contract.partitioning import PRODUCER_SETTINGS
 from streamsync.contract.records import OutRecord
 from streamsync.kafka.connection import (
     CONNECT_TIMEOUT,
@@ -99,14 +99,9 @@ def producer_kwargs(kafka: KafkaConnection | str) -> dict[str, Any]:
 
     Idempotent and waiting for all in-sync replicas; keys hashed as the contract names it
     (streamsync.contract.partitioning), so a key lands where every other producer of the topic sends it.
+    The same PRODUCER_SETTINGS as the producer client's Publisher.
     """
-    return {
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": 5,
-        "partitioner": murmur2_partitioner,
-        **as_connection(kafka).client_kwargs(),
-    }
+    return {"linger_ms": 5, **PRODUCER_SETTINGS, **as_connection(kafka).client_kwargs()}
 
 
 def producer(kafka: KafkaConnection | str) -> Any:

@@ -49,6 +49,8 @@ def test_decode_round_trips_to_the_same_bytes_shape() -> None:
     ("raw", "code", "reason"),
     [
         (b"{not json", RejectCode.NOT_JSON, "not JSON: Expecting property name"),
+        # Python refuses to read integers of more than 4300 digits (a defence against slow conversions).
+        (_raw(attrs={"asn": 0}).replace(b'"asn": 0', b'"asn": ' + b"9" * 4301), RejectCode.NOT_JSON, "the limit"),
         (b"\xff\xfe", RejectCode.NOT_UTF8, "not UTF-8"),
         # Valid UTF-16 JSON: json.loads would guess the encoding; the contract says UTF-8.
         ('{"schema": "streamsync.event/v1"}'.encode("utf-16"), RejectCode.NOT_UTF8, "not UTF-8"),
