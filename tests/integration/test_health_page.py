@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from streamsync.contract.envelope import Event, Op
 from streamsync.kafka.admin import TopicSpec, ensure_topics
 from streamsync.kafka.clients import produce_raw, producer
 from tests.integration.conftest import Stream, wait_for
+from tests.integration.health_helpers import vlan_event
 
 pytestmark = pytest.mark.integration
 
@@ -50,17 +50,6 @@ def _rows(html: str, attribute: str) -> list[tuple[dict[str, str], list[str]]]:
     return [(attrs, cells) for attrs, cells in parser.rows if attribute in attrs]
 
 
-def _event(group: str, vid: int) -> tuple[bytes, bytes]:
-    event = Event(
-        source="ipam",
-        model="vlan",
-        op=Op.UPSERT,
-        key={"vid": vid, "vlan_group__name": group},
-        attrs={"name": f"v{vid}"},
-    )
-    return event.canonical_key.encode(), event.to_bytes()
-
-
 def test_page_shows_partitions_recent_batches_and_dead_letters(
     page_settings: Stream, start_worker: Any, viewer: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -73,7 +62,9 @@ def test_page_shows_partitions_recent_batches_and_dead_letters(
     topic = f"{stream.prefix}.ipam.events"
     asyncio.run(ensure_topics(stream.bootstrap, [TopicSpec(topic, 3)]))
     worker = start_worker("--source", "ipam", "--batch-timeout", "0.2")
-    asyncio.run(produce_raw(stream.bootstrap, topic, [_event(group, 1), _event(group, 2), (b"poison", b"{oops")]))
+    asyncio.run(
+        produce_raw(stream.bootstrap, topic, [vlan_event(group, 1), vlan_event(group, 2), (b"poison", b"{oops")])
+    )
     wait_for(lambda: VLAN.objects.filter(vlan_group__name=group).count() == 2, 120, "two VLANs", worker)
 
     client = Client()
@@ -98,7 +89,7 @@ def test_page_shows_partitions_recent_batches_and_dead_letters(
         # Another test session starting clears Nautobot's Redis (and the list with it): one more batch
         # records a summary again. Not before the worker had time to push the first one.
         if time.monotonic() - (healed[-1] if healed else started) > 3:
-            asyncio.run(produce_raw(stream.bootstrap, topic, [_event(group, 1)]))
+            asyncio.run(produce_raw(stream.bootstrap, topic, [vlan_event(group, 1)]))
             healed.append(time.monotonic())
         return False
 
@@ -142,7 +133,7 @@ def test_page_shows_partitions_recent_batches_and_dead_letters(
 
     async def two_on_partition_1() -> None:
         async with producer(stream.bootstrap) as client:
-            for key, value in (_event(group, 3), _event(group, 4)):
+            for key, value in (vlan_event(group, 3), vlan_event(group, 4)):
                 await (await client.send(topic, value, key=key, partition=1))
 
     asyncio.run(two_on_partition_1())
