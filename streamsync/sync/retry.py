@@ -106,9 +106,12 @@ def apply_source(
     waits = {id(e) for e in behind}
     parked = [Parked([event for _, event in queue], queue[0][0].last_reason) for queue in taken]
     result = engine.apply([e for e in events if id(e) not in waits], source=source, parked=parked)
-    rows = [
-        _row(source, e, origins[id(e)], 0, schedule[e.canonical_key], "queued behind an earlier event") for e in behind
-    ]
+
+    def _behind(event: Event, at: datetime) -> ParkedEvent:
+        """A row for an event queued behind its key's parked events, due with them."""
+        return _row(source, event, origins[id(event)], 0, at, "queued behind an earlier event")
+
+    rows = [_behind(e, schedule[e.canonical_key]) for e in behind]
 
     def _letter(event: Event, code: str, why: str) -> DeadLetter:
         row = row_of.get(id(event))
@@ -127,7 +130,7 @@ def apply_source(
             new = [e for e in failure.events if id(e) not in row_of]
             if earlier:  # behind the key's parked events, on their schedule
                 at = min(row.next_attempt_at for row in earlier)
-                rows += [_row(source, e, origins[id(e)], 0, at, "queued behind an earlier event") for e in new]
+                rows += [_behind(e, at) for e in new]
             else:
                 retry_at = _now() + policy.delay(1)
                 rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in new]
@@ -139,8 +142,8 @@ def apply_source(
     gone = [row.id for key, row in row_of.items() if key in reported and row.id not in kept]
     ParkedEvent.objects.filter(id__in=gone).delete()
     ParkedEvent.objects.bulk_create(rows)
-    earlier_events = [(event, _origin(row)) for queue in taken for row, event in queue]
-    _remember(source, result, [*earlier_events, *((i.event, i.origin) for i in incoming)])
+    in_log_order = [event for queue in taken for _, event in queue] + events
+    _remember(source, result, [(event, origins[id(event)]) for event in in_log_order])
     rejected = {id(r.event) for r in result.rejected}
     state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
     records = [OutRecord(state_topic, *record.kafka()) for record in state]
@@ -158,7 +161,6 @@ def take_parked(
     it. A queue holding a record this version cannot read is left to the retry timer, which
     dead-letters it in its turn. Runs inside the caller's transaction, which holds the locks.
     """
-    from django.db import connection
     from django.db.models import Count, Min, Q
 
     from streamsync.models.bookkeeping import ParkedEvent
@@ -184,12 +186,7 @@ def take_parked(
         total += queue["rows"]
     if not wanted:
         return []
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_try_advisory_xact_lock(%s, h) FROM unnest(%s::integer[]) WITH ORDINALITY AS t(h, n) ORDER BY n",
-            [LOCK_NAMESPACE, [lock_id(source, key) for key in wanted]],
-        )
-        locked = [key for key, (granted,) in zip(wanted, cursor.fetchall(), strict=True) if granted]
+    locked = try_locks(source, wanted)
     queues: dict[str, list[tuple[ParkedEvent, Event]]] = {}
     unreadable: set[str] = set()
     # Read after the locks are granted: everything a previous holder committed (see `take_due`).
@@ -262,7 +259,6 @@ def take_due(source: str, now: datetime, limit: int) -> list[list[ParkedEvent]]:
     look for due keys) is left alone. The lock is on the key, not on its rows, so a row parked
     behind the queue while it is held cannot be taken on its own by another worker either.
     """
-    from django.db import connection
     from django.db.models import Min
 
     from streamsync.models.bookkeeping import ParkedEvent
@@ -276,20 +272,30 @@ def take_due(source: str, now: datetime, limit: int) -> list[list[ParkedEvent]]:
     )
     queues: list[list[ParkedEvent]] = []
     taken = 0
-    with connection.cursor() as cursor:
-        for candidate in due.iterator(chunk_size=200):
-            if taken >= limit:
-                break
-            key = candidate["key"]
-            cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [LOCK_NAMESPACE, lock_id(source, key)])
-            if not cursor.fetchone()[0]:
-                continue  # another worker is retrying it
-            queue = list(ParkedEvent.objects.filter(source=source, key=key).order_by("id"))
-            if not queue or min(row.next_attempt_at for row in queue) > now:
-                continue
-            queues.append(queue)
-            taken += len(queue)
+    for candidate in due.iterator(chunk_size=200):
+        if taken >= limit:
+            break
+        key = candidate["key"]
+        if not try_locks(source, [key]):
+            continue  # another worker is retrying it
+        queue = list(ParkedEvent.objects.filter(source=source, key=key).order_by("id"))
+        if not queue or min(row.next_attempt_at for row in queue) > now:
+            continue
+        queues.append(queue)
+        taken += len(queue)
     return queues
+
+
+def try_locks(source: str, keys: Sequence[str]) -> list[str]:
+    """The `keys` whose advisory lock on (source, key) this transaction got, each tried without waiting."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_try_advisory_xact_lock(%s, h) FROM unnest(%s::integer[]) WITH ORDINALITY AS t(h, n) ORDER BY n",
+            [LOCK_NAMESPACE, [lock_id(source, key) for key in keys]],
+        )
+        return [key for key, (granted,) in zip(keys, cursor.fetchall(), strict=True) if granted]
 
 
 def lock_id(source: str, key: str) -> int:
