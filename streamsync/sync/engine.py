@@ -40,7 +40,7 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import diff, loaded, ownership
+from streamsync.sync import diff, loaded, outboxrows, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
 from streamsync.sync.batch import (
     BatchResult,
@@ -199,7 +199,8 @@ class SyncEngine:
         run = _Run(self, result)
         changelog = self.changelog
         context = web_request_context(user, context_detail=changelog.detail(source), context=changelog.context)
-        with context, loaded.scope():
+        # The outbox rows the context's exit publishes: one INSERT once it has (outboxrows).
+        with outboxrows.collect(), context, loaded.scope():
             run.seed([item for item in items if item.index < earlier], parked)
             run.apply([item for item in items if item.index >= earlier])
             applied = run.finish()
