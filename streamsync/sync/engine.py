@@ -53,7 +53,7 @@ from streamsync.sync.batch import (
     fold_step,
     rounds,
 )
-from streamsync.sync.faults import Fault, causes, classify, is_transient, reason
+from streamsync.sync.faults import Fault, causes, classify, reason
 from streamsync.sync.readcache import batch_cache
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.steps import Item, Relations, next_step
@@ -224,26 +224,10 @@ class SyncEngine:
         return Outcome.DELETED
 
     @staticmethod
-    def _create_or_adopt(change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> tuple[Outcome, Any]:
-        """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it.
-
-        Adopting updates only what the events name: the rest is the existing object's, not defaults.
-        Returns the outcome and the object's primary key.
-        """
-        from django.db import transaction
-
+    def _create(change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> tuple[Outcome, Any]:
+        """Create the object through contrib; returns the outcome and the new object's primary key."""
         ids = src.get_identifiers()
-        try:
-            with transaction.atomic():
-                created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
-        except Exception as error:
-            if is_transient(error):
-                raise
-            existing = nautobot.load_one(change.model, change.ids)
-            if existing is None:
-                raise
-            changed = diff.changed(change.attrs, existing.get_attrs())
-            return (_update(existing, changed) if changed else Outcome.UNCHANGED), existing.pk
+        created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
         # contrib's create() does not hand back the new row: one indexed lookup, for creates only.
         pk = change.model.get_queryset().filter(**ids).values_list("pk", flat=True).first()  # type: ignore[attr-defined]
         if created is not None:
@@ -690,17 +674,33 @@ class _Run:
             if dst is not None:
                 return _Refused(why), None
             return ObjectResult(change.key, model_name, Outcome.FAILED, why, events=change.events), None
-        action: Callable[[], tuple[Outcome, Any]]
         if dst is None:
-            action = lambda: self.engine._create_or_adopt(change, nautobot, src)  # noqa: E731
-        else:
-            changed = diff.changed(src.get_attrs(), dst.get_attrs())
-            if not changed:
-                self.result.add_time("diff", time.perf_counter() - started)
-                return ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events, pk=dst.pk), None
-            action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
+            self.result.add_time("diff", time.perf_counter() - started)
+            return self._create_or_adopt(change, nautobot, src)
+        changed = diff.changed(src.get_attrs(), dst.get_attrs())
         self.result.add_time("diff", time.perf_counter() - started)
-        return self._write(change, nautobot, action)
+        if not changed:
+            return ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events, pk=dst.pk), None
+        return self._write(change, nautobot, lambda: (_update(dst, changed), dst.pk))
+
+    def _create_or_adopt(
+        self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel
+    ) -> tuple[ObjectResult, BaseException | None]:
+        """Create the object in a savepoint; if it exists by now (a device type's interfaces), update it instead.
+
+        Adopting updates only what the events name: the rest is the existing object's, not defaults.
+        """
+        written, error = self._write(change, nautobot, lambda: self.engine._create(change, nautobot, src))
+        if error is None:
+            return written, None
+        existing = nautobot.load_one(change.model, change.ids)
+        if existing is None:
+            return written, error
+        changed = diff.changed(change.attrs, existing.get_attrs())
+        if not changed:
+            unchanged = ObjectResult(change.key, written.model, Outcome.UNCHANGED, events=change.events, pk=existing.pk)
+            return unchanged, None
+        return self._write(change, nautobot, lambda: (_update(existing, changed), existing.pk))
 
     @staticmethod
     def _write(
