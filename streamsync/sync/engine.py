@@ -40,7 +40,7 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import diff, loaded, outboxrows, ownership
+from streamsync.sync import bulk, diff, loaded, outboxrows, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
 from streamsync.sync.batch import (
     BatchResult,
@@ -53,7 +53,7 @@ from streamsync.sync.batch import (
     fold_step,
     rounds,
 )
-from streamsync.sync.faults import Fault, causes, classify, reason
+from streamsync.sync.faults import Fault, causes, classify, is_transient, reason
 from streamsync.sync.readcache import batch_cache
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.steps import Item, Relations, next_step
@@ -151,10 +151,14 @@ class _Refused:
 class SyncEngine:
     """Turns batches of events into the smallest set of writes in Nautobot, as the user its caller gives."""
 
-    def __init__(self, registry: ModelRegistry, writer: Writer, changelog: ChangeLog | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, writer: Writer, changelog: ChangeLog | None = None, *, bulk: bool = True
+    ) -> None:
         self.registry = registry
         self.writer = writer
         self.changelog = changelog or ChangeLog()
+        # Creates of bulk-safe models written together (streamsync/sync/bulk.py); False: one by one.
+        self.bulk = bulk
 
     def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
         """Apply `events` (in partition order) to Nautobot and report what happened to each object.
@@ -508,17 +512,27 @@ class _Run:
             return (rank[change.model] if change.op is Op.UPSERT else -rank[change.model]), first
 
         todo = sorted(changes, key=order)
+        first_pass = True
         while todo:
             retry: list[_Failure] = []
             progress = False
-            for change in todo:
-                outcomes, failure = self._apply_change(change, nautobot)
-                for outcome in outcomes:
-                    self._done(change, outcome)
-                    changed.note(change.model, outcome.outcome)
-                progress = progress or bool(outcomes)
-                if failure is not None:
-                    retry.append(failure)
+            for model, run in itertools.groupby(todo, key=lambda change: change.model):
+                one_by_one = list(run)
+                if first_pass:  # a model's plain creates together, in its place among the models
+                    one_by_one, created = self._bulk_creates(model, one_by_one, nautobot, order)
+                    progress = progress or bool(created)
+                    for change, outcome in created:
+                        self._done(change, outcome)
+                        changed.note(model, outcome.outcome)
+                for change in one_by_one:
+                    outcomes, failure = self._apply_change(change, nautobot)
+                    for outcome in outcomes:
+                        self._done(change, outcome)
+                        changed.note(change.model, outcome.outcome)
+                    progress = progress or bool(outcomes)
+                    if failure is not None:
+                        retry.append(failure)
+            first_pass = False
             if not progress:
                 for failure in retry:  # no progress: they wait
                     items = [self.items[id(event)] for event in failure.change.events]
@@ -528,6 +542,65 @@ class _Run:
         self.result.add_time("load", load_done - started)
         self.result.add_time("save", clock() - load_done - (self.result.timings.get("diff", 0.0) - diffing))
         return changed
+
+    def _bulk_creates(
+        self,
+        model: type[DiffSyncModel],
+        changes: list[Change],
+        nautobot: PartialNautobotAdapter,
+        order: Callable[[Change], Any],
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]]]:
+        """Create the missing objects of one model's changes together (streamsync/sync/bulk.py), if it is bulk-safe.
+
+        Each create is its first event's, as on the per-object path; returns what is left for that
+        path (the changes not created here, and the later events of those created, in order) and
+        the creates' outcomes. Whatever cannot be built goes there whole and fails there alone, with
+        the reason it has there; a chunk that fails to be written goes there whole.
+        """
+        django_model = getattr(model, "_model", None)
+        if not self.engine.bulk or changes[0].op is not Op.UPSERT or django_model is None:
+            return changes, []
+        if not bulk.bulk_safe(django_model):
+            return changes, []
+        model_name = model.get_type()
+        rest: list[Change] = []
+        ready: list[tuple[Change, Change, DiffSyncModel, bulk.Create]] = []
+        for change in changes:
+            unique_id = model.create_unique_id(**change.ids)
+            ambiguous = (model_name, unique_id) in nautobot.ambiguous
+            absent = not ambiguous and nautobot.get_or_none(model_name, unique_id) is None
+            first = self._part(change, change.events[:1])
+            try:
+                if not absent:
+                    raise bulk.NotBulk("an update")
+                src = model(**first.ids, **first.attrs)
+                parameters = {**src.get_identifiers(), **src.get_attrs()}
+                ready.append((change, first, src, bulk.build(model, nautobot, parameters)))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                rest.append(change)
+        if len(ready) < 2:  # one create gains nothing: the per-object path, as before
+            return changes, []
+        try:
+            bulk.write(model, [create for *_, create in ready])
+        except Exception as error:
+            if is_transient(error):
+                raise
+            nautobot.cache.invalidate_cache(zero_out_hits=False)
+            return changes, []
+        created: list[tuple[Change, ObjectResult]] = []
+        for change, first, src, create in ready:
+            pk = create.instance.pk
+            view = model.create_base(adapter=nautobot, ids=src.get_identifiers(), attrs=src.get_attrs())
+            if view is not None:
+                view.pk = pk  # type: ignore[attr-defined]
+                with contextlib.suppress(ObjectAlreadyExists):
+                    nautobot.add(view)
+            created.append((change, ObjectResult(change.key, model_name, Outcome.CREATED, events=first.events, pk=pk)))
+            if len(change.events) > 1:
+                rest.append(self._part(change, change.events[1:]))
+        return sorted(rest, key=order), created
 
     @staticmethod
     def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:

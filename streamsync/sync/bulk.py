@@ -1,0 +1,179 @@
+"""Many creates of one model written in one INSERT, as Nautobot writes them one by one.
+
+A create through contrib (`NautobotModel.create`) costs a savepoint, an INSERT and an ObjectChange
+INSERT per object. Here the objects are built and validated one by one exactly as contrib builds
+them (its own parameter handling, then `full_clean()`), and written together:
+
+- `pre_save` sent for each, one `bulk_create`, `post_save` (created) sent for each: every receiver
+  Nautobot and the installed apps connect runs as for a single save;
+- many-to-many fields (tags, content types) set per object through the model's own
+  `_set_many_to_many_fields`, which fires `m2m_changed` as a single create does;
+- the ObjectChanges recorded by Nautobot's own change-logging receivers in its deferred mode (the
+  one its bulk edit uses) and inserted with one `bulk_create`: same action, user, request id,
+  context and detail, and object data serialised from the final object, as a single save's ends
+  up after its tags are set. The change context then remembers them as a single save's would, so a
+  later save of the object in the same context updates that row instead of adding another.
+
+Only models whose `save()` adds nothing to Django's and whose receivers are known to give the same
+result when run after the INSERT are written this way (`bulk_safe`): a new receiver (a Nautobot
+upgrade, an installed app) sends its model back to the per-object path by itself.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Nautobot models that may be written in bulk (app label.model name), if their receivers allow it.
+# The others, and why, are listed in docs/architecture.md ("The bulk write path").
+CANDIDATES = frozenset(
+    {
+        "tenancy.tenant",
+        "extras.role",
+        "ipam.vlangroup",
+        "ipam.vlan",
+        "ipam.namespace",
+        "dcim.manufacturer",
+        "dcim.platform",
+    }
+)
+
+# Receivers that give what a single save gives when they run after the whole chunk is inserted,
+# not between one object's INSERT and the next: they look at the one object, never at its siblings.
+# Nautobot's change logging (nothing to do before a create; the ObjectChange after it), the check
+# that a VLAN's or prefix's locations may hold it, and streamsync's event broker (it notes that the
+# object is new, or what it was before a many-to-many change).
+KNOWN_RECEIVERS = frozenset(
+    {
+        "nautobot.extras.signals._handle_changed_object_pre_save",
+        "nautobot.extras.signals._handle_changed_object",
+        "nautobot.ipam.signals.assert_locations_content_types",
+        "streamsync.outbox.broker.StreamsyncEventBroker._on_pre_save",
+        "streamsync.outbox.broker.StreamsyncEventBroker._on_post_save",
+        "streamsync.outbox.broker.StreamsyncEventBroker._on_m2m_changed",
+    }
+)
+
+# Where a model's save() may come from: Django's own, or an override known to add nothing for the
+# objects built here (VLAN's sets its legacy `location` only when one was given, which `build` refuses).
+KNOWN_SAVES = frozenset({"django.db.models.base.Model", "nautobot.ipam.models.VLAN"})
+
+# contrib's relationship buckets that need a saved object and are not reproduced here.
+_UNSUPPORTED = ("custom_relationship_foreign_keys", "custom_relationship_many_to_many_fields", "object_metadata_fields")
+
+
+class NotBulk(Exception):
+    """An object that cannot be written in bulk: the per-object path writes it."""
+
+
+@dataclass
+class Create:
+    """One object ready to be inserted, and its many-to-many values to set once it is."""
+
+    instance: Any
+    many: dict[str, list[Any]]
+
+
+def receivers(django_model: type, signal: Any) -> list[str]:
+    """Dotted names of the receivers `signal` calls for `django_model` now."""
+    live = signal._live_receivers(django_model)
+    if isinstance(live, tuple):  # Django >= 5: (sync receivers, async receivers)
+        live = [*live[0], *live[1]]
+    names = []
+    for receiver in live:
+        function = getattr(receiver, "__func__", receiver)
+        names.append(f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}")
+    return names
+
+
+def _save_owner(django_model: type) -> str:
+    owner = next(klass for klass in django_model.__mro__ if "save" in vars(klass))
+    return f"{owner.__module__}.{owner.__name__}"
+
+
+def unsafe_because(django_model: type) -> str | None:
+    """Why `django_model` must stay on the per-object path, or None when it may be written in bulk."""
+    from django.db.models.signals import m2m_changed, post_save, pre_save
+
+    label = django_model._meta.label_lower  # type: ignore[attr-defined]
+    if label not in CANDIDATES:
+        return f"{label} is not a bulk candidate"
+    if _save_owner(django_model) not in KNOWN_SAVES:
+        return f"{label}.save() is {_save_owner(django_model)}'s"
+    throughs = [field.remote_field.through for field in django_model._meta.many_to_many]  # type: ignore[attr-defined]
+    checks = [(pre_save, django_model), (post_save, django_model), *((m2m_changed, through) for through in throughs)]
+    for signal, sender in checks:
+        unknown = sorted(set(receivers(sender, signal)) - KNOWN_RECEIVERS)
+        if unknown:
+            return f"{label}: unknown receivers {unknown}"
+    return None
+
+
+@functools.cache
+def bulk_safe(django_model: type) -> bool:
+    """Whether creates of `django_model` may be written in bulk; once per process (receivers connect at start-up)."""
+    return unsafe_because(django_model) is None
+
+
+def build(model: Any, adapter: Any, parameters: dict[str, Any]) -> Create:
+    """An unsaved, validated object of `model` from its parameters, as contrib's create builds it before saving.
+
+    Raises what contrib or Nautobot raise for it (the per-object path then writes it and reports
+    the same reason), or NotBulk when it needs what is not reproduced here.
+    """
+    if getattr(adapter, "metadata_type", None):
+        raise NotBulk("object metadata")
+    instance = model._model()
+    fields: dict[str, Any] = {
+        "foreign_keys": defaultdict(dict),
+        "many_to_many_fields": defaultdict(list),
+        **{name: defaultdict(dict) for name in _UNSUPPORTED},
+    }
+    for name, value in parameters.items():
+        model._handle_single_field(name, instance, value, fields, adapter)
+    if any(fields[name] for name in _UNSUPPORTED) or getattr(instance, "_location", None) is not None:
+        raise NotBulk("relationships or a legacy location")
+    model._lookup_and_set_foreign_keys(fields["foreign_keys"], instance, adapter)
+    instance.full_clean()
+    return Create(instance, dict(fields["many_to_many_fields"]))
+
+
+def write(model: Any, creates: Sequence[Create]) -> None:
+    """Insert `creates` (objects of `model`) in one savepoint with what their single saves would also write.
+
+    Raises whatever fails; the savepoint is then rolled back and the change context is as it was.
+    """
+    from django.db import router, transaction
+    from django.db.models.signals import post_save, pre_save
+    from nautobot.extras.signals import change_context_state
+
+    django_model = model._model
+    using = router.db_for_write(django_model)
+    context = change_context_state.get()
+    if context is None:
+        raise NotBulk("no change context")
+    # Nautobot's deferred change logging (its bulk edit's), around this chunk's writes only.
+    kept, deferring = context.deferred_object_changes, context.defer_object_changes
+    context.deferred_object_changes, context.defer_object_changes = {}, True
+    try:
+        with transaction.atomic(using=using):
+            for create in creates:
+                pre_save.send(sender=django_model, instance=create.instance, raw=False, using=using, update_fields=None)
+            django_model.objects.bulk_create([create.instance for create in creates])
+            for create in creates:
+                instance = create.instance
+                post_save.send(
+                    sender=django_model, instance=instance, created=True, update_fields=None, raw=False, using=using
+                )
+            for create in creates:
+                if any(create.many.values()):  # a new object has none: contrib's set([]) sets nothing either
+                    model._set_many_to_many_fields(create.many, create.instance)
+            recorded = dict(context.deferred_object_changes)
+            context.create_object_changes()
+    finally:
+        context.deferred_object_changes, context.defer_object_changes = kept, deferring
+    # Remembered as single saves' are: a later save of one of them in this context updates its row.
+    kept.update(recorded)
