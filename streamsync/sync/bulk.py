@@ -22,6 +22,7 @@ upgrade, an installed app) sends its model back to the per-object path by itself
 from __future__ import annotations
 
 import functools
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -148,6 +149,7 @@ def write(model: Any, creates: Sequence[Create]) -> None:
     """
     from django.db import router, transaction
     from django.db.models.signals import post_save, pre_save
+    from nautobot.extras.models import ObjectChange
     from nautobot.extras.signals import change_context_state
 
     django_model = model._model
@@ -171,9 +173,94 @@ def write(model: Any, creates: Sequence[Create]) -> None:
             for create in creates:
                 if any(create.many.values()):  # a new object has none: contrib's set([]) sets nothing either
                     model._set_many_to_many_fields(create.many, create.instance)
-            recorded = dict(context.deferred_object_changes)
-            context.create_object_changes()
+            recorded, context.deferred_object_changes = context.deferred_object_changes, {}
+            ObjectChange.objects.bulk_create(_object_changes(context, recorded, creates))
     finally:
         context.deferred_object_changes, context.defer_object_changes = kept, deferring
     # Remembered as single saves' are: a later save of one of them in this context updates its row.
     kept.update(recorded)
+
+
+def _object_changes(context: Any, recorded: dict[str, list[dict[str, Any]]], creates: Sequence[Create]) -> list[Any]:
+    """The ObjectChanges of the change-log records `recorded` in deferred mode, as Nautobot's flush builds them.
+
+    Nautobot's `ChangeContext.create_object_changes` serialises each object on its own (a REST
+    serializer built per object); the chunk's creates are serialised together here, with the
+    very serializers and the same results. Anything else recorded is built as Nautobot builds it.
+    """
+    from nautobot.extras.constants import CHANGELOG_MAX_CHANGE_CONTEXT_DETAIL, CHANGELOG_MAX_OBJECT_REPR
+    from nautobot.extras.models import ObjectChange
+    from nautobot.extras.models.change_logging import ChangeLoggedModel
+
+    ours = {id(create.instance): create for create in creates}
+    plain = [
+        ours[id(entry["instance"])]
+        for entries in recorded.values()
+        for entry in entries
+        if id(entry["instance"]) in ours
+        and entry["action"] == "create"
+        and type(entry["instance"]).to_objectchange is ChangeLoggedModel.to_objectchange
+    ]
+    data = _serialized(plain)
+    changes = []
+    for entries in recorded.values():
+        for entry in entries:
+            instance = entry["instance"]
+            if id(instance) in data:
+                v1, v2 = data[id(instance)]
+                change = ObjectChange(
+                    changed_object=instance,
+                    object_repr=str(instance)[:CHANGELOG_MAX_OBJECT_REPR],
+                    action=entry["action"],
+                    object_data=v1,
+                    object_data_v2=v2,
+                    related_object=None,
+                )
+            else:
+                change = instance.to_objectchange(entry["action"])
+                if change is None:
+                    continue
+            change.user = entry["user"]
+            change.user_name = change.user.username
+            change.request_id = context.change_id
+            change.change_context = context.context
+            change.change_context_detail = context.context_detail[:CHANGELOG_MAX_CHANGE_CONTEXT_DETAIL]
+            if not change.changed_object_id:  # as Nautobot: the changed object was deleted
+                change.changed_object = None
+                change.changed_object_id = entry.get("changed_object_id")
+                change.changed_object_type = entry.get("changed_object_type")
+            changes.append(change)
+    return changes
+
+
+def _serialized(creates: Sequence[Create]) -> dict[int, tuple[dict[str, Any], Any]]:
+    """`serialize_object` and `serialize_object_v2` of each new object, by id(instance), in one pass each."""
+    from django.core.serializers import serialize
+    from nautobot.core.api.exceptions import SerializerNotFound
+    from nautobot.core.api.utils import get_serializer_for_model
+    from nautobot.core.models.utils import is_taggable, serialize_object
+
+    if not creates:
+        return {}
+    instances = [create.instance for create in creates]
+    try:
+        serializer = get_serializer_for_model(type(instances[0]))
+        context = {"request": None, "depth": 1, "exclude_m2m": False}
+        second = list(serializer(instances, many=True, context=context).data)
+    except SerializerNotFound:
+        second = [serialize_object(instance) for instance in instances]
+    first = [row["fields"] for row in json.loads(serialize("json", instances))]
+    out = {}
+    for create, data, v2 in zip(creates, first, second, strict=True):
+        instance = create.instance
+        if hasattr(instance, "_custom_field_data"):
+            data["custom_fields"] = data.pop("_custom_field_data")
+        if is_taggable(instance):
+            tags = create.many.get("tags", [])  # a new object's tags are those just set
+            # More than one: in the database's order, as Nautobot reads them.
+            data["tags"] = [tag.name for tag in tags] if len(tags) < 2 else [t.name for t in instance.tags.only("name")]
+        for key in list(data):
+            if isinstance(key, str) and key.startswith("_"):  # private fields are not logged
+                data.pop(key)
+        out[id(instance)] = (data, v2)
+    return out

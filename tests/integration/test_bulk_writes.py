@@ -182,15 +182,20 @@ def _world() -> str:
     u = uuid.uuid4().hex[:8]
     TenantGroup.objects.create(name=f"tg-{u}")
     VLANGroup.objects.create(name=f"g-{u}", range="1-100")
-    tag = Tag.objects.create(name=f"tag-{u}")
-    tag.content_types.add(*ContentType.objects.filter(model__in=["vlan", "tenant"], app_label__in=["ipam", "tenancy"]))
+    for name in (f"tag-{u}", f"Tag-b-{u}"):
+        tag = Tag.objects.create(name=name)
+        tag.content_types.add(
+            *ContentType.objects.filter(model__in=["vlan", "tenant"], app_label__in=["ipam", "tenancy"])
+        )
     Tag.objects.create(name=f"notag-{u}")  # allowed on nothing
     return u
 
 
 def _batch(u: str) -> st.SearchStrategy[list[Event]]:
     """Random upserts (creates, incomplete creates, updates of what an earlier event made, bad values)."""
-    tags = st.sampled_from([[], [{"name": f"tag-{u}"}], [{"name": f"notag-{u}"}]])
+    tags = st.sampled_from(
+        [[], [{"name": f"tag-{u}"}], [{"name": f"notag-{u}"}], [{"name": f"tag-{u}"}, {"name": f"Tag-b-{u}"}]]
+    )
     names = st.sampled_from(["a", "b", "c", "d", "e"])
     vids = st.integers(min_value=1, max_value=6)
     text = st.sampled_from(["", "x", "y"])
