@@ -1,8 +1,9 @@
 """Many creates of one model written in one INSERT, as Nautobot writes them one by one.
 
 A create through contrib (`NautobotModel.create`) costs a savepoint, an INSERT and an ObjectChange
-INSERT per object. Here the objects are built and validated one by one exactly as contrib builds
-them (its own parameter handling, then `full_clean()`), and written together:
+INSERT per object. Here the objects are built one by one exactly as contrib builds them (its own
+parameter handling) and validated as `full_clean()` validates them, the checks that cost a query
+per object (foreign keys, unique checks) made once for the chunk (`refused`); then written together:
 
 - `pre_save` sent for each, one `bulk_create`, `post_save` (created) sent for each: every receiver
   Nautobot and the installed apps connect runs as for a single save;
@@ -10,9 +11,10 @@ them (its own parameter handling, then `full_clean()`), and written together:
   `_set_many_to_many_fields`, which fires `m2m_changed` as a single create does;
 - the ObjectChanges recorded by Nautobot's own change-logging receivers in its deferred mode (the
   one its bulk edit uses) and inserted with one `bulk_create`: same action, user, request id,
-  context and detail, and object data serialised from the final object, as a single save's ends
-  up after its tags are set. The change context then remembers them as a single save's would, so a
-  later save of the object in the same context updates that row instead of adding another.
+  context and detail, and object data serialised from the final object (in one pass for the
+  chunk), as a single save's ends up after its tags are set. The change context then remembers
+  them as a single save's would, so a later save of the object in the same context updates that
+  row instead of adding another.
 
 Only models whose `save()` adds nothing to Django's and whose receivers are known to give the same
 result when run after the INSERT are written this way (`bulk_safe`): a new receiver (a Nautobot
@@ -58,9 +60,17 @@ KNOWN_RECEIVERS = frozenset(
     }
 )
 
-# Where a model's save() may come from: Django's own, or an override known to add nothing for the
-# objects built here (VLAN's sets its legacy `location` only when one was given, which `build` refuses).
-KNOWN_SAVES = frozenset({"django.db.models.base.Model", "nautobot.ipam.models.VLAN"})
+# Where a model's methods may come from: Django's own, or overrides known to add nothing for the
+# objects built here. VLAN's save() sets its legacy `location` only when one was given, which
+# `build` refuses; Nautobot's full_clean() only leaves out sensitive fields it did not load.
+DJANGO = "django.db.models.base.Model"
+KNOWN_METHODS = {
+    "save": frozenset({DJANGO, "nautobot.ipam.models.VLAN"}),
+    "full_clean": frozenset({DJANGO, "nautobot.core.models.BaseModel"}),
+    "clean_fields": frozenset({DJANGO}),
+    "validate_unique": frozenset({DJANGO}),
+    "_perform_unique_checks": frozenset({DJANGO}),
+}
 
 # contrib's relationship buckets that need a saved object and are not reproduced here.
 _UNSUPPORTED = ("custom_relationship_foreign_keys", "custom_relationship_many_to_many_fields", "object_metadata_fields")
@@ -90,8 +100,8 @@ def receivers(django_model: type, signal: Any) -> list[str]:
     return names
 
 
-def _save_owner(django_model: type) -> str:
-    owner = next(klass for klass in django_model.__mro__ if "save" in vars(klass))
+def _owner(django_model: type, method: str) -> str:
+    owner = next(klass for klass in django_model.__mro__ if method in vars(klass))
     return f"{owner.__module__}.{owner.__name__}"
 
 
@@ -102,8 +112,11 @@ def unsafe_because(django_model: type) -> str | None:
     label = django_model._meta.label_lower  # type: ignore[attr-defined]
     if label not in CANDIDATES:
         return f"{label} is not a bulk candidate"
-    if _save_owner(django_model) not in KNOWN_SAVES:
-        return f"{label}.save() is {_save_owner(django_model)}'s"
+    for method, known in KNOWN_METHODS.items():
+        if _owner(django_model, method) not in known:
+            return f"{label}.{method}() is {_owner(django_model, method)}'s"
+    if django_model()._get_unique_checks()[1]:
+        return f"{label} has unique_for_date checks"
     throughs = [field.remote_field.through for field in django_model._meta.many_to_many]  # type: ignore[attr-defined]
     checks = [(pre_save, django_model), (post_save, django_model), *((m2m_changed, through) for through in throughs)]
     for signal, sender in checks:
@@ -138,8 +151,64 @@ def build(model: Any, adapter: Any, parameters: dict[str, Any]) -> Create:
     if any(fields[name] for name in _UNSUPPORTED) or getattr(instance, "_location", None) is not None:
         raise NotBulk("relationships or a legacy location")
     model._lookup_and_set_foreign_keys(fields["foreign_keys"], instance, adapter)
-    instance.full_clean()
+    # full_clean() but what costs a query per object (a foreign key's existence, each unique check):
+    # `refused` checks those for the whole chunk. A foreign key's other checks are its emptiness.
+    foreign = _foreign_keys(type(instance))
+    instance.full_clean(exclude={f.name for f in foreign}, validate_unique=False, validate_constraints=False)
+    for f in foreign:
+        if getattr(instance, f.attname) in f.empty_values and not f.blank:
+            raise NotBulk(f"{f.name} is empty")  # the per-object path says so as Nautobot does
+    instance.validate_constraints()
     return Create(instance, dict(fields["many_to_many_fields"]))
+
+
+def _foreign_keys(django_model: type) -> list[Any]:
+    return [f for f in django_model._meta.concrete_fields if f.many_to_one or f.one_to_one]  # type: ignore[attr-defined]
+
+
+def refused(creates: Sequence[Create]) -> set[int]:
+    """Which of the chunk's objects (by index) fail the checks `build` leaves out, made with one query per check.
+
+    A foreign key must name an existing row its field allows (`limit_choices_to`); no unique check
+    may match a row in the database or an earlier object of the chunk (which the per-object path
+    would have created first). Each is checked as Django's `ForeignKey.validate` and
+    `_perform_unique_checks` check it; a refused object goes to the per-object path, which says why.
+    """
+    from django.db import connection, router
+    from django.db.models import Q
+
+    if not creates:
+        return set()
+    out: set[int] = set()
+    first = creates[0].instance
+    for f in _foreign_keys(type(first)):
+        wanted = {getattr(c.instance, f.attname) for c in creates} - {None}
+        if not wanted:
+            continue
+        remote = f.remote_field
+        rows = remote.model._base_manager.using(router.db_for_read(remote.model, instance=first))
+        rows = rows.filter(**{f"{remote.field_name}__in": wanted}).complex_filter(f.get_limit_choices_to())
+        found = set(rows.values_list(remote.field_name, flat=True))
+        out |= {i for i, c in enumerate(creates) if getattr(c.instance, f.attname) not in found | {None}}
+    unique_checks, _ = first._get_unique_checks()
+    for model_class, names in unique_checks:
+        keys: list[tuple[int, tuple[Any, ...]]] = []
+        for i, create in enumerate(creates):
+            values = tuple(getattr(create.instance, create.instance._meta.get_field(name).attname) for name in names)
+            if any(v is None or (v == "" and connection.features.interprets_empty_strings_as_nulls) for v in values):
+                continue  # as Django: a NULL never clashes
+            keys.append((i, values))
+        if not keys:
+            continue
+        matching = Q()
+        for _, values in keys:
+            matching |= Q(**dict(zip(names, values, strict=True)))
+        taken = set(model_class._default_manager.filter(matching).values_list(*names))
+        for i, values in keys:
+            if values in taken:
+                out.add(i)
+            taken.add(values)  # a later object of the chunk with the same values fails after this one
+    return out
 
 
 def write(model: Any, creates: Sequence[Create]) -> None:

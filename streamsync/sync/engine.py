@@ -580,6 +580,9 @@ class _Run:
                 if is_transient(error):
                     raise
                 rest.append(change)
+        refused = bulk.refused([create for *_, create in ready])
+        rest += [change for i, (change, *_) in enumerate(ready) if i in refused]
+        ready = [one for i, one in enumerate(ready) if i not in refused]
         if len(ready) < 2:  # one create gains nothing: the per-object path, as before
             return changes, []
         try:

@@ -175,7 +175,7 @@ def _same(broker: Any, u: str, batches: Sequence[Sequence[Event]]) -> dict[str, 
 def _world() -> str:
     """Committed starting objects under a fresh suffix; returns it."""
     from django.contrib.contenttypes.models import ContentType
-    from nautobot.extras.models import Tag
+    from nautobot.extras.models import Role, Status, Tag
     from nautobot.ipam.models import VLANGroup
     from nautobot.tenancy.models import TenantGroup
 
@@ -188,6 +188,10 @@ def _world() -> str:
             *ContentType.objects.filter(model__in=["vlan", "tenant"], app_label__in=["ipam", "tenancy"])
         )
     Tag.objects.create(name=f"notag-{u}")  # allowed on nothing
+    status = Status.objects.create(name=f"devices-only-{u}")  # a status VLANs may not have
+    status.content_types.add(ContentType.objects.get(app_label="dcim", model="device"))
+    role = Role.objects.create(name=f"devices-only-{u}")  # a role VLANs may not have
+    role.content_types.add(ContentType.objects.get(app_label="dcim", model="device"))
     return u
 
 
@@ -263,34 +267,44 @@ def test_random_batches_write_the_same_in_bulk_as_one_by_one(broker: Any, data: 
 
 
 def test_one_object_that_fails_validation_fails_alone_and_the_others_are_written(broker: Any) -> None:
-    """A chunk with a VLAN outside its group's range, one with a tag not allowed and one clashing by name."""
+    """A chunk with a VLAN outside its group's range, a tag not allowed, a name taken in the chunk, a status
+    and a role not allowed on VLANs (which only Nautobot's validation refuses, not the database)."""
     u = _world()
     vlans = [_event("vlan", {"vid": vid, "vlan_group__name": f"g-{u}"}, name=f"v{vid}") for vid in range(1, 21)]
     vlans[3] = _event("vlan", {"vid": 500, "vlan_group__name": f"g-{u}"}, name="out of range")
     vlans[7] = _event("vlan", {"vid": 8, "vlan_group__name": f"g-{u}"}, name="v8", tags=[{"name": f"notag-{u}"}])
     vlans[9] = _event("vlan", {"vid": 10, "vlan_group__name": f"g-{u}"}, name="v2")  # v2's name, in one batch
+    vlans[12] = _event("vlan", {"vid": 13, "vlan_group__name": f"g-{u}"}, name="v13", status__name=f"devices-only-{u}")
+    vlans[14] = _event("vlan", {"vid": 15, "vlan_group__name": f"g-{u}"}, name="v15", role__name=f"devices-only-{u}")
     written = _same(broker, u, [vlans])
     outcomes = {key: (outcome, reason) for key, _, outcome, reason, *_ in written["outcomes"][0]}
     failed = {key for key, (outcome, _) in outcomes.items() if outcome == Outcome.FAILED}
-    assert failed == {vlans[3].canonical_key, vlans[7].canonical_key, vlans[9].canonical_key}, outcomes
+    assert failed == {vlans[i].canonical_key for i in (3, 7, 9, 12, 14)}, outcomes
     assert "range" in outcomes[vlans[3].canonical_key][1]
     assert "not allowed" in outcomes[vlans[7].canonical_key][1]
-    assert sum(1 for o, _ in outcomes.values() if o == Outcome.CREATED) == 17
-    assert [entry[1] for entry in written["log"]] == ["create"] * 17
-    assert len(written["outbox"]) == 17
+    assert "already exists" in outcomes[vlans[9].canonical_key][1]
+    assert "status" in outcomes[vlans[12].canonical_key][1]
+    assert "role" in outcomes[vlans[14].canonical_key][1]
+    assert sum(1 for o, _ in outcomes.values() if o == Outcome.CREATED) == 15
+    assert [entry[1] for entry in written["log"]] == ["create"] * 15
+    assert len(written["outbox"]) == 15
 
 
 def test_bulk_creates_write_one_insert_and_one_change_log_insert(broker: Any) -> None:
-    """The bulk path is the one taken: one INSERT of VLANs and one of ObjectChanges for a chunk, not one per object."""
+    """The bulk path is the one taken: one INSERT of VLANs and one of ObjectChanges for a chunk, not one per object.
+
+    A VLAN taking a name an earlier one of the chunk takes is refused before the INSERT (it fails
+    alone on the per-object path), so the chunk's INSERT goes through."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     u = _world()
     engine = engines()["bulk"]
     events = [_event("vlan", {"vid": vid, "vlan_group__name": f"g-{u}"}, name=f"v{vid}") for vid in range(1, 31)]
+    events[20] = _event("vlan", {"vid": 21, "vlan_group__name": f"g-{u}"}, name="v5")
     with CaptureQueriesContext(connection) as captured:
         result = engine.apply(events, source=SOURCE)
-    assert [o.outcome for o in result.objects] == [Outcome.CREATED] * 30
+    assert [o.outcome for o in result.objects] == [Outcome.CREATED] * 20 + [Outcome.FAILED] + [Outcome.CREATED] * 9
     inserts = [q["sql"].split()[2] for q in captured.captured_queries if q["sql"].startswith("INSERT")]
     assert inserts.count('"ipam_vlan"') == 1, inserts
     assert inserts.count('"extras_objectchange"') == 1, inserts
