@@ -50,6 +50,8 @@ MIB = 1024 * 1024
 
 LATENCY_TARGETS = {10_000: 30.0, 100_000: 300.0}  # contrib full sync / streamsync, one change
 THROUGHPUT_TARGET = 4.0  # streamsync's best batched creates/s over contrib's full-path creates/s
+BULK_TARGET = 5.0  # creates/s, the engine's bulk path over its per-object path (bulk=False), same batch size
+NO_OP_TARGET = 5_000.0  # events/s of a batch that changes nothing
 FULL_SYNC_CHANGES = 100  # the contrib variant with as many changes as a streamsync batch of 100
 PLAIN, TUNED = "plain", "tuned"  # contrib as is; contrib with the model's to-many attributes prefetched
 
@@ -77,6 +79,10 @@ class Plan:
     loop_runs: int
     loop_size: int
     profile_creates: int
+    bulk_sizes: tuple[int, ...] = (100, 500)  # creates-only batches, bulk path beside the per-object path
+    bulk_batches: int = 2  # of each size and path, interleaved
+    no_op_size: int = 500
+    no_op_runs: int = 3
 
 
 FULL = Plan(
@@ -112,6 +118,8 @@ QUICK = Plan(  # a smoke run: every path once, in under 2 minutes; the batch of 
     loop_runs=1,
     loop_size=50,
     profile_creates=30,
+    bulk_batches=1,
+    no_op_runs=2,
 )
 
 
@@ -176,6 +184,8 @@ class Results:
     stream_creates: dict[int, Row] = field(default_factory=dict)  # N -> streamsync creates, beside contrib's
     best_size: int = FULL_SYNC_CHANGES  # the creates-only batch size with the best throughput
     loop: Row | None = None
+    paths: dict[tuple[bool, int], Row] = field(default_factory=dict)  # (bulk, batch size) -> creates only
+    no_op: Row | None = None
     profile_phases: dict[str, float] = field(default_factory=dict)  # shares of a profiled creates-only batch
     profile: dict[str, float] = field(default_factory=dict)  # and of what inside it (PROFILE_ITEMS)
     prefetched: tuple[str, ...] = ()  # what the tuned contrib variant prefetches
@@ -228,6 +238,8 @@ def _batch_rows(plan: Plan, work: Workload, res: Results) -> None:
     progress(f"(c) validated_save loop: {plan.loop_runs} x {plan.loop_size} creates")
     loop.runs.extend(work.save_loop(plan.loop_size) for _ in range(plan.loop_runs))
 
+    _path_rows(plan, work, res)
+
     best = max(res.mixed, key=lambda s: res.mixed[s].per_s)
     for size in sorted({FULL_SYNC_CHANGES, best if plan.creates_at_best else FULL_SYNC_CHANGES}):
         row = res.creates[size] = res.add(Row("a", f"streamsync batch={size}, creates", work.vlan_count()))
@@ -237,6 +249,21 @@ def _batch_rows(plan: Plan, work: Workload, res: Results) -> None:
 
     progress(f"profiling one streamsync batch of {plan.profile_creates} creates (untimed)")
     res.profile_phases, res.profile = work.profile_streamsync(plan.profile_creates)
+
+
+def _path_rows(plan: Plan, work: Workload, res: Results) -> None:
+    """Creates-only batches through the bulk path and the per-object path, interleaved; then no-op batches."""
+    for size in plan.bulk_sizes:
+        for bulk in (True, False):
+            label = "bulk path" if bulk else "per-object path (bulk=False)"
+            res.paths[bulk, size] = res.add(Row("a", f"streamsync batch={size}, creates, {label}", work.vlan_count()))
+        progress(f"(a) streamsync: {plan.bulk_batches} x {size} creates through each path, interleaved")
+        for _ in range(plan.bulk_batches):
+            for bulk in (True, False):
+                res.paths[bulk, size].runs.append(work.streamsync(0, size, bulk=bulk))
+    res.no_op = res.add(Row("a", f"streamsync batch={plan.no_op_size}, no-op (already in sync)", work.vlan_count()))
+    progress(f"(a) streamsync: {plan.no_op_runs} no-op batch(es) of {plan.no_op_size}")
+    res.no_op.runs.extend(work.no_op(plan.no_op_size) for _ in range(plan.no_op_runs))
 
 
 def _n_rows(plan: Plan, work: Workload, res: Results, n: int) -> None:
@@ -431,6 +458,7 @@ def ratios(res: Results) -> list[str]:
             f"{stream.per_s / res.loop.per_s:.2f}x   (no target: the loop is the floor, ORM + change log with no "
             "load, diff or savepoints)"
         )
+    out += _path_ratios(res)
     if not missed:
         return out
     out += ["", "Where the time goes (phase shares of the rows behind each MISS)"]
@@ -447,6 +475,32 @@ def ratios(res: Results) -> list[str]:
             )
             out.append("    phases: " + ", ".join(f"{p} {share:.0%}" for p, share in res.profile_phases.items()))
             out += [f"    {label}: {share:.0%}" for label, share in res.profile.items()]
+    return out
+
+
+def _path_ratios(res: Results) -> list[str]:
+    """The bulk path against the per-object path and the validated_save loop; the no-op rate."""
+    out = []
+    for (bulk, size), row in sorted(res.paths.items()):
+        other = res.paths.get((False, size))
+        if not bulk or other is None:
+            continue
+        ratio = row.per_s / other.per_s
+        out.append(
+            f"  creates, bulk path / per-object path, batch={size} (target >= {BULK_TARGET:g}x): {row.per_s:.1f}/s / "
+            f"{other.per_s:.1f}/s = {ratio:.2f}x   {_verdict(ratio, BULK_TARGET)}"
+        )
+        if res.loop is not None:
+            out.append(
+                f"  creates, bulk path batch={size} / validated_save loop: {row.per_s:.1f}/s / {res.loop.per_s:.1f}/s"
+                f" = {row.per_s / res.loop.per_s:.2f}x"
+            )
+    if res.no_op is not None:
+        rate = res.no_op.per_s
+        out.append(
+            f"  no-op batch of {res.no_op.runs[0].changes} (target >= {NO_OP_TARGET:,.0f} events/s): "
+            f"{rate:,.0f} events/s   {_verdict(rate, NO_OP_TARGET)}"
+        )
     return out
 
 

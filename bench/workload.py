@@ -171,7 +171,9 @@ class Workload:
 
     def __init__(self) -> None:
         self.active = Status.objects.get(name="Active")
-        self.engine = SyncEngine(ModelRegistry([VLANModel]), set_up_writer(USERNAME, [VLANModel]))
+        registry, writer = ModelRegistry([VLANModel]), set_up_writer(USERNAME, [VLANModel])
+        self.engine = SyncEngine(registry, writer)
+        self.per_object = SyncEngine(registry, writer, bulk=False)  # the engine without its bulk creates
         self.user = get_user_model().objects.get(username=USERNAME)
         self.groups: dict[str, VLANGroup] = {}
         self.seeded = 0  # seeded VLAN i is vid i % 4000 + 1 in seed group i // 4000
@@ -249,24 +251,9 @@ class Workload:
 
     def _events(self, updates: int, creates: int) -> list[Event]:
         """Upsert events, updates and creates interleaved; every update really changes something."""
-        made = [
-            Event(
-                source=SOURCE,
-                model="vlan",
-                op=Op.UPSERT,
-                key={"vid": vid, "vlan_group__name": group},
-                attrs={"description": f"bench update {self._serial_no()}"},
-            )
-            for vid, group in self.update_keys(updates)
-        ]
+        made = [_upsert(key, description=f"bench update {self._serial_no()}") for key in self.update_keys(updates)]
         new = [
-            Event(
-                source=SOURCE,
-                model="vlan",
-                op=Op.UPSERT,
-                key={"vid": vid, "vlan_group__name": group},
-                attrs={"name": f"new-{group}-{vid}", "description": "bench create"},
-            )
+            _upsert((vid, group), name=f"new-{group}-{vid}", description="bench create")
             for vid, group in self.new_keys(creates)
         ]
         events: list[Event] = []
@@ -277,16 +264,31 @@ class Workload:
                 events.append(new.pop())
         return events
 
-    def streamsync(self, updates: int, creates: int, *, trace: bool = False) -> Run:
-        """One batch through `SyncEngine.apply`, exactly as the worker's database thread calls it."""
+    def streamsync(self, updates: int, creates: int, *, trace: bool = False, bulk: bool = True) -> Run:
+        """One batch through `SyncEngine.apply`, exactly as the worker's database thread calls it.
+
+        `bulk=False`: through the engine with its bulk creates switched off (the per-object path).
+        """
         events = self._events(updates, creates)
         before = ObjectChange.objects.count()
         with _measured(trace) as (queries, peak):
-            result = self.engine.apply(events, source=SOURCE)
+            result = (self.engine if bulk else self.per_object).apply(events, source=SOURCE)
         _check_batch(result, updates, creates)
         _check_changelog(before, updates + creates, "streamsync")
         phases = {p: result.timings.get(p, 0.0) for p in PHASES}
         return Run(len(events), result.timings["total"], phases, queries.count, *peak)
+
+    def no_op(self, size: int) -> Run:
+        """One batch of upserts that change nothing (the seeded VLANs' own names): what an in-sync replay costs."""
+        events = [_upsert((vid, group), name=f"seed-{group}-{vid}") for vid, group in self.update_keys(size)]
+        before = ObjectChange.objects.count()
+        with _measured(False) as (queries, _):
+            result = self.engine.apply(events, source=SOURCE)
+        if result.count(Outcome.UNCHANGED) != size or result.failed or result.rejected:
+            raise BenchError(f"no-op batch: {result.count(Outcome.UNCHANGED)} of {size} unchanged")
+        _check_changelog(before, 0, "no-op batch")
+        phases = {p: result.timings.get(p, 0.0) for p in PHASES}
+        return Run(len(events), result.timings["total"], phases, queries.count)
 
     def profile_streamsync(self, creates: int) -> tuple[dict[str, float], dict[str, float]]:
         """cProfile one creates-only batch: shares of its total per phase, and per PROFILE_ITEMS entry."""
@@ -391,6 +393,11 @@ class Workload:
         _check_changelog(before, creates, "validated_save loop")
         phases = {"load": 0.0, "diff": 0.0, "save": saved - started, "changelog": finished - saved}
         return Run(creates, finished - started, phases, queries.count)
+
+
+def _upsert(key: Key, **attrs: Any) -> Event:
+    vid, group = key
+    return Event(source=SOURCE, model="vlan", op=Op.UPSERT, key={"vid": vid, "vlan_group__name": group}, attrs=attrs)
 
 
 def _check_batch(result: BatchResult, updates: int, creates: int) -> None:

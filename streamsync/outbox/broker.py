@@ -48,7 +48,7 @@ from nautobot.core.events import EventBroker
 
 from streamsync.contract.envelope import Event, Op
 from streamsync.contract.topics import NAUTOBOT, events_topic
-from streamsync.sync import diff, loaded
+from streamsync.sync import diff, loaded, outboxrows
 
 log = logging.getLogger(__name__)
 
@@ -536,14 +536,14 @@ class StreamsyncEventBroker(EventBroker):
     def _write(self, binding: _Binding, events: list[tuple[Event, list[tuple[str, str]]]]) -> None:
         from streamsync.models.bookkeeping import OutboxEvent
 
-        OutboxEvent.objects.bulk_create(
-            [
-                OutboxEvent(
-                    topic=binding.topic,
-                    key=event.canonical_key,
-                    value=event.to_bytes().decode(),
-                    headers=[list(header) for header in headers],
-                )
-                for event, headers in events
-            ]
-        )
+        rows = [
+            OutboxEvent(
+                topic=binding.topic,
+                key=event.canonical_key,
+                value=event.to_bytes().decode(),
+                headers=[list(header) for header in headers],
+            )
+            for event, headers in events
+        ]
+        if not outboxrows.offer(rows):  # inside streamsync's engine: one INSERT for its whole change context
+            OutboxEvent.objects.bulk_create(rows)

@@ -40,7 +40,7 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import diff, loaded, ownership
+from streamsync.sync import bulk, diff, loaded, outboxrows, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
 from streamsync.sync.batch import (
     BatchResult,
@@ -151,10 +151,14 @@ class _Refused:
 class SyncEngine:
     """Turns batches of events into the smallest set of writes in Nautobot, as the user its caller gives."""
 
-    def __init__(self, registry: ModelRegistry, writer: Writer, changelog: ChangeLog | None = None) -> None:
+    def __init__(
+        self, registry: ModelRegistry, writer: Writer, changelog: ChangeLog | None = None, *, bulk: bool = True
+    ) -> None:
         self.registry = registry
         self.writer = writer
         self.changelog = changelog or ChangeLog()
+        # Creates of bulk-safe models written together (streamsync/sync/bulk.py); False: one by one.
+        self.bulk = bulk
 
     def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
         """Apply `events` (in partition order) to Nautobot and report what happened to each object.
@@ -199,7 +203,8 @@ class SyncEngine:
         run = _Run(self, result)
         changelog = self.changelog
         context = web_request_context(user, context_detail=changelog.detail(source), context=changelog.context)
-        with context, loaded.scope():
+        # The outbox rows the context's exit publishes: one INSERT once it has (outboxrows).
+        with outboxrows.collect(), context, loaded.scope():
             run.seed([item for item in items if item.index < earlier], parked)
             run.apply([item for item in items if item.index >= earlier])
             applied = run.finish()
@@ -223,26 +228,10 @@ class SyncEngine:
         return Outcome.DELETED
 
     @staticmethod
-    def _create_or_adopt(change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> tuple[Outcome, Any]:
-        """Create the object; if it exists by now (e.g. interfaces from a device type's templates), update it.
-
-        Adopting updates only what the events name: the rest is the existing object's, not defaults.
-        Returns the outcome and the object's primary key.
-        """
-        from django.db import transaction
-
+    def _create(change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel) -> tuple[Outcome, Any]:
+        """Create the object through contrib; returns the outcome and the new object's primary key."""
         ids = src.get_identifiers()
-        try:
-            with transaction.atomic():
-                created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
-        except Exception as error:
-            if is_transient(error):
-                raise
-            existing = nautobot.load_one(change.model, change.ids)
-            if existing is None:
-                raise
-            changed = diff.changed(change.attrs, existing.get_attrs())
-            return (_update(existing, changed) if changed else Outcome.UNCHANGED), existing.pk
+        created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
         # contrib's create() does not hand back the new row: one indexed lookup, for creates only.
         pk = change.model.get_queryset().filter(**ids).values_list("pk", flat=True).first()  # type: ignore[attr-defined]
         if created is not None:
@@ -523,17 +512,27 @@ class _Run:
             return (rank[change.model] if change.op is Op.UPSERT else -rank[change.model]), first
 
         todo = sorted(changes, key=order)
+        first_pass = True
         while todo:
             retry: list[_Failure] = []
             progress = False
-            for change in todo:
-                outcomes, failure = self._apply_change(change, nautobot)
-                for outcome in outcomes:
-                    self._done(change, outcome)
-                    changed.note(change.model, outcome.outcome)
-                progress = progress or bool(outcomes)
-                if failure is not None:
-                    retry.append(failure)
+            for model, run in itertools.groupby(todo, key=lambda change: change.model):
+                one_by_one = list(run)
+                if first_pass:  # a model's plain creates together, in its place among the models
+                    one_by_one, created = self._bulk_creates(model, one_by_one, nautobot, order)
+                    progress = progress or bool(created)
+                    for change, outcome in created:
+                        self._done(change, outcome)
+                        changed.note(model, outcome.outcome)
+                for change in one_by_one:
+                    outcomes, failure = self._apply_change(change, nautobot)
+                    for outcome in outcomes:
+                        self._done(change, outcome)
+                        changed.note(change.model, outcome.outcome)
+                    progress = progress or bool(outcomes)
+                    if failure is not None:
+                        retry.append(failure)
+            first_pass = False
             if not progress:
                 for failure in retry:  # no progress: they wait
                     items = [self.items[id(event)] for event in failure.change.events]
@@ -543,6 +542,68 @@ class _Run:
         self.result.add_time("load", load_done - started)
         self.result.add_time("save", clock() - load_done - (self.result.timings.get("diff", 0.0) - diffing))
         return changed
+
+    def _bulk_creates(
+        self,
+        model: type[DiffSyncModel],
+        changes: list[Change],
+        nautobot: PartialNautobotAdapter,
+        order: Callable[[Change], Any],
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]]]:
+        """Create the missing objects of one model's changes together (streamsync/sync/bulk.py), if it is bulk-safe.
+
+        Each create is its first event's, as on the per-object path; returns what is left for that
+        path (the changes not created here, and the later events of those created, in order) and
+        the creates' outcomes. Whatever cannot be built goes there whole and fails there alone, with
+        the reason it has there; a chunk that fails to be written goes there whole.
+        """
+        django_model = getattr(model, "_model", None)
+        if not self.engine.bulk or changes[0].op is not Op.UPSERT or django_model is None:
+            return changes, []
+        if not bulk.bulk_safe(django_model):
+            return changes, []
+        model_name = model.get_type()
+        rest: list[Change] = []
+        ready: list[tuple[Change, Change, DiffSyncModel, bulk.Create]] = []
+        for change in changes:
+            unique_id = model.create_unique_id(**change.ids)
+            ambiguous = (model_name, unique_id) in nautobot.ambiguous
+            absent = not ambiguous and nautobot.get_or_none(model_name, unique_id) is None
+            first = self._part(change, change.events[:1])
+            try:
+                if not absent:
+                    raise bulk.NotBulk("an update")
+                src = model(**first.ids, **first.attrs)
+                parameters = {**src.get_identifiers(), **src.get_attrs()}
+                ready.append((change, first, src, bulk.build(model, nautobot, parameters)))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                rest.append(change)
+        refused = bulk.refused([create for *_, create in ready])
+        rest += [change for i, (change, *_) in enumerate(ready) if i in refused]
+        ready = [one for i, one in enumerate(ready) if i not in refused]
+        if len(ready) < 2:  # one create gains nothing: the per-object path, as before
+            return changes, []
+        try:
+            bulk.write(model, [create for *_, create in ready])
+        except Exception as error:
+            if is_transient(error):
+                raise
+            nautobot.cache.invalidate_cache(zero_out_hits=False)
+            return changes, []
+        created: list[tuple[Change, ObjectResult]] = []
+        for change, first, src, create in ready:
+            pk = create.instance.pk
+            view = model.create_base(adapter=nautobot, ids=src.get_identifiers(), attrs=src.get_attrs())
+            if view is not None:
+                view.pk = pk  # type: ignore[attr-defined]
+                with contextlib.suppress(ObjectAlreadyExists):
+                    nautobot.add(view)
+            created.append((change, ObjectResult(change.key, model_name, Outcome.CREATED, events=first.events, pk=pk)))
+            if len(change.events) > 1:
+                rest.append(self._part(change, change.events[1:]))
+        return sorted(rest, key=order), created
 
     @staticmethod
     def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
@@ -689,17 +750,33 @@ class _Run:
             if dst is not None:
                 return _Refused(why), None
             return ObjectResult(change.key, model_name, Outcome.FAILED, why, events=change.events), None
-        action: Callable[[], tuple[Outcome, Any]]
         if dst is None:
-            action = lambda: self.engine._create_or_adopt(change, nautobot, src)  # noqa: E731
-        else:
-            changed = diff.changed(src.get_attrs(), dst.get_attrs())
-            if not changed:
-                self.result.add_time("diff", time.perf_counter() - started)
-                return ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events, pk=dst.pk), None
-            action = lambda: (_update(dst, changed), dst.pk)  # noqa: E731
+            self.result.add_time("diff", time.perf_counter() - started)
+            return self._create_or_adopt(change, nautobot, src)
+        changed = diff.changed(src.get_attrs(), dst.get_attrs())
         self.result.add_time("diff", time.perf_counter() - started)
-        return self._write(change, nautobot, action)
+        if not changed:
+            return ObjectResult(change.key, model_name, Outcome.UNCHANGED, events=change.events, pk=dst.pk), None
+        return self._write(change, nautobot, lambda: (_update(dst, changed), dst.pk))
+
+    def _create_or_adopt(
+        self, change: Change, nautobot: PartialNautobotAdapter, src: DiffSyncModel
+    ) -> tuple[ObjectResult, BaseException | None]:
+        """Create the object in a savepoint; if it exists by now (a device type's interfaces), update it instead.
+
+        Adopting updates only what the events name: the rest is the existing object's, not defaults.
+        """
+        written, error = self._write(change, nautobot, lambda: self.engine._create(change, nautobot, src))
+        if error is None:
+            return written, None
+        existing = nautobot.load_one(change.model, change.ids)
+        if existing is None:
+            return written, error
+        changed = diff.changed(change.attrs, existing.get_attrs())
+        if not changed:
+            unchanged = ObjectResult(change.key, written.model, Outcome.UNCHANGED, events=change.events, pk=existing.pk)
+            return unchanged, None
+        return self._write(change, nautobot, lambda: (_update(existing, changed), existing.pk))
 
     @staticmethod
     def _write(

@@ -456,3 +456,40 @@ def test_a_key_the_database_cannot_compare_fails_alone_inside_the_workers_transa
     # The split-up batch is still one change context.
     changes = ObjectChange.objects.filter(changed_object_id__in=[o.pk for o in result.objects if o.pk])
     assert changes.count() == 3 and changes.values("request_id").distinct().count() == 1
+
+
+def test_a_load_of_many_keys_finds_exactly_the_rows_they_name(group: str) -> None:
+    """Keys folded into `__in` terms per group still name exactly their rows: nulls, other groups, absent keys."""
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    from streamsync.models.ipam import VLANModel
+    from streamsync.sync.adapters import adapter_classes
+
+    other = f"o-{uuid.uuid4().hex[:8]}"
+    VLANGroup.objects.create(name=other)
+    _seed(group, 20)
+    active = Status.objects.get(name="Active")
+    VLAN.objects.create(vid=5, name=f"v5-{other}", status=active, vlan_group=VLANGroup.objects.get(name=other))
+    VLAN.objects.create(vid=3999, name=f"free-{uuid.uuid4().hex[:8]}", status=active, vlan_group=None)
+    keys: list[dict[str, Any]] = [{"vid": vid, "vlan_group__name": group} for vid in (1, 2, 5, 19, 25)]
+    keys += [{"vid": 5, "vlan_group__name": other}, {"vid": 6, "vlan_group__name": other}]
+    keys += [{"vid": 3999, "vlan_group__name": None}, {"vid": 1, "vlan_group__name": None}]
+    # The same vid in several groups: the groups vary, and the null one is a term of its own.
+    VLAN.objects.create(vid=3999, name=f"v3999-{other}", status=active, vlan_group=VLANGroup.objects.get(name=other))
+    across = [{"vid": 3999, "vlan_group__name": name} for name in (group, other, None)]
+
+    def load(keys: list[dict[str, Any]]) -> set[tuple[int, str | None]]:
+        nautobot_cls, _ = adapter_classes([VLANModel])
+        adapter = nautobot_cls(keys={"vlan": keys})
+        adapter.load()
+        return {(v.vid, v.vlan_group__name) for v in adapter.get_all("vlan")}
+
+    def expected(keys: list[dict[str, Any]]) -> set[tuple[int, str | None]]:  # each key on its own
+        return {(key["vid"], key["vlan_group__name"]) for key in keys if VLAN.objects.filter(**key).exists()}
+
+    assert {(1, group), (19, group), (5, other), (3999, None)} <= expected(keys)
+    assert (25, group) not in expected(keys) and (5, group) in expected(keys)
+    assert load(keys) == expected(keys)
+    assert expected(across) == {(3999, other), (3999, None)}
+    assert load(across) == expected(across)

@@ -1,0 +1,335 @@
+"""Many creates of one model written in one INSERT, as Nautobot writes them one by one.
+
+A create through contrib (`NautobotModel.create`) costs a savepoint, an INSERT and an ObjectChange
+INSERT per object. Here the objects are built one by one exactly as contrib builds them (its own
+parameter handling) and validated as `full_clean()` validates them, the checks that cost a query
+per object (foreign keys, unique checks) made once for the chunk (`refused`); then written together:
+
+- `pre_save` sent for each, one `bulk_create`, `post_save` (created) sent for each: every receiver
+  Nautobot and the installed apps connect runs as for a single save;
+- many-to-many fields (tags, content types) set per object through the model's own
+  `_set_many_to_many_fields`, which fires `m2m_changed` as a single create does;
+- the ObjectChanges recorded by Nautobot's own change-logging receivers in its deferred mode (the
+  one its bulk edit uses) and inserted with one `bulk_create`: same action, user, request id,
+  context and detail, and object data serialised from the final object (in one pass for the
+  chunk), as a single save's ends up after its tags are set. The change context then remembers
+  them as a single save's would, so a later save of the object in the same context updates that
+  row instead of adding another.
+
+Only models whose `save()` adds nothing to Django's and whose receivers are known to give the same
+result when run after the INSERT are written this way (`bulk_safe`): a new receiver (a Nautobot
+upgrade, an installed app) sends its model back to the per-object path by itself.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+# Nautobot models that may be written in bulk (app label.model name), if their receivers allow it.
+# The others, and why, are listed in docs/architecture.md ("The bulk write path").
+CANDIDATES = frozenset(
+    {
+        "tenancy.tenant",
+        "extras.role",
+        "ipam.vlangroup",
+        "ipam.vlan",
+        "ipam.namespace",
+        "dcim.manufacturer",
+        "dcim.platform",
+    }
+)
+
+# Receivers that give what a single save gives when they run after the whole chunk is inserted,
+# not between one object's INSERT and the next: they look at the one object, never at its siblings.
+# Nautobot's change logging (nothing to do before a create; the ObjectChange after it), the check
+# that a VLAN's or prefix's locations may hold it, and streamsync's event broker (it notes that the
+# object is new, or what it was before a many-to-many change).
+KNOWN_RECEIVERS = frozenset(
+    {
+        "nautobot.extras.signals._handle_changed_object_pre_save",
+        "nautobot.extras.signals._handle_changed_object",
+        "nautobot.ipam.signals.assert_locations_content_types",
+        "streamsync.outbox.broker.StreamsyncEventBroker._on_pre_save",
+        "streamsync.outbox.broker.StreamsyncEventBroker._on_post_save",
+        "streamsync.outbox.broker.StreamsyncEventBroker._on_m2m_changed",
+    }
+)
+
+# Where a model's methods may come from: Django's own, or overrides known to add nothing for the
+# objects built here. VLAN's save() sets its legacy `location` only when one was given, which
+# `build` refuses; Nautobot's full_clean() only leaves out sensitive fields it did not load.
+DJANGO = "django.db.models.base.Model"
+KNOWN_METHODS = {
+    "save": frozenset({DJANGO, "nautobot.ipam.models.VLAN"}),
+    "full_clean": frozenset({DJANGO, "nautobot.core.models.BaseModel"}),
+    "clean_fields": frozenset({DJANGO}),
+    "validate_unique": frozenset({DJANGO}),
+    "_perform_unique_checks": frozenset({DJANGO}),
+}
+
+# contrib's relationship buckets that need a saved object and are not reproduced here.
+_UNSUPPORTED = ("custom_relationship_foreign_keys", "custom_relationship_many_to_many_fields", "object_metadata_fields")
+
+
+class NotBulk(Exception):
+    """An object that cannot be written in bulk: the per-object path writes it."""
+
+
+@dataclass
+class Create:
+    """One object ready to be inserted, and its many-to-many values to set once it is."""
+
+    instance: Any
+    many: dict[str, list[Any]]
+
+
+def receivers(django_model: type, signal: Any) -> list[str]:
+    """Dotted names of the receivers `signal` calls for `django_model` now."""
+    live = signal._live_receivers(django_model)
+    if isinstance(live, tuple):  # Django >= 5: (sync receivers, async receivers)
+        live = [*live[0], *live[1]]
+    names = []
+    for receiver in live:
+        function = getattr(receiver, "__func__", receiver)
+        names.append(f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}")
+    return names
+
+
+def _owner(django_model: type, method: str) -> str:
+    owner = next(klass for klass in django_model.__mro__ if method in vars(klass))
+    return f"{owner.__module__}.{owner.__name__}"
+
+
+def unsafe_because(django_model: type) -> str | None:
+    """Why `django_model` must stay on the per-object path, or None when it may be written in bulk."""
+    from django.db.models.signals import m2m_changed, post_save, pre_save
+
+    label = django_model._meta.label_lower  # type: ignore[attr-defined]
+    if label not in CANDIDATES:
+        return f"{label} is not a bulk candidate"
+    for method, known in KNOWN_METHODS.items():
+        if _owner(django_model, method) not in known:
+            return f"{label}.{method}() is {_owner(django_model, method)}'s"
+    if django_model()._get_unique_checks()[1]:
+        return f"{label} has unique_for_date checks"
+    throughs = [field.remote_field.through for field in django_model._meta.many_to_many]  # type: ignore[attr-defined]
+    checks = [(pre_save, django_model), (post_save, django_model), *((m2m_changed, through) for through in throughs)]
+    for signal, sender in checks:
+        unknown = sorted(set(receivers(sender, signal)) - KNOWN_RECEIVERS)
+        if unknown:
+            return f"{label}: unknown receivers {unknown}"
+    return None
+
+
+@functools.cache
+def bulk_safe(django_model: type) -> bool:
+    """Whether creates of `django_model` may be written in bulk; once per process (receivers connect at start-up)."""
+    return unsafe_because(django_model) is None
+
+
+def build(model: Any, adapter: Any, parameters: dict[str, Any]) -> Create:
+    """An unsaved, validated object of `model` from its parameters, as contrib's create builds it before saving.
+
+    Raises what contrib or Nautobot raise for it (the per-object path then writes it and reports
+    the same reason), or NotBulk when it needs what is not reproduced here.
+    """
+    if getattr(adapter, "metadata_type", None):
+        raise NotBulk("object metadata")
+    instance = model._model()
+    fields: dict[str, Any] = {
+        "foreign_keys": defaultdict(dict),
+        "many_to_many_fields": defaultdict(list),
+        **{name: defaultdict(dict) for name in _UNSUPPORTED},
+    }
+    for name, value in parameters.items():
+        model._handle_single_field(name, instance, value, fields, adapter)
+    if any(fields[name] for name in _UNSUPPORTED) or getattr(instance, "_location", None) is not None:
+        raise NotBulk("relationships or a legacy location")
+    model._lookup_and_set_foreign_keys(fields["foreign_keys"], instance, adapter)
+    # full_clean() but what costs a query per object (a foreign key's existence, each unique check):
+    # `refused` checks those for the whole chunk. A foreign key's other checks are its emptiness.
+    foreign = _foreign_keys(type(instance))
+    instance.full_clean(exclude={f.name for f in foreign}, validate_unique=False, validate_constraints=False)
+    for f in foreign:
+        if getattr(instance, f.attname) in f.empty_values and not f.blank:
+            raise NotBulk(f"{f.name} is empty")  # the per-object path says so as Nautobot does
+    instance.validate_constraints()
+    return Create(instance, dict(fields["many_to_many_fields"]))
+
+
+def _foreign_keys(django_model: type) -> list[Any]:
+    return [f for f in django_model._meta.concrete_fields if f.many_to_one or f.one_to_one]  # type: ignore[attr-defined]
+
+
+def refused(creates: Sequence[Create]) -> set[int]:
+    """Which of the chunk's objects (by index) fail the checks `build` leaves out, made with one query per check.
+
+    A foreign key must name an existing row its field allows (`limit_choices_to`); no unique check
+    may match a row in the database or an earlier object of the chunk (which the per-object path
+    would have created first). Each is checked as Django's `ForeignKey.validate` and
+    `_perform_unique_checks` check it; a refused object goes to the per-object path, which says why.
+    """
+    from django.db import connection, router
+    from django.db.models import Q
+
+    if not creates:
+        return set()
+    out: set[int] = set()
+    first = creates[0].instance
+    for f in _foreign_keys(type(first)):
+        wanted = {getattr(c.instance, f.attname) for c in creates} - {None}
+        if not wanted:
+            continue
+        remote = f.remote_field
+        rows = remote.model._base_manager.using(router.db_for_read(remote.model, instance=first))
+        rows = rows.filter(**{f"{remote.field_name}__in": wanted}).complex_filter(f.get_limit_choices_to())
+        found = set(rows.values_list(remote.field_name, flat=True))
+        out |= {i for i, c in enumerate(creates) if getattr(c.instance, f.attname) not in found | {None}}
+    unique_checks, _ = first._get_unique_checks()
+    for model_class, names in unique_checks:
+        keys: list[tuple[int, tuple[Any, ...]]] = []
+        for i, create in enumerate(creates):
+            values = tuple(getattr(create.instance, create.instance._meta.get_field(name).attname) for name in names)
+            if any(v is None or (v == "" and connection.features.interprets_empty_strings_as_nulls) for v in values):
+                continue  # as Django: a NULL never clashes
+            keys.append((i, values))
+        if not keys:
+            continue
+        matching = Q()
+        for _, values in keys:
+            matching |= Q(**dict(zip(names, values, strict=True)))
+        taken = set(model_class._default_manager.filter(matching).values_list(*names))
+        for i, values in keys:
+            if values in taken:
+                out.add(i)
+            taken.add(values)  # a later object of the chunk with the same values fails after this one
+    return out
+
+
+def write(model: Any, creates: Sequence[Create]) -> None:
+    """Insert `creates` (objects of `model`) in one savepoint with what their single saves would also write.
+
+    Raises whatever fails; the savepoint is then rolled back and the change context is as it was.
+    """
+    from django.db import router, transaction
+    from django.db.models.signals import post_save, pre_save
+    from nautobot.extras.models import ObjectChange
+    from nautobot.extras.signals import change_context_state
+
+    django_model = model._model
+    using = router.db_for_write(django_model)
+    context = change_context_state.get()
+    if context is None:
+        raise NotBulk("no change context")
+    # Nautobot's deferred change logging (its bulk edit's), around this chunk's writes only.
+    kept, deferring = context.deferred_object_changes, context.defer_object_changes
+    context.deferred_object_changes, context.defer_object_changes = {}, True
+    try:
+        with transaction.atomic(using=using):
+            for create in creates:
+                pre_save.send(sender=django_model, instance=create.instance, raw=False, using=using, update_fields=None)
+            django_model.objects.bulk_create([create.instance for create in creates])
+            for create in creates:
+                instance = create.instance
+                post_save.send(
+                    sender=django_model, instance=instance, created=True, update_fields=None, raw=False, using=using
+                )
+            for create in creates:
+                if any(create.many.values()):  # a new object has none: contrib's set([]) sets nothing either
+                    model._set_many_to_many_fields(create.many, create.instance)
+            recorded, context.deferred_object_changes = context.deferred_object_changes, {}
+            ObjectChange.objects.bulk_create(_object_changes(context, recorded, creates))
+    finally:
+        context.deferred_object_changes, context.defer_object_changes = kept, deferring
+    # Remembered as single saves' are: a later save of one of them in this context updates its row.
+    kept.update(recorded)
+
+
+def _object_changes(context: Any, recorded: dict[str, list[dict[str, Any]]], creates: Sequence[Create]) -> list[Any]:
+    """The ObjectChanges of the change-log records `recorded` in deferred mode, as Nautobot's flush builds them.
+
+    Nautobot's `ChangeContext.create_object_changes` serialises each object on its own (a REST
+    serializer built per object); the chunk's creates are serialised together here, with the
+    very serializers and the same results. Anything else recorded is built as Nautobot builds it.
+    """
+    from nautobot.extras.constants import CHANGELOG_MAX_CHANGE_CONTEXT_DETAIL, CHANGELOG_MAX_OBJECT_REPR
+    from nautobot.extras.models import ObjectChange
+    from nautobot.extras.models.change_logging import ChangeLoggedModel
+
+    ours = {id(create.instance): create for create in creates}
+    plain = [
+        ours[id(entry["instance"])]
+        for entries in recorded.values()
+        for entry in entries
+        if id(entry["instance"]) in ours
+        and entry["action"] == "create"
+        and type(entry["instance"]).to_objectchange is ChangeLoggedModel.to_objectchange
+    ]
+    data = _serialized(plain)
+    changes = []
+    for entries in recorded.values():
+        for entry in entries:
+            instance = entry["instance"]
+            if id(instance) in data:
+                v1, v2 = data[id(instance)]
+                change = ObjectChange(
+                    changed_object=instance,
+                    object_repr=str(instance)[:CHANGELOG_MAX_OBJECT_REPR],
+                    action=entry["action"],
+                    object_data=v1,
+                    object_data_v2=v2,
+                    related_object=None,
+                )
+            else:
+                change = instance.to_objectchange(entry["action"])
+                if change is None:
+                    continue
+            change.user = entry["user"]
+            change.user_name = change.user.username
+            change.request_id = context.change_id
+            change.change_context = context.context
+            change.change_context_detail = context.context_detail[:CHANGELOG_MAX_CHANGE_CONTEXT_DETAIL]
+            if not change.changed_object_id:  # as Nautobot: the changed object was deleted
+                change.changed_object = None
+                change.changed_object_id = entry.get("changed_object_id")
+                change.changed_object_type = entry.get("changed_object_type")
+            changes.append(change)
+    return changes
+
+
+def _serialized(creates: Sequence[Create]) -> dict[int, tuple[dict[str, Any], Any]]:
+    """`serialize_object` and `serialize_object_v2` of each new object, by id(instance), in one pass each."""
+    from django.core.serializers import serialize
+    from nautobot.core.api.exceptions import SerializerNotFound
+    from nautobot.core.api.utils import get_serializer_for_model
+    from nautobot.core.models.utils import is_taggable, serialize_object
+
+    if not creates:
+        return {}
+    instances = [create.instance for create in creates]
+    try:
+        serializer = get_serializer_for_model(type(instances[0]))
+        context = {"request": None, "depth": 1, "exclude_m2m": False}
+        second = list(serializer(instances, many=True, context=context).data)
+    except SerializerNotFound:
+        second = [serialize_object(instance) for instance in instances]
+    first = [row["fields"] for row in json.loads(serialize("json", instances))]
+    out = {}
+    for create, data, v2 in zip(creates, first, second, strict=True):
+        instance = create.instance
+        if hasattr(instance, "_custom_field_data"):
+            data["custom_fields"] = data.pop("_custom_field_data")
+        if is_taggable(instance):
+            tags = create.many.get("tags", [])  # a new object's tags are those just set
+            # More than one: in the database's order, as Nautobot reads them.
+            data["tags"] = [tag.name for tag in tags] if len(tags) < 2 else [t.name for t in instance.tags.only("name")]
+        for key in list(data):
+            if isinstance(key, str) and key.startswith("_"):  # private fields are not logged
+                data.pop(key)
+        out[id(instance)] = (data, v2)
+    return out

@@ -1,0 +1,370 @@
+"""The bulk write path writes what the per-object path writes: objects, change log, outbox, outcomes.
+
+The same batches are applied to the same starting rows once with the engine's bulk creates and
+once without (`SyncEngine(bulk=False)`), each variant in a savepoint rolled back afterwards, and
+compared exactly: every object of the events' models with every column (new objects' primary
+keys and timestamps normalised), the ObjectChange rows of each batch (action, user, user name,
+one request id per batch, context, detail, object data v1 and v2), the outbox rows (events and
+headers) and each object's outcome with its reason.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamsync.contract.envelope import Event, Op, decode
+from streamsync.models import builtin_model
+from streamsync.sync import bulk
+from streamsync.sync.batch import BatchResult, Outcome
+from streamsync.sync.engine import SyncEngine
+from streamsync.sync.permissions import set_up_writer
+from streamsync.sync.registry import ModelRegistry
+from tests.integration.conftest import Stream, wait_for
+
+pytestmark = pytest.mark.integration
+
+SOURCE = "bulk"
+MODELS = ("tenant", "role", "manufacturer", "platform", "namespace", "locationtype", "vlangroup", "vlan")
+EXAMPLES = int(os.environ.get("STREAMSYNC_BULK_EXAMPLES", "4"))
+
+
+def engines() -> dict[str, SyncEngine]:
+    registry = ModelRegistry(builtin_model(name) for name in MODELS)
+    writer = set_up_writer("streamsync", registry)
+    return {"bulk": SyncEngine(registry, writer), "one by one": SyncEngine(registry, writer, bulk=False)}
+
+
+class _Rollback(Exception):
+    pass
+
+
+def _event(model: str, key: dict[str, Any], **attrs: Any) -> Event:
+    return Event(source=SOURCE, model=model, op=Op.UPSERT, key=key, attrs=attrs)
+
+
+# --- what a variant wrote ----------------------------------------------------------------------
+
+
+def _normal(value: Any, names: dict[str, str]) -> Any:
+    """`value` with the variant's new primary keys replaced by what they name, and timestamps dropped."""
+    if isinstance(value, dict):
+        # natural_slug ends in the first characters of the primary key
+        return {k: _normal(v, names) for k, v in value.items() if k not in ("created", "last_updated", "natural_slug")}
+    if isinstance(value, list | tuple):
+        return [_normal(v, names) for v in value]
+    if isinstance(value, str):
+        for pk, name in names.items():
+            value = value.replace(pk, name)
+        return value
+    return value
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return sorted(str(getattr(item, "pk", item)) for item in value)
+    return value if value is None or isinstance(value, bool | int | str | dict) else str(value)
+
+
+def _written(topic: str, u: str, results: Sequence[BatchResult], before: dict[str, Any]) -> dict[str, Any]:
+    """Everything the batches wrote, with nothing that differs between equal writes (ids, times).
+
+    The change log and the outbox as multisets: across objects their order follows the order of the
+    writes, which the bulk path changes (one object has one ObjectChange per batch either way).
+    """
+    from django.forms.models import model_to_dict
+    from nautobot.extras.models import ObjectChange
+
+    from streamsync.models.bookkeeping import OutboxEvent
+
+    changes = list(ObjectChange.objects.exclude(pk__in=before["changes"]).order_by("time", "pk"))
+    names = {str(c.changed_object_id): f"<{c.changed_object_type.model} {c.object_repr}>" for c in changes}
+    rows = {}
+    for name in MODELS:
+        django_model = builtin_model(name)._model  # type: ignore[attr-defined]
+        mine = {"vlan_group__name__endswith": u} if name == "vlan" else {"name__endswith": u}
+        for obj in django_model.objects.filter(**mine):
+            data = {field: _plain(value) for field, value in model_to_dict(obj).items()}
+            data["_pk"] = str(obj.pk)
+            rows[f"{name} {obj} {data.get('vlan_group')}"] = data
+    requests: dict[str, str] = {}
+    logged = []
+    for change in changes:
+        request = requests.setdefault(str(change.request_id), f"request {len(requests)}")
+        logged.append(
+            (
+                request,
+                change.action,
+                change.user.username if change.user else None,
+                change.user_name,
+                change.change_context,
+                change.change_context_detail,
+                change.changed_object_type.model,
+                str(change.changed_object_id),
+                change.object_repr,
+                change.object_data,
+                change.object_data_v2,
+            )
+        )
+    outbox = []
+    for row in OutboxEvent.objects.filter(topic=topic).exclude(pk__in=before["outbox"]).order_by("id"):
+        event = decode(row.value.encode())
+        headers = dict(row.headers)
+        change = ObjectChange.objects.get(pk=headers.pop("nautobot-change-id"))
+        assert headers.pop("nautobot-request-id") == str(change.request_id)
+        outbox.append((event.model, event.op, event.key, event.attrs, sorted(headers.items()), change.action))
+    outcomes = [
+        [(o.key, o.model, o.outcome, o.reason, o.retryable, [e.id for e in o.events], str(o.pk)) for o in r.objects]
+        for r in results
+    ]
+    rejected = [[(r.event.id, r.code, r.reason) for r in result.rejected] for result in results]
+    # One request id per batch: as many as there are batches that wrote.
+    wrote = (Outcome.CREATED, Outcome.UPDATED, Outcome.DELETED)
+    assert len(requests) == sum(1 for r in results if any(o.outcome in wrote for o in r.objects))
+    parts = {"rows": rows, "log": logged, "outbox": outbox, "outcomes": outcomes, "rejected": rejected}
+    written = _normal(parts, names)
+    written["log"].sort(key=repr)
+    written["outbox"].sort(key=repr)
+    return written
+
+
+def _variant(engine: SyncEngine, topic: str, u: str, batches: Sequence[Sequence[Event]]) -> dict[str, Any]:
+    from django.db import transaction
+    from nautobot.extras.models import ObjectChange
+
+    from streamsync.models.bookkeeping import OutboxEvent
+
+    before = {
+        "changes": list(ObjectChange.objects.values_list("pk", flat=True)),
+        "outbox": list(OutboxEvent.objects.values_list("pk", flat=True)),
+    }
+    written: dict[str, Any] = {}
+    try:
+        with transaction.atomic():
+            results = [engine.apply(events, source=SOURCE) for events in batches]
+            written = _written(topic, u, results, before)
+            raise _Rollback
+    except _Rollback:
+        pass
+    return written
+
+
+def _same(broker: Any, u: str, batches: Sequence[Sequence[Event]]) -> dict[str, Any]:
+    """Apply `batches` both ways; they must write the same. Returns what they wrote."""
+    written = {way: _variant(engine, broker.topic, u, batches) for way, engine in engines().items()}
+    for part in ("outcomes", "rejected", "log", "outbox", "rows"):
+        mine, theirs = written["bulk"][part], written["one by one"][part]
+        if isinstance(mine, dict):
+            mine, theirs = sorted(mine.items()), sorted(theirs.items())
+        first = next((i for i, (a, b) in enumerate(zip(mine, theirs, strict=False)) if a != b), None)
+        shown = (mine[first], theirs[first]) if first is not None else (len(mine), len(theirs))
+        assert mine == theirs, f"{part} differs: bulk {shown[0]}\none by one {shown[1]}"
+    return written["bulk"]
+
+
+# --- the starting data ---------------------------------------------------------------------------
+
+
+def _world() -> str:
+    """Committed starting objects under a fresh suffix; returns it."""
+    from django.contrib.contenttypes.models import ContentType
+    from nautobot.extras.models import Role, Status, Tag
+    from nautobot.ipam.models import VLANGroup
+    from nautobot.tenancy.models import TenantGroup
+
+    u = uuid.uuid4().hex[:8]
+    TenantGroup.objects.create(name=f"tg-{u}")
+    VLANGroup.objects.create(name=f"g-{u}", range="1-100")
+    for name in (f"tag-{u}", f"Tag-b-{u}"):
+        tag = Tag.objects.create(name=name)
+        tag.content_types.add(
+            *ContentType.objects.filter(model__in=["vlan", "tenant"], app_label__in=["ipam", "tenancy"])
+        )
+    Tag.objects.create(name=f"notag-{u}")  # allowed on nothing
+    status = Status.objects.create(name=f"devices-only-{u}")  # a status VLANs may not have
+    status.content_types.add(ContentType.objects.get(app_label="dcim", model="device"))
+    role = Role.objects.create(name=f"devices-only-{u}")  # a role VLANs may not have
+    role.content_types.add(ContentType.objects.get(app_label="dcim", model="device"))
+    return u
+
+
+def _batch(u: str) -> st.SearchStrategy[list[Event]]:
+    """Random upserts (creates, incomplete creates, updates of what an earlier event made, bad values)."""
+    tags = st.sampled_from(
+        [[], [{"name": f"tag-{u}"}], [{"name": f"notag-{u}"}], [{"name": f"tag-{u}"}, {"name": f"Tag-b-{u}"}]]
+    )
+    names = st.sampled_from(["a", "b", "c", "d", "e"])
+    vids = st.integers(min_value=1, max_value=6)
+    text = st.sampled_from(["", "x", "y"])
+    one = st.one_of(
+        st.builds(
+            lambda n, d, t, g: _event(
+                "tenant",
+                {"name": f"t{n}-{u}"},
+                description=d,
+                tags=t,
+                **({"tenant_group__name": f"tg-{u}"} if g else {}),
+            ),
+            names,
+            text,
+            tags,
+            st.booleans(),
+        ),
+        st.builds(lambda n, d: _event("manufacturer", {"name": f"m{n}-{u}"}, description=d), names, text),
+        st.builds(
+            lambda n, m: _event("platform", {"name": f"p{n}-{u}"}, manufacturer__name=f"m{m}-{u}" if m else None),
+            names,
+            st.sampled_from(["", "a", "z"]),
+        ),
+        st.builds(lambda n, d: _event("namespace", {"name": f"ns{n}-{u}"}, description=d), names, text),
+        st.builds(
+            lambda n, c: _event(
+                "role", {"name": f"r{n}-{u}"}, color=c, content_types=[{"app_label": "ipam", "model": "vlan"}]
+            ),
+            names,
+            st.sampled_from(["ff0000", "00ff00"]),
+        ),
+        st.builds(lambda n: _event("locationtype", {"name": f"lt{n}-{u}"}, nestable=True), names),
+        st.builds(
+            lambda n, r: _event("vlangroup", {"name": f"vg{n}-{u}"}, range=r), names, st.sampled_from(["1-4094", "1-3"])
+        ),
+        st.builds(
+            lambda vid, n, t, g, complete: _event(
+                "vlan",
+                {"vid": vid, "vlan_group__name": g},
+                **({"name": f"v{n}"} if complete else {"description": "no name"}),
+                tags=t,
+            ),
+            vids,
+            names,
+            tags,
+            st.sampled_from([f"g-{u}", f"vga-{u}"]),
+            st.booleans(),
+        ),
+    )
+    return st.lists(one, min_size=1, max_size=25)
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(data=st.data())
+def test_random_batches_write_the_same_in_bulk_as_one_by_one(broker: Any, data: st.DataObject) -> None:
+    """Over random batches of every bulk-safe family (and two that are not), both paths write exactly the same."""
+    u = _world()
+    batches = data.draw(st.lists(_batch(u), min_size=1, max_size=3))
+    _same(broker, u, batches)
+
+
+def test_one_object_that_fails_validation_fails_alone_and_the_others_are_written(broker: Any) -> None:
+    """A chunk with a VLAN outside its group's range, a tag not allowed, a name taken in the chunk, a status
+    and a role not allowed on VLANs (which only Nautobot's validation refuses, not the database)."""
+    u = _world()
+    vlans = [_event("vlan", {"vid": vid, "vlan_group__name": f"g-{u}"}, name=f"v{vid}") for vid in range(1, 21)]
+    vlans[3] = _event("vlan", {"vid": 500, "vlan_group__name": f"g-{u}"}, name="out of range")
+    vlans[7] = _event("vlan", {"vid": 8, "vlan_group__name": f"g-{u}"}, name="v8", tags=[{"name": f"notag-{u}"}])
+    vlans[9] = _event("vlan", {"vid": 10, "vlan_group__name": f"g-{u}"}, name="v2")  # v2's name, in one batch
+    vlans[12] = _event("vlan", {"vid": 13, "vlan_group__name": f"g-{u}"}, name="v13", status__name=f"devices-only-{u}")
+    vlans[14] = _event("vlan", {"vid": 15, "vlan_group__name": f"g-{u}"}, name="v15", role__name=f"devices-only-{u}")
+    written = _same(broker, u, [vlans])
+    outcomes = {key: (outcome, reason) for key, _, outcome, reason, *_ in written["outcomes"][0]}
+    failed = {key for key, (outcome, _) in outcomes.items() if outcome == Outcome.FAILED}
+    assert failed == {vlans[i].canonical_key for i in (3, 7, 9, 12, 14)}, outcomes
+    assert "range" in outcomes[vlans[3].canonical_key][1]
+    assert "not allowed" in outcomes[vlans[7].canonical_key][1]
+    assert "already exists" in outcomes[vlans[9].canonical_key][1]
+    assert "status" in outcomes[vlans[12].canonical_key][1]
+    assert "role" in outcomes[vlans[14].canonical_key][1]
+    assert sum(1 for o, _ in outcomes.values() if o == Outcome.CREATED) == 15
+    assert [entry[1] for entry in written["log"]] == ["create"] * 15
+    assert len(written["outbox"]) == 15
+
+
+def test_bulk_creates_write_one_insert_and_one_change_log_insert(broker: Any) -> None:
+    """The bulk path is the one taken: one INSERT of VLANs and one of ObjectChanges for a chunk, not one per object.
+
+    A VLAN taking a name an earlier one of the chunk takes is refused before the INSERT (it fails
+    alone on the per-object path), so the chunk's INSERT goes through."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    u = _world()
+    engine = engines()["bulk"]
+    events = [_event("vlan", {"vid": vid, "vlan_group__name": f"g-{u}"}, name=f"v{vid}") for vid in range(1, 31)]
+    events[20] = _event("vlan", {"vid": 21, "vlan_group__name": f"g-{u}"}, name="v5")
+    with CaptureQueriesContext(connection) as captured:
+        result = engine.apply(events, source=SOURCE)
+    assert [o.outcome for o in result.objects] == [Outcome.CREATED] * 20 + [Outcome.FAILED] + [Outcome.CREATED] * 9
+    inserts = [q["sql"].split()[2] for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+    assert inserts.count('"ipam_vlan"') == 1, inserts
+    assert inserts.count('"extras_objectchange"') == 1, inserts
+    assert inserts.count('"streamsync_outboxevent"') == 1, inserts
+
+
+def test_the_models_written_in_bulk_are_exactly_those_whose_receivers_are_known() -> None:
+    """A receiver Nautobot or an app adds for a bulk model (an upgrade) turns it per-object, and fails this test."""
+    from django.apps import apps
+
+    reasons = {label: bulk.unsafe_because(apps.get_model(label)) for label in sorted(bulk.CANDIDATES)}
+    assert reasons == dict.fromkeys(sorted(bulk.CANDIDATES)), reasons
+    for label in ("dcim.location", "dcim.locationtype", "ipam.prefix", "ipam.ipaddress", "dcim.device"):
+        assert bulk.unsafe_because(apps.get_model(label)) is not None
+
+
+def test_a_burst_through_a_real_worker_ends_with_every_object_its_change_log_and_its_event(
+    broker: Any, stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    """300 creates produced before the worker starts (so its batches are large): exact objects, one
+    ObjectChange each with its batch's request id, one event each on Nautobot's events topic."""
+    from nautobot.extras.models import ObjectChange
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    from tests.integration.test_nautobot_events import _read
+    from tests.integration.test_resilience import log_records
+    from tests.integration.test_worker_end_to_end import _event as line
+    from tests.integration.test_worker_end_to_end import _publish
+
+    group = f"burst-{uuid.uuid4().hex[:6]}"
+    VLANGroup.objects.create(name=group)
+    wanted = {vid: (f"v{vid}", f"d{vid % 7}") for vid in range(1, 301)}
+    _publish(stream, tmp_path, *(line("upsert", vid, group, name=n, description=d) for vid, (n, d) in wanted.items()))
+    worker = start_worker("--source", "ipam")
+
+    def vlans() -> dict[int, tuple[str, str]]:
+        return {v.vid: (v.name, v.description) for v in VLAN.objects.filter(vlan_group__name=group)}
+
+    wait_for(lambda: len(vlans()) == len(wanted), 300, "the burst applied", worker)
+    assert vlans() == wanted
+    rows = {str(v.pk): v for v in VLAN.objects.filter(vlan_group__name=group).select_related("status", "tenant")}
+    assert {(v.status.name, v.tenant, v.role) for v in rows.values()} == {("Active", None, None)}
+
+    changes = list(ObjectChange.objects.filter(changed_object_id__in=list(rows)))
+    assert sorted(str(c.changed_object_id) for c in changes) == sorted(rows)  # exactly one each
+    assert {(c.action, c.user_name, c.change_context, c.change_context_detail) for c in changes} == {
+        ("create", "streamsync", "orm", "streamsync:ipam")
+    }
+    batches = [r["received"] for r in log_records(worker, "batch committed")]
+    assert max(batches) > 1, batches  # batched, so the bulk path was open to it
+    assert len({c.request_id for c in changes}) <= len(batches)
+
+    messages = _read(stream.bootstrap, broker.topic, len(wanted), timeout=120)
+    by_key = {m.key: m for m in messages if group in m.key}
+    assert len(by_key) == len([m for m in messages if group in m.key]) == len(wanted)  # one event per object
+    request_of = {rows[str(c.changed_object_id)].vid: str(c.request_id) for c in changes}
+    for vid, (name, description) in wanted.items():
+        message = by_key[f'vlan:{{"vid":{vid},"vlan_group__name":"{group}"}}']
+        assert message.event.op is Op.UPSERT
+        assert (message.event.attrs["name"], message.event.attrs["description"]) == (name, description)
+        assert message.headers["nautobot-request-id"] == request_of[vid]
+        assert message.headers["nautobot-action"] == "create" and message.headers["streamsync-origin"] == "ipam"
+    assert worker.stop() == 0
