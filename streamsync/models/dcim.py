@@ -27,6 +27,7 @@ from nautobot.dcim.models import (
     Platform,
 )
 from nautobot_ssot.contrib.typeddicts import ContentTypeDict, TagDict
+from pydantic import Field
 
 from streamsync.models.base import BuiltinModel
 
@@ -192,6 +193,11 @@ class DeviceModel(BuiltinModel):
     tags: list[TagDict] = []
 
 
+# How an interface's key names its module (the JSON schema shows these).
+_IN_BAY = "the bay the interface's module is in, on the key's device"
+_PARENT_IN_BAY = "the bay the parent of the interface's module is in; null for a module in a bay of the device"
+
+
 class _NamesAModule(BuiltinModel):
     """A model whose key names a module by the bays it sits in: that module is looked up on the key's device.
 
@@ -233,9 +239,13 @@ class ModuleBayModel(_NamesAModule):
     _device_field: ClassVar[str] = "parent_device"
 
     name: str
-    parent_device__name: str
-    parent_module__parent_module_bay__name: str | None = None
-    parent_module__parent_module_bay__parent_module__parent_module_bay__name: str | None = None
+    parent_device__name: str = Field(description="the device the bay is in, also when it is a bay of a module")
+    parent_module__parent_module_bay__name: str | None = Field(
+        None, description="the bay the bay's module is in; null for a bay of the device"
+    )
+    parent_module__parent_module_bay__parent_module__parent_module_bay__name: str | None = Field(
+        None, description="the bay the parent of the bay's module is in; null unless that parent is a module"
+    )
     position: str = ""
     label: str = ""
     description: str = ""
@@ -274,9 +284,11 @@ class ModuleModel(BuiltinModel):
         "tags",
     )
 
-    parent_module_bay__parent_device__name: str
-    parent_module_bay__name: str
-    parent_module_bay__parent_module__parent_module_bay__name: str | None = None
+    parent_module_bay__parent_device__name: str = Field(description="the device the module is in")
+    parent_module_bay__name: str = Field(description="the bay the module is in")
+    parent_module_bay__parent_module__parent_module_bay__name: str | None = Field(
+        None, description="the bay the module's parent module is in; null for a module in a bay of the device"
+    )
     module_type__manufacturer__name: str
     module_type__model: str
     status__name: str = "Active"
@@ -350,8 +362,10 @@ class ModuleInterfaceModel(_NamesAModule, InterfaceModel):
         "module__parent_module_bay__parent_module__parent_module_bay__name",
     )
 
-    module__parent_module_bay__name: str
-    module__parent_module_bay__parent_module__parent_module_bay__name: str | None = None
+    module__parent_module_bay__name: str = Field(description=_IN_BAY)
+    module__parent_module_bay__parent_module__parent_module_bay__name: str | None = Field(
+        None, description=_PARENT_IN_BAY
+    )
 
     @classmethod
     def get_queryset(cls) -> QuerySet[Interface]:

@@ -258,8 +258,16 @@ def test_a_source_schema_says_how_modules_and_their_interfaces_are_named() -> No
     assert models["moduleinterface"]["key"]["properties"] == {
         "name": {"type": "string"},
         "device__name": {"type": "string"},
-        "module__parent_module_bay__name": {"type": "string"},
-        "module__parent_module_bay__parent_module__parent_module_bay__name": nullable,
+        "module__parent_module_bay__name": {
+            "type": "string",
+            "description": "the bay the interface's module is in, on the key's device",
+        },
+        "module__parent_module_bay__parent_module__parent_module_bay__name": {
+            **nullable,
+            "description": (
+                "the bay the parent of the interface's module is in; null for a module in a bay of the device"
+            ),
+        },
     }
     assert models["interface"]["key"]["required"] == ["name", "device__name"]  # unchanged for producers
     assert models["module"]["key"]["required"] == [
@@ -267,7 +275,10 @@ def test_a_source_schema_says_how_modules_and_their_interfaces_are_named() -> No
         "parent_module_bay__name",
         "parent_module_bay__parent_module__parent_module_bay__name",
     ]
-    assert models["modulebay"]["key"]["properties"]["parent_module__parent_module_bay__name"] == nullable
+    assert models["modulebay"]["key"]["properties"]["parent_module__parent_module_bay__name"] == {
+        **nullable,
+        "description": "the bay the bay's module is in; null for a bay of the device",
+    }
     required = {name: schema["attrs"][REQUIRED_ON_CREATE] for name, schema in models.items()}
     assert required["module"] == ["module_type__manufacturer__name", "module_type__model"]
     assert required["moduleinterface"] == ["type"]
