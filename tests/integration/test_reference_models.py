@@ -27,16 +27,27 @@ def _event(source: str, op: str, model: str, key: dict[str, Any], **attrs: Any) 
 
 
 def _places(u: str) -> None:
-    """What a device needs that this test does not stream: location, role, device type."""
+    """What the test does not stream: location, role, device type, and a module type with an interface template."""
     from django.contrib.contenttypes.models import ContentType
-    from nautobot.dcim.models import Device, DeviceType, Location, LocationType, Manufacturer
+    from nautobot.dcim.models import (
+        Device,
+        DeviceType,
+        InterfaceTemplate,
+        Location,
+        LocationType,
+        Manufacturer,
+        ModuleType,
+    )
     from nautobot.extras.models import Role, Status
 
     site = LocationType.objects.create(name=f"site-{u}")
     site.content_types.add(ContentType.objects.get_for_model(Device))
     Location.objects.create(name=f"dc-{u}", location_type=site, status=Status.objects.get(name="Active"))
     Role.objects.create(name=f"role-{u}").content_types.add(ContentType.objects.get_for_model(Device))
-    DeviceType.objects.create(model="X1", manufacturer=Manufacturer.objects.create(name=f"acme-{u}"))
+    acme = Manufacturer.objects.create(name=f"acme-{u}")
+    DeviceType.objects.create(model="X1", manufacturer=acme)
+    templated = ModuleType.objects.create(model=f"TPL-{u}", manufacturer=acme)
+    InterfaceTemplate.objects.create(module_type=templated, name="eth9", type="1000base-t")
 
 
 def _state(u: str) -> dict[str, Any]:
@@ -134,9 +145,9 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
             "parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
         }
 
-    def on_module(in_bay: str, parent_bay: str | None = None) -> dict[str, Any]:
+    def on_module(in_bay: str, parent_bay: str | None = None, name: str = "eth0") -> dict[str, Any]:
         return {
-            "name": "eth0",
+            "name": name,
             "device__name": sw,
             "module__parent_module_bay__name": in_bay,
             "module__parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
@@ -163,11 +174,13 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
         up("modulebay", bay("sub1", "slot1"), requires_first_party_modules=True),
         up("module", module("slot1"), **_type(u, lc), status__name=staged, tenant__name=f"t-{u}", serial="S1"),
         up("module", module("sub1", "slot1"), **_type(u, lc), serial="S2"),
-        up("module", module("slot2"), **_type(u, lc), asset_tag=f"A-{u}"),
+        up("module", module("slot2"), **_type(u, f"TPL-{u}"), asset_tag=f"A-{u}"),
         up("interface", on_device, type="1000base-t", description="the device's own"),
         up("moduleinterface", on_module("slot1"), type="10gbase-x-sfpp", description="slot 1"),
         up("moduleinterface", on_module("slot2"), type="10gbase-x-sfpp", status__name=staged),
         up("moduleinterface", on_module("sub1", "slot1"), type="1000base-t", enabled=False, label="deep"),
+        # Made by Nautobot from the module type's template when the module is: adopted, not duplicated.
+        up("moduleinterface", on_module("slot2", name="eth9"), type="1000base-t", description="adopted"),
     ]
     worker = start_worker("--source", source, "--batch-timeout", "0.2", on=stream)
     publish(stream, tmp_path, *reversed(created), source=source)  # children before parents
@@ -180,7 +193,7 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
             f"leaf-{u}": (f"mid-{u}", "leaf"),
         },
         "tenants": {f"t-{u}": f"leaf-{u}"},
-        "module types": {(f"acme-{u}", lc): ("LC-8", "8 ports")},
+        "module types": {(f"acme-{u}", lc): ("LC-8", "8 ports"), (f"acme-{u}", f"TPL-{u}"): ("", "")},
         "module bays": {
             (sw, None, None, "slot1"): ("1", "Slot 1", "", False),
             (sw, None, None, "slot2"): ("slot2", "", "right", False),  # Nautobot's position: the name
@@ -189,13 +202,14 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
         "modules": {
             (sw, "slot1", None): (lc, staged, f"t-{u}", None, "S1", None, None),
             (sw, "sub1", "slot1"): (lc, "Active", None, None, "S2", None, None),
-            (sw, "slot2", None): (lc, "Active", None, None, None, f"A-{u}", None),
+            (sw, "slot2", None): (f"TPL-{u}", "Active", None, None, None, f"A-{u}", None),
         },
         "interfaces": {
             (sw, None, None, "eth0"): device_eth0,
             (sw, "slot1", None, "eth0"): ("10gbase-x-sfpp", "Active", "slot 1", "", True, False, None),
             (sw, "slot2", None, "eth0"): ("10gbase-x-sfpp", staged, "", "", True, False, None),
             (sw, "sub1", "slot1", "eth0"): ("1000base-t", "Active", "", "deep", False, False, None),
+            (sw, "slot2", None, "eth9"): ("1000base-t", "Active", "adopted", "", True, False, None),
         },
     }
     wait_for(lambda: _state(u) == expected, 180, f"everything created: {expected}", worker)
@@ -234,7 +248,7 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
     expected["statuses"] = {}
     del expected["tenant groups"][f"mid-{u}"]
     del expected["modules"][(sw, "sub1", "slot1")]
-    expected["interfaces"] = {}
+    expected["interfaces"] = {(sw, "slot2", None, "eth9"): expected["interfaces"][(sw, "slot2", None, "eth9")]}
     wait_for(lambda: _state(u) == expected, 120, f"the deletes: {expected}", worker)
     assert worker.stop() == 0
 
