@@ -262,7 +262,8 @@ class ModuleModel(BuiltinModel):
     """A module installed in a device, identified by where it sits: the bay it is in, on its device.
 
     `parent_module_bay__parent_module__parent_module_bay__name` is the bay its parent module is in,
-    null for a module in a bay of the device. Modules kept at a location (in no bay) are not synced.
+    null for a module in a bay of the device. Modules in no device (kept at a location, or in a
+    module kept there) are not synced.
     Module type has no default and must be named on create; status defaults to Active.
     """
 
@@ -300,8 +301,8 @@ class ModuleModel(BuiltinModel):
 
     @classmethod
     def get_queryset(cls) -> QuerySet[Module]:
-        """Modules in no bay (kept at a location) have no key here."""
-        return Module.objects.filter(parent_module_bay__isnull=False)
+        """Modules in no device (kept at a location, or in a bay of a module kept there) have no key here."""
+        return Module.objects.filter(parent_module_bay__parent_device__isnull=False)
 
 
 class InterfaceModel(BuiltinModel):

@@ -255,3 +255,32 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
 
 def _type(u: str, model: str) -> dict[str, str]:
     return {"module_type__manufacturer__name": f"acme-{u}", "module_type__model": model}
+
+
+def test_modules_in_no_device_are_left_out_of_every_module_model() -> None:
+    """A spare module kept at a location, and one in its bay, have no device to be named by: no key, no load."""
+    from django.contrib.contenttypes.models import ContentType
+    from nautobot.dcim.models import Interface, Location, Module, ModuleBay, ModuleType
+
+    from streamsync.models import builtin_model
+    from streamsync.sync.adapters import adapter_classes
+
+    u = uuid.uuid4().hex[:8]
+    _places(u)
+    store = Location.objects.get(name=f"dc-{u}")
+    store.location_type.content_types.add(ContentType.objects.get_for_model(Module))
+    templated = ModuleType.objects.get(model=f"TPL-{u}")  # its template gives each module an eth9
+    active = store.status
+    spare = Module.objects.create(module_type=templated, location=store, status=active)
+    bay = ModuleBay.objects.create(parent_module=spare, name="sub1")
+    Module.objects.create(module_type=templated, parent_module_bay=bay, status=active)
+    assert Interface.objects.filter(module__module_type=templated, device=None).count() == 2
+
+    names = ["modulebay", "module", "interface", "moduleinterface"]
+    adapter_class, _ = adapter_classes([builtin_model(name) for name in names])
+    adapter = adapter_class(keys=None)  # as a resync loads: everything
+    adapter.load()
+    loaded = {obj.pk for name in names for obj in adapter.get_all(name)}
+    theirs = {*Module.objects.filter(module_type=templated).values_list("pk", flat=True)}
+    theirs |= {bay.pk, *Interface.objects.filter(module__module_type=templated).values_list("pk", flat=True)}
+    assert loaded.isdisjoint(theirs)
