@@ -7,12 +7,14 @@ whole. A device's own interface and its modules' interfaces share the name `eth0
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from streamsync.contract.envelope import canonical_key
 from tests.integration.conftest import Stream, wait_for
 from tests.integration.state_helpers import own_source, publish
 
@@ -284,3 +286,71 @@ def test_modules_in_no_device_are_left_out_of_every_module_model() -> None:
     theirs = {*Module.objects.filter(module_type=templated).values_list("pk", flat=True)}
     theirs |= {bay.pk, *Interface.objects.filter(module__module_type=templated).values_list("pk", flat=True)}
     assert loaded.isdisjoint(theirs)
+
+
+def test_nautobots_own_interface_changes_are_events_of_the_model_that_keys_them(
+    stream: Stream, alice: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two models are bound to Nautobot's Interface: each change is published once, by the one whose key names it."""
+    from nautobot.dcim.models import Device, Interface, Location, Module, ModuleBay, ModuleType
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Role, Status
+
+    from streamsync.models.bookkeeping import OutboxEvent
+    from streamsync.outbox.broker import StreamsyncEventBroker
+    from streamsync.settings import StreamsyncSettings
+
+    u = uuid.uuid4().hex[:8]
+    _places(u)
+    active = Status.objects.get(name="Active")
+    sw = Device.objects.create(
+        name=f"sw-{u}",
+        location=Location.objects.get(name=f"dc-{u}"),
+        device_type_id=ModuleType.objects.get(model=f"TPL-{u}").manufacturer.device_types.get().pk,
+        role=Role.objects.get(name=f"role-{u}"),
+        status=active,
+    )
+    bay = ModuleBay.objects.create(parent_device=sw, name="slot1")
+    (broker,) = [b for b in _event_brokers() if isinstance(b, StreamsyncEventBroker)]
+    broker.configure(
+        StreamsyncSettings.load(
+            {"topic_prefix": stream.prefix, "sources": {"cmdb": {"models": ["interface", "moduleinterface"]}}}
+        )
+    )
+    topic = broker.topic
+    try:
+        with web_request_context(alice):
+            Module.objects.create(
+                module_type=ModuleType.objects.get(model=f"TPL-{u}"), parent_module_bay=bay, status=active
+            )
+            own = Interface.objects.create(device=sw, name="eth9", type="virtual", status=active)
+        on_module = Interface.objects.get(module__parent_module_bay=bay, name="eth9")  # from the template, unlogged
+        with web_request_context(alice):
+            on_module.description = "module's"
+            on_module.validated_save()
+        with web_request_context(alice):
+            own.delete()
+        with web_request_context(alice):
+            on_module.delete()
+    finally:
+        broker.configure()
+    events = [(row.key, json.loads(row.value)["op"]) for row in OutboxEvent.objects.filter(topic=topic).order_by("id")]
+    device_key = canonical_key("interface", {"name": "eth9", "device__name": f"sw-{u}"})
+    module_key = canonical_key("moduleinterface", on_module_key(f"sw-{u}", "slot1", "eth9"))
+    assert events == [(device_key, "upsert"), (module_key, "upsert"), (device_key, "delete"), (module_key, "delete")]
+    assert "was deleted, but its state before was not recorded" not in caplog.text
+
+
+def on_module_key(device: str, in_bay: str, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "device__name": device,
+        "module__parent_module_bay__name": in_bay,
+        "module__parent_module_bay__parent_module__parent_module_bay__name": None,
+    }
+
+
+def _event_brokers() -> list[Any]:
+    from nautobot.core.events import _EVENT_BROKERS
+
+    return list(_EVENT_BROKERS)
