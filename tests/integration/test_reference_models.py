@@ -16,6 +16,7 @@ import pytest
 
 from streamsync.contract.envelope import canonical_key
 from tests.integration.conftest import Stream, wait_for
+from tests.integration.load_helpers import load_queries
 from tests.integration.state_helpers import own_source, publish
 
 pytestmark = pytest.mark.integration
@@ -26,6 +27,34 @@ MODELS += ["interface", "moduleinterface"]
 
 def _event(source: str, op: str, model: str, key: dict[str, Any], **attrs: Any) -> dict[str, Any]:
     return {"schema": "streamsync.event/v1", "source": source, "model": model, "op": op, "key": key, "attrs": attrs}
+
+
+def bay_key(sw: str, name: str, module_bay: str | None = None, parent_bay: str | None = None) -> dict[str, Any]:
+    """A module bay of device `sw`: of the device itself, or of the module in `module_bay` (in `parent_bay`)."""
+    return {
+        "name": name,
+        "parent_device__name": sw,
+        "parent_module__parent_module_bay__name": module_bay,
+        "parent_module__parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
+    }
+
+
+def module_key(sw: str, in_bay: str, parent_bay: str | None = None) -> dict[str, Any]:
+    return {
+        "parent_module_bay__parent_device__name": sw,
+        "parent_module_bay__name": in_bay,
+        "parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
+    }
+
+
+def interface_key(sw: str, in_bay: str, parent_bay: str | None = None, name: str = "eth0") -> dict[str, Any]:
+    """An interface of the module in `in_bay` (in `parent_bay`) of device `sw`."""
+    return {
+        "name": name,
+        "device__name": sw,
+        "module__parent_module_bay__name": in_bay,
+        "module__parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
+    }
 
 
 def _places(u: str) -> None:
@@ -132,29 +161,6 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
     def rm(model: str, key: dict[str, Any]) -> dict[str, Any]:
         return _event(source, "delete", model, key)
 
-    def bay(name: str, module_bay: str | None = None, parent_bay: str | None = None) -> dict[str, Any]:
-        return {
-            "name": name,
-            "parent_device__name": sw,
-            "parent_module__parent_module_bay__name": module_bay,
-            "parent_module__parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
-        }
-
-    def module(in_bay: str, parent_bay: str | None = None) -> dict[str, Any]:
-        return {
-            "parent_module_bay__parent_device__name": sw,
-            "parent_module_bay__name": in_bay,
-            "parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
-        }
-
-    def on_module(in_bay: str, parent_bay: str | None = None, name: str = "eth0") -> dict[str, Any]:
-        return {
-            "name": name,
-            "device__name": sw,
-            "module__parent_module_bay__name": in_bay,
-            "module__parent_module_bay__parent_module__parent_module_bay__name": parent_bay,
-        }
-
     on_device = {"name": "eth0", "device__name": sw}  # the key interface events have always had
     ct = [{"app_label": "dcim", "model": "module"}, {"app_label": "dcim", "model": "interface"}]
     created = [
@@ -171,18 +177,18 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
             device_type__model="X1",
             role__name=f"role-{u}",
         ),
-        up("modulebay", bay("slot1"), position="1", label="Slot 1"),
-        up("modulebay", bay("slot2"), description="right"),
-        up("modulebay", bay("sub1", "slot1"), requires_first_party_modules=True),
-        up("module", module("slot1"), **_type(u, lc), status__name=staged, tenant__name=f"t-{u}", serial="S1"),
-        up("module", module("sub1", "slot1"), **_type(u, lc), serial="S2"),
-        up("module", module("slot2"), **_type(u, f"TPL-{u}"), asset_tag=f"A-{u}"),
+        up("modulebay", bay_key(sw, "slot1"), position="1", label="Slot 1"),
+        up("modulebay", bay_key(sw, "slot2"), description="right"),
+        up("modulebay", bay_key(sw, "sub1", "slot1"), requires_first_party_modules=True),
+        up("module", module_key(sw, "slot1"), **_type(u, lc), status__name=staged, tenant__name=f"t-{u}", serial="S1"),
+        up("module", module_key(sw, "sub1", "slot1"), **_type(u, lc), serial="S2"),
+        up("module", module_key(sw, "slot2"), **_type(u, f"TPL-{u}"), asset_tag=f"A-{u}"),
         up("interface", on_device, type="1000base-t", description="the device's own"),
-        up("moduleinterface", on_module("slot1"), type="10gbase-x-sfpp", description="slot 1"),
-        up("moduleinterface", on_module("slot2"), type="10gbase-x-sfpp", status__name=staged),
-        up("moduleinterface", on_module("sub1", "slot1"), type="1000base-t", enabled=False, label="deep"),
+        up("moduleinterface", interface_key(sw, "slot1"), type="10gbase-x-sfpp", description="slot 1"),
+        up("moduleinterface", interface_key(sw, "slot2"), type="10gbase-x-sfpp", status__name=staged),
+        up("moduleinterface", interface_key(sw, "sub1", "slot1"), type="1000base-t", enabled=False, label="deep"),
         # Made by Nautobot from the module type's template when the module is: adopted, not duplicated.
-        up("moduleinterface", on_module("slot2", name="eth9"), type="1000base-t", description="adopted"),
+        up("moduleinterface", interface_key(sw, "slot2", name="eth9"), type="1000base-t", description="adopted"),
     ]
     worker = start_worker("--source", source, "--batch-timeout", "0.2", on=stream)
     publish(stream, tmp_path, *reversed(created), source=source)  # children before parents
@@ -221,10 +227,10 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
         up("status", {"name": staged}, content_types=[ct[1]], description="staged"),
         up("tenantgroup", {"name": f"leaf-{u}"}, parent__name=f"root-{u}"),
         up("interface", on_device, description="still the device's own", mtu=1500),
-        up("moduleinterface", on_module("slot1"), mtu=9000),
-        up("moduleinterface", on_module("sub1", "slot1"), enabled=True),
-        up("module", module("slot1"), status__name="Active", serial="S1b"),
-        up("modulebay", bay("slot2"), position="2"),
+        up("moduleinterface", interface_key(sw, "slot1"), mtu=9000),
+        up("moduleinterface", interface_key(sw, "sub1", "slot1"), enabled=True),
+        up("module", module_key(sw, "slot1"), status__name="Active", serial="S1b"),
+        up("modulebay", bay_key(sw, "slot2"), position="2"),
     ]
     publish(stream, tmp_path, *updated, source=source)
     device_eth0 = ("1000base-t", "Active", "still the device's own", "", True, False, 1500)
@@ -239,10 +245,10 @@ def test_reference_data_modules_and_interfaces_on_modules_round_trip_through_a_w
 
     # Deleting one eth0 leaves the others; a module goes with its interface; a status no longer in use goes.
     deleted = [
-        rm("moduleinterface", on_module("slot1")),
+        rm("moduleinterface", interface_key(sw, "slot1")),
         rm("interface", on_device),
-        rm("module", module("sub1", "slot1")),
-        rm("moduleinterface", on_module("slot2")),
+        rm("module", module_key(sw, "sub1", "slot1")),
+        rm("moduleinterface", interface_key(sw, "slot2")),
         rm("status", {"name": staged}),
         rm("tenantgroup", {"name": f"mid-{u}"}),
     ]
@@ -336,21 +342,59 @@ def test_nautobots_own_interface_changes_are_events_of_the_model_that_keys_them(
         broker.configure()
     events = [(row.key, json.loads(row.value)["op"]) for row in OutboxEvent.objects.filter(topic=topic).order_by("id")]
     device_key = canonical_key("interface", {"name": "eth9", "device__name": f"sw-{u}"})
-    module_key = canonical_key("moduleinterface", on_module_key(f"sw-{u}", "slot1", "eth9"))
+    module_key = canonical_key("moduleinterface", interface_key(f"sw-{u}", "slot1", name="eth9"))
     assert events == [(device_key, "upsert"), (module_key, "upsert"), (device_key, "delete"), (module_key, "delete")]
     assert "was deleted, but its state before was not recorded" not in caplog.text
-
-
-def on_module_key(device: str, in_bay: str, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "device__name": device,
-        "module__parent_module_bay__name": in_bay,
-        "module__parent_module_bay__parent_module__parent_module_bay__name": None,
-    }
 
 
 def _event_brokers() -> list[Any]:
     from nautobot.core.events import _EVENT_BROKERS
 
     return list(_EVENT_BROKERS)
+
+
+def test_loading_modules_and_their_interfaces_costs_the_same_queries_for_one_device_as_for_three() -> None:
+    """Deep lookups (a module's bay's module's bay) are fetched per model, never per object."""
+    from streamsync.contract.envelope import Event, Op
+    from streamsync.settings import resolve_model
+    from streamsync.sync.batch import Outcome
+    from streamsync.sync.engine import SyncEngine
+    from streamsync.sync.permissions import set_up_writer
+    from streamsync.sync.registry import ModelRegistry
+
+    registry = ModelRegistry(resolve_model(name) for name in MODELS)
+    engine = SyncEngine(registry, set_up_writer("streamsync", registry))
+    worlds = []
+    for _ in range(3):
+        u = uuid.uuid4().hex[:8]
+        _places(u)
+        sw, lc = f"sw-{u}", {"module_type__manufacturer__name": f"acme-{u}", "module_type__model": f"TPL-{u}"}
+        device = {"device_type__manufacturer__name": f"acme-{u}", "device_type__model": "X1", "role__name": f"role-{u}"}
+        events = [
+            Event(source="test", model=model, op=Op.UPSERT, key=key, attrs=attrs)
+            for model, key, attrs in [
+                ("device", {"name": sw, "location__name": f"dc-{u}"}, device),
+                ("modulebay", bay_key(sw, "slot1"), {}),
+                ("module", module_key(sw, "slot1"), lc),
+                ("modulebay", bay_key(sw, "sub1", "slot1"), {}),
+                ("module", module_key(sw, "sub1", "slot1"), lc),
+                ("interface", {"name": "eth9", "device__name": sw}, {"type": "virtual"}),
+                (
+                    "moduleinterface",
+                    interface_key(sw, "slot1", name="eth9"),
+                    {"type": "1000base-t", "description": "on slot1"},
+                ),
+                (
+                    "moduleinterface",
+                    interface_key(sw, "sub1", "slot1", name="eth9"),
+                    {"type": "1000base-t", "description": "on sub1"},
+                ),
+            ]
+        ]
+        result = engine.apply(events, source="test")
+        assert {o.outcome for o in result.objects} <= {Outcome.CREATED, Outcome.UPDATED}, [
+            o.reason for o in result.failed
+        ]
+        worlds.append(events)
+    queries = {n: load_queries(list(registry), worlds, n) for n in (1, 3)}
+    assert queries[1] == queries[3], queries
