@@ -18,8 +18,11 @@ if TYPE_CHECKING:
 
 __all__ = ["BUILTIN_MODELS", "builtin_model"]
 
-# `_modelname` (Django's own model name) -> "module:Class", in dependency order (parents before children).
+# `_modelname` (Django's own model name; `moduleinterface`: dcim.Interface on a module) -> "module:Class",
+# in dependency order (parents before children).
 BUILTIN_MODELS = {
+    "status": "streamsync.models.extras:StatusModel",
+    "tenantgroup": "streamsync.models.tenancy:TenantGroupModel",
     "tenant": "streamsync.models.tenancy:TenantModel",
     "role": "streamsync.models.extras:RoleModel",
     "locationtype": "streamsync.models.dcim:LocationTypeModel",
@@ -31,9 +34,14 @@ BUILTIN_MODELS = {
     "ipaddress": "streamsync.models.ipam:IPAddressModel",
     "manufacturer": "streamsync.models.dcim:ManufacturerModel",
     "devicetype": "streamsync.models.dcim:DeviceTypeModel",
+    "moduletype": "streamsync.models.dcim:ModuleTypeModel",
     "platform": "streamsync.models.dcim:PlatformModel",
     "device": "streamsync.models.dcim:DeviceModel",
+    # A bay of a device before the module in it; a bay of a module after it (their references form a cycle).
+    "modulebay": "streamsync.models.dcim:ModuleBayModel",
+    "module": "streamsync.models.dcim:ModuleModel",
     "interface": "streamsync.models.dcim:InterfaceModel",
+    "moduleinterface": "streamsync.models.dcim:ModuleInterfaceModel",
 }
 
 

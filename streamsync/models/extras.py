@@ -1,6 +1,6 @@
-"""Extras models."""
+"""Extras models: statuses and roles, the reference data most other models name."""
 
-from nautobot.extras.models import Role
+from nautobot.extras.models import Role, Status
 from nautobot_ssot.contrib.typeddicts import ContentTypeDict
 
 from streamsync.models.base import BuiltinModel
@@ -21,5 +21,23 @@ class RoleModel(BuiltinModel):
     name: str
     color: str = "9e9e9e"
     weight: int | None = None
+    description: str = ""
+    content_types: list[ContentTypeDict] = []
+
+
+class StatusModel(BuiltinModel):
+    """A status, identified by its name (unique in Nautobot); other models name theirs as `status__name`.
+
+    `content_types` says which models may use the status: Nautobot refuses a location, device,
+    interface, ... whose status does not list its type. Nautobot's own statuses come with theirs.
+    """
+
+    _model = Status
+    _modelname = "status"
+    _identifiers = ("name",)
+    _attributes = ("color", "description", "content_types")
+
+    name: str
+    color: str = "9e9e9e"
     description: str = ""
     content_types: list[ContentTypeDict] = []

@@ -512,7 +512,8 @@ class StreamsyncEventBroker(EventBroker):
             before, after = (before_views or {}).get(name), after_views.get(name)
             if action == "delete":
                 if before is None:
-                    log.error("streamsync: %s %s was deleted, but its state before was not recorded", name, pk)
+                    if name not in (before_views or {}):  # recorded as None: not an object of this model
+                        log.error("streamsync: %s %s was deleted, but its state before was not recorded", name, pk)
                     continue
                 events.append(
                     (Event(source=SOURCE, model=name, op=Op.DELETE, key=before.get_identifiers(), ts=ts), headers)

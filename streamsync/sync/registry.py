@@ -7,6 +7,7 @@ attributes: this is the gate between untrusted bytes on a topic and Nautobot's O
 from __future__ import annotations
 
 import graphlib
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
@@ -152,10 +153,11 @@ class ModelRegistry:
 
 
 def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
-    """Models sorted parents first, from the Nautobot foreign keys their `a__b` fields go through.
+    """Models sorted parents first, from the Nautobot foreign keys their `a__b__c` fields go through.
 
-    A cycle (or a model not bound to Nautobot) keeps registration order for the models involved;
-    the engine's in-batch retry covers what order cannot.
+    A cycle (a module bay of a device holds a module, a module holds bays) is broken where it goes
+    against registration order: the model registered first goes first. The engine's in-batch retry
+    covers what order cannot (a bay of a module before its module).
     """
     models = list(models)
     by_orm = {getattr(model, "_model", None): model for model in models}
@@ -165,18 +167,32 @@ def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyn
         if orm is None:
             continue
         for name in (*model._identifiers, *model._attributes):
-            try:
-                related = orm._meta.get_field(name.split("__", 1)[0]).related_model
-            except FieldDoesNotExist:  # a custom field or relationship: no ordering constraint
-                continue
-            parent = by_orm.get(related)
-            if parent is not None and parent is not model:
-                graph[model].add(parent)
-    try:
-        order = list(graphlib.TopologicalSorter(graph).static_order())
-    except graphlib.CycleError:
-        return models
-    return order
+            for related in _path(orm, name):
+                parent = by_orm.get(related)
+                if parent is not None and parent is not model:
+                    graph[model].add(parent)
+    position = {model: i for i, model in enumerate(models)}
+    while True:
+        try:
+            return list(graphlib.TopologicalSorter(graph).static_order())
+        except graphlib.CycleError as error:
+            cycle = error.args[1]  # each one a parent of the next, the first repeated at the end
+            parent, child = next((p, c) for p, c in itertools.pairwise(cycle) if position[p] > position[c])
+            graph[child].discard(parent)
+
+
+def _path(orm: Any, name: str) -> list[Any]:
+    """The Nautobot models a field refers to: `parent_module_bay__parent_device__name`, a bay and a device."""
+    related = []
+    for part in name.split("__"):
+        try:
+            orm = orm._meta.get_field(part).related_model
+        except FieldDoesNotExist:  # a custom field or relationship: no ordering constraint
+            break
+        if orm is None:
+            break
+        related.append(orm)
+    return related
 
 
 def references(models: Iterable[type[DiffSyncModel]]) -> Graph:

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,21 +58,24 @@ def vlans(group: str) -> dict[int, tuple[str, str]]:
     return {v.vid: (v.name, v.description) for v in VLAN.objects.filter(vlan_group__name=group)}
 
 
-def own_source(stream: Stream, tmp_path: Path, **settings: Any) -> tuple[Stream, str]:
-    """A source of this test's own (writing VLANs), and the stream whose processes know it (and `settings`).
+def own_source(
+    stream: Stream, tmp_path: Path, models: Sequence[str] = ("vlan",), **settings: Any
+) -> tuple[Stream, str]:
+    """A source of this test's own (writing `models`, VLANs unless told), and the stream whose processes know it.
 
-    Its user is set up with the VLAN permissions, as an operator would before a resync.
+    Its user is set up with the models' permissions, as an operator would before a resync.
 
     Ownership is per source name and the test database is shared by a whole run: a source of its
     own keeps a test's resync from seeing other tests' objects as its own.
     """
-    from nautobot.ipam.models import VLAN
-
+    from streamsync.settings import resolve_model
     from streamsync.sync.permissions import grant
 
     source = f"s{uuid.uuid4().hex[:8]}"
-    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={source: {"models": ["vlan"]}}, **settings)
-    grant(str(settings.get("user", "streamsync")), [VLAN])  # as `streamsync setup-user` does: resync never creates it
+    sources = {source: {"models": list(models)}}
+    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources=sources, **settings)
+    # As `streamsync setup-user` does: resync never creates it.
+    grant(str(settings.get("user", "streamsync")), [resolve_model(name)._model for name in models])  # type: ignore[attr-defined]
     return dataclasses.replace(stream, extra_env={**stream.extra_env, "NAUTOBOT_CONFIG": str(config)}), source
 
 

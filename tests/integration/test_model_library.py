@@ -11,8 +11,6 @@ from typing import Annotated, Any
 
 import pytest
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection
-from django.test.utils import CaptureQueriesContext
 from nautobot.dcim.models import (
     Device,
     DeviceType,
@@ -31,11 +29,11 @@ from nautobot_ssot.contrib.types import CustomFieldAnnotation
 
 from streamsync.contract.envelope import Event, Op
 from streamsync.models import BUILTIN_MODELS, builtin_model
-from streamsync.sync.adapters import adapter_classes
 from streamsync.sync.batch import BatchResult, Outcome
 from streamsync.sync.engine import SyncEngine
 from streamsync.sync.permissions import set_up_writer
 from streamsync.sync.registry import ModelRegistry
+from tests.integration.load_helpers import load_queries
 
 pytestmark = pytest.mark.integration
 
@@ -427,17 +425,7 @@ def test_loading_costs_the_same_queries_for_one_object_as_for_many(engine: SyncE
     for events in worlds:
         apply(engine, *events)
     models = [builtin_model(name) for name in BUILTIN_MODELS]
-    nautobot_cls, _ = adapter_classes(models)
-    queries = {}
-    for n in (1, 3):
-        keys: dict[str, list[dict[str, Any]]] = {}
-        for event in (e for events in worlds[:n] for e in events):
-            keys.setdefault(event.model, []).append(dict(event.key))
-        adapter = nautobot_cls(keys=keys)
-        with CaptureQueriesContext(connection) as captured:
-            adapter.load()
-        assert sum(len(adapter.get_all(name)) for name in BUILTIN_MODELS) == len(worlds[0]) * n
-        queries[n] = len(captured.captured_queries)
+    queries = {n: load_queries(models, worlds, n) for n in (1, 3)}
     assert queries[1] == queries[3], queries
 
 

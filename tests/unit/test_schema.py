@@ -252,6 +252,48 @@ def test_a_source_schema_names_the_values_nautobot_allows_where_the_model_knows_
     assert attrs["interface"]["mtu"]["default"] is None
 
 
+def test_a_source_schema_says_how_modules_and_their_interfaces_are_named() -> None:
+    models = _models(SOURCE)
+    nullable = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    assert models["moduleinterface"]["key"]["properties"] == {
+        "name": {"type": "string"},
+        "device__name": {"type": "string"},
+        "module__parent_module_bay__name": {
+            "type": "string",
+            "description": "the bay the interface's module is in, on the key's device",
+        },
+        "module__parent_module_bay__parent_module__parent_module_bay__name": {
+            **nullable,
+            "description": (
+                "the bay the parent of the interface's module is in; null for a module in a bay of the device"
+            ),
+        },
+    }
+    assert models["interface"]["key"]["required"] == ["name", "device__name"]  # unchanged for producers
+    assert models["module"]["key"]["required"] == [
+        "parent_module_bay__parent_device__name",
+        "parent_module_bay__name",
+        "parent_module_bay__parent_module__parent_module_bay__name",
+    ]
+    assert models["modulebay"]["key"]["properties"]["parent_module__parent_module_bay__name"] == {
+        **nullable,
+        "description": "the bay the bay's module is in; null for a bay of the device",
+    }
+    required = {name: schema["attrs"][REQUIRED_ON_CREATE] for name, schema in models.items()}
+    assert required["module"] == ["module_type__manufacturer__name", "module_type__model"]
+    assert required["moduleinterface"] == ["type"]
+    assert required["status"] == required["tenantgroup"] == required["modulebay"] == required["moduletype"] == []
+    attrs = models["moduleinterface"]["attrs"]["properties"]
+    assert attrs["type"] == models["interface"]["attrs"]["properties"]["type"]
+    assert models["status"]["attrs"]["properties"]["content_types"] == {
+        "items": {"$ref": "#/$defs/ContentTypeDict"},
+        "type": "array",
+        "default": [],
+    }
+    assert models["status"]["attrs"]["properties"]["color"] == {"type": "string", "default": "9e9e9e"}
+    assert models["tenantgroup"]["attrs"]["properties"]["parent__name"]["default"] is None
+
+
 def _event(model: str, key: dict[str, Any], attrs: dict[str, Any]) -> dict[str, Any]:
     return {"schema": SCHEMA_V1, "source": "cmdb", "model": model, "op": "upsert", "key": key, "attrs": attrs}
 
@@ -270,6 +312,51 @@ def _event(model: str, key: dict[str, Any], attrs: dict[str, Any]) -> dict[str, 
         ("interface", {"name": "eth0", "device__name": "sw1"}, {"enabled": None}),
         ("device", {"name": "sw1", "location__name": "dc1"}, {"serial": None}),
         ("location", {"name": "dc1", "parent__name": None}, {"asn": 65000, "tags": []}),
+        ("status", {"name": "Staged"}, {"content_types": [{"app_label": "dcim", "model": "module"}]}),
+        ("status", {"name": "Staged"}, {"content_types": ["dcim.module"]}),
+        ("tenantgroup", {"name": "eu"}, {"parent__name": None}),
+        ("moduletype", {"model": "LC-8", "manufacturer__name": "acme"}, {"part_number": "LC"}),
+        ("modulebay", {"name": "1", "parent_device__name": "sw1"}, {}),
+        (
+            "modulebay",
+            {
+                "name": "1",
+                "parent_device__name": "sw1",
+                "parent_module__parent_module_bay__name": "slot1",
+                "parent_module__parent_module_bay__parent_module__parent_module_bay__name": None,
+            },
+            {"position": "1"},
+        ),
+        (
+            "module",
+            {
+                "parent_module_bay__parent_device__name": "sw1",
+                "parent_module_bay__name": "slot1",
+                "parent_module_bay__parent_module__parent_module_bay__name": None,
+            },
+            {"module_type__model": "LC-8", "serial": None},
+        ),
+        ("moduleinterface", {"name": "eth0", "device__name": "sw1"}, {"type": "1000base-t"}),
+        (
+            "moduleinterface",
+            {
+                "name": "eth0",
+                "device__name": "sw1",
+                "module__parent_module_bay__name": "slot1",
+                "module__parent_module_bay__parent_module__parent_module_bay__name": None,
+            },
+            {"type": "1000base-t"},
+        ),
+        (
+            "moduleinterface",
+            {
+                "name": "eth0",
+                "device__name": "sw1",
+                "module__parent_module_bay__name": None,
+                "module__parent_module_bay__parent_module__parent_module_bay__name": None,
+            },
+            {},
+        ),
         ("nope", {"name": "x"}, {}),
     ],
 )
