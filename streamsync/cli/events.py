@@ -1,4 +1,4 @@
-"""`streamsync publish`, `lag` and `schema`: events onto a topic, how far behind the group is, what events hold."""
+"""`streamsync publish`, `lag`, `schema` and `models`: events onto a topic, the group's lag, what events hold."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from streamsync.contract.topics import DEFAULT_PREFIX, events_topic
 
 if TYPE_CHECKING:
     from streamsync.kafka.connection import KafkaConnection
+    from streamsync.sync.schema import FieldFacts, ModelFacts
 
 from streamsync.cli.main import (
     BOOTSTRAP_OPTION,
@@ -109,3 +110,74 @@ def schema(ctx: click.Context, source: str | None) -> None:
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
     click.echo(json.dumps(source_schema(source, registry), indent=2, ensure_ascii=False, default=str))
+
+
+@main.command()
+@click.argument("source", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per model instead of text.")
+@click.option("--topic-prefix", envvar="STREAMSYNC_TOPIC_PREFIX", default=DEFAULT_PREFIX, show_default=True)
+@click.pass_context
+def models(ctx: click.Context, source: str | None, as_json: bool, topic_prefix: str) -> None:
+    """List the models SOURCE's events may write (every source's without SOURCE), parents first.
+
+    For each model: its name in events, the Nautobot model it writes, the key's identifiers and the
+    attributes as events spell them, with type, default, Nautobot's choices, and (*) the attributes
+    an upsert that creates the object must name. The same facts as `streamsync schema SOURCE`.
+    Nautobot's configuration (NAUTOBOT_CONFIG or --config) names the sources; no database or Kafka
+    is used.
+    """
+    import json
+
+    setup_nautobot(ctx.obj["config"])
+    from streamsync.settings import ConfigError, StreamsyncSettings
+    from streamsync.sync.schema import model_facts
+
+    try:
+        settings = StreamsyncSettings.load()
+        names = [source] if source is not None else sorted(settings.sources)
+        registries = {name: settings.source(name).registry() for name in names}
+    except ConfigError as error:
+        raise click.ClickException(str(error)) from error
+    if not registries:
+        raise click.ClickException('no source is configured (PLUGINS_CONFIG["streamsync"]["sources"])')
+    for name, registry in registries.items():
+        facts = model_facts(registry)
+        if as_json:
+            for model in facts:
+                click.echo(json.dumps({"source": name, **model.model_dump()}, ensure_ascii=False, default=str))
+            continue
+        topic = events_topic(name, topic_prefix)
+        click.echo(f"source {name}: {len(facts)} model(s) on {topic}, parents first\n")
+        for model in facts:
+            click.echo(_model_text(model))
+
+
+def _model_text(model: ModelFacts) -> str:
+    """One model as text: a heading, then its key and attrs, a field per line."""
+    bound = f" (Nautobot {model.nautobot_model})" if model.nautobot_model else ""
+    lines = [f"{model.model}{bound}: {model.description}"]
+    width = max(len(field.name) + 2 for field in (*model.key, *model.attrs))
+    for title, fields in (("key", model.key), ("attrs", model.attrs)):
+        lines.append(f"  {title}")
+        for field in fields:
+            name = f"{field.name} *" if field.required_on_create else field.name
+            lines.append(f"    {name:<{width}}  {_field_text(field)}")
+    if any(field.required_on_create for field in model.attrs):
+        lines.append("  * required when an upsert creates the object")
+    return "\n".join(lines) + "\n"
+
+
+CHOICES_SHOWN = 8  # more than this: the first ones and a count (`streamsync schema SOURCE` has them all)
+
+
+def _field_text(field: FieldFacts) -> str:
+    import json
+
+    text = field.type
+    if field.choices is not None:
+        shown = ", ".join(json.dumps(choice) for choice in field.choices[:CHOICES_SHOWN])
+        more = len(field.choices) - CHOICES_SHOWN
+        text += f", one of {shown}" + (f" and {more} more" if more > 0 else "")
+    if field.has_default:
+        text += f", default {json.dumps(field.default, default=str)}"
+    return text

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from diffsync import DiffSyncModel
 from django.core.exceptions import FieldDoesNotExist
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from streamsync.contract.schema import envelope_schema
 from streamsync.sync.registry import ModelRegistry
@@ -111,3 +111,81 @@ def source_schema(source: str, registry: ModelRegistry) -> dict[str, Any]:
         "allOf": [envelope, {"properties": {"source": {"const": source}, "model": {"enum": list(models)}}}, *rules],
         "$defs": defs,
     }
+
+
+# --- the same facts, one model at a time, for people (`streamsync models`) -----------------------
+
+
+class FieldFacts(BaseModel):
+    """One identifier or attribute as events spell it, read from its JSON Schema."""
+
+    name: str
+    type: str  # the JSON Schema type in words: "string or null", "list of {name: string}"
+    choices: list[Any] | None = None  # the values Nautobot allows, when it has a fixed set
+    default: Any = None  # what an upsert that creates the object gets when it omits the attribute
+    has_default: bool = False
+    required_on_create: bool = False
+    description: str = ""
+
+
+class ModelFacts(BaseModel):
+    """What a producer must know of one model: its name in events, Nautobot's model, key and attrs."""
+
+    model: str
+    nautobot_model: str | None  # "ipam.vlan"; None for a model bound to no Nautobot model
+    description: str
+    key: list[FieldFacts]
+    attrs: list[FieldFacts]
+
+
+def model_facts(registry: ModelRegistry) -> list[ModelFacts]:
+    """Each model of `registry`, parents first, with the facts its JSON Schema states (`model_schema`)."""
+    facts = []
+    for model in registry.in_order(registry):
+        defs: dict[str, Any] = {}
+        schema = model_schema(model, defs)
+        required = set(schema["attrs"][REQUIRED_ON_CREATE])
+        orm = getattr(model, "_model", None)
+        facts.append(
+            ModelFacts(
+                model=model.get_type(),
+                nautobot_model=orm._meta.label_lower if orm is not None else None,
+                description=schema["description"],
+                key=[_facts(name, field, defs) for name, field in schema["key"]["properties"].items()],
+                attrs=[
+                    _facts(name, field, defs, name in required) for name, field in schema["attrs"]["properties"].items()
+                ],
+            )
+        )
+    return facts
+
+
+def _facts(name: str, schema: dict[str, Any], defs: dict[str, Any], required: bool = False) -> FieldFacts:
+    choices = [value for value in schema["enum"] if value is not None] if "enum" in schema else None
+    return FieldFacts(
+        name=name,
+        type=_words(schema, defs),
+        choices=choices,
+        default=schema.get("default"),
+        has_default="default" in schema,
+        required_on_create=required,
+        description=schema.get("description", ""),
+    )
+
+
+def _words(schema: dict[str, Any], defs: dict[str, Any]) -> str:
+    """A JSON Schema type in a few words; what the words leave out, `streamsync schema` states in full."""
+    if "$ref" in schema:
+        return _words(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    if "anyOf" in schema:
+        options = [_words(option, defs) for option in schema["anyOf"]]
+        return " or ".join(sorted(dict.fromkeys(options), key=lambda option: option == "null"))
+    kind = schema.get("type")
+    if kind == "array":
+        return f"list of {_words(schema.get('items', {}), defs)}"
+    if kind == "object" and "properties" in schema:
+        inner = ", ".join(f"{name}: {_words(field, defs)}" for name, field in schema["properties"].items())
+        return f"{{{inner}}}"
+    if isinstance(kind, list):
+        return " or ".join(kind)
+    return kind or "any JSON value"

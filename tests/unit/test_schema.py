@@ -408,3 +408,57 @@ def test_the_schema_command_prints_the_envelopes_or_a_sources() -> None:
     unknown = runner.invoke(main, ["schema", "nope"])
     assert unknown.exit_code != 0
     assert "unknown source 'nope'" in unknown.output
+
+
+def test_the_models_command_states_what_the_schema_states() -> None:
+    """`streamsync models` is the schema read by people: every model's key, attrs, required, choices and defaults."""
+    from streamsync.sync.schema import model_facts
+
+    by_model = _models(source_schema("all", REGISTRY))
+    facts = model_facts(REGISTRY)
+    assert [model.model for model in facts] == list(by_model)  # parents first, as the schema lists them
+    for model in facts:
+        schema = by_model[model.model]
+        assert model.nautobot_model == builtin_model(model.model)._model._meta.label_lower  # type: ignore[attr-defined]
+        assert [f.name for f in model.key] == schema["key"]["required"] == list(schema["key"]["properties"])
+        attrs = schema["attrs"]["properties"]
+        assert [f.name for f in model.attrs] == list(attrs)
+        assert [f.name for f in model.attrs if f.required_on_create] == schema["attrs"][REQUIRED_ON_CREATE]
+        for field in model.attrs:
+            stated = attrs[field.name]
+            assert (field.has_default, field.default) == ("default" in stated, stated.get("default")), field.name
+            enum = [value for value in stated.get("enum", []) if value is not None]
+            assert field.choices == (enum or None), field.name
+    interface = next(model for model in facts if model.model == "interface")
+    kind = next(field for field in interface.attrs if field.name == "type")
+    assert kind.required_on_create and "1000base-t" in (kind.choices or [])
+    location = next(model for model in facts if model.model == "location")
+    assert {f.name: f.type for f in location.key} == {"name": "string", "parent__name": "string or null"}
+    tags = next(field for field in location.attrs if field.name == "tags")
+    assert tags.type == "list of {name: string}"
+
+
+def test_the_models_command_lists_a_sources_models_as_text_or_json() -> None:
+    from click.testing import CliRunner
+
+    from streamsync.cli import main
+
+    runner = CliRunner()
+    text = runner.invoke(main, ["models", "ipam"])  # deploy/nautobot_config.py: source ipam writes VLANs
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert lines[0] == "source ipam: 1 model(s) on streamsync.ipam.events, parents first"
+    assert lines[2].startswith("vlan (Nautobot ipam.vlan): A VLAN")
+    assert re.fullmatch(r"    vid +integer", lines[4])
+    assert re.fullmatch(r"    name \* +string", lines[7])
+    assert re.fullmatch(r"    status__name +string, default \"Active\"", lines[8])
+
+    as_json = runner.invoke(main, ["models", "--json"])  # every configured source
+    assert as_json.exit_code == 0, as_json.output
+    rows = [json.loads(line) for line in as_json.output.splitlines()]
+    assert [(row["source"], row["model"]) for row in rows] == [("ipam", "vlan")]
+    assert [field["name"] for field in rows[0]["key"]] == ["vid", "vlan_group__name"]
+
+    unknown = runner.invoke(main, ["models", "nope"])
+    assert unknown.exit_code != 0
+    assert "unknown source 'nope'" in unknown.output
