@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from streamsync.sync.adapters import matching
+
 # Nautobot models that may be written in bulk (app label.model name), if their receivers allow it.
 # The others, and why, are listed in docs/architecture.md ("The bulk write path").
 CANDIDATES = frozenset(
@@ -175,7 +177,6 @@ def refused(creates: Sequence[Create]) -> set[int]:
     `_perform_unique_checks` check it; a refused object goes to the per-object path, which says why.
     """
     from django.db import connection, router
-    from django.db.models import Q
 
     if not creates:
         return set()
@@ -200,10 +201,8 @@ def refused(creates: Sequence[Create]) -> set[int]:
             keys.append((i, values))
         if not keys:
             continue
-        matching = Q()
-        for _, values in keys:
-            matching |= Q(**dict(zip(names, values, strict=True)))
-        taken = set(model_class._default_manager.filter(matching).values_list(*names))
+        candidates = [dict(zip(names, values, strict=True)) for _, values in keys]
+        taken = set(model_class._default_manager.filter(matching(candidates)).values_list(*names))
         for i, values in keys:
             if values in taken:
                 out.add(i)
