@@ -234,11 +234,16 @@ class SyncEngine:
         created = change.model.create(adapter=nautobot, ids=ids, attrs=src.get_attrs())
         # contrib's create() does not hand back the new row: one indexed lookup, for creates only.
         pk = change.model.get_queryset().filter(**ids).values_list("pk", flat=True).first()  # type: ignore[attr-defined]
-        if created is not None:
-            created.pk = pk  # type: ignore[attr-defined]
-            with contextlib.suppress(ObjectAlreadyExists):
-                nautobot.add(created)
+        _remember(nautobot, created, pk)
         return Outcome.CREATED, pk
+
+
+def _remember(nautobot: PartialNautobotAdapter, created: DiffSyncModel | None, pk: Any) -> None:
+    """A new object's view in the round's adapter, with its primary key: later events of its key update it."""
+    if created is not None:
+        created.pk = pk  # type: ignore[attr-defined]
+        with contextlib.suppress(ObjectAlreadyExists):
+            nautobot.add(created)
 
 
 class _Possible:
@@ -567,12 +572,11 @@ class _Run:
         ready: list[tuple[Change, Change, DiffSyncModel, bulk.Create]] = []
         for change in changes:
             unique_id = model.create_unique_id(**change.ids)
-            ambiguous = (model_name, unique_id) in nautobot.ambiguous
-            absent = not ambiguous and nautobot.get_or_none(model_name, unique_id) is None
+            if (model_name, unique_id) in nautobot.ambiguous or nautobot.get_or_none(model_name, unique_id) is not None:
+                rest.append(change)  # an update, or a key the per-object path reports as ambiguous
+                continue
             first = self._part(change, change.events[:1])
             try:
-                if not absent:
-                    raise bulk.NotBulk("an update")
                 src = model(**first.ids, **first.attrs)
                 parameters = {**src.get_identifiers(), **src.get_attrs()}
                 ready.append((change, first, src, bulk.build(model, nautobot, parameters)))
@@ -596,10 +600,7 @@ class _Run:
         for change, first, src, create in ready:
             pk = create.instance.pk
             view = model.create_base(adapter=nautobot, ids=src.get_identifiers(), attrs=src.get_attrs())
-            if view is not None:
-                view.pk = pk  # type: ignore[attr-defined]
-                with contextlib.suppress(ObjectAlreadyExists):
-                    nautobot.add(view)
+            _remember(nautobot, view, pk)
             created.append((change, ObjectResult(change.key, model_name, Outcome.CREATED, events=first.events, pk=pk)))
             if len(change.events) > 1:
                 rest.append(self._part(change, change.events[1:]))
