@@ -16,7 +16,9 @@
 #   STREAMSYNC_KAFKA_VERSION         Kafka version from Maven Central (default: 4.1.1)
 #   STREAMSYNC_KAFKA_PORT            client (PLAINTEXT) port on 127.0.0.1 (default: 9092)
 #   STREAMSYNC_KAFKA_CONTROLLER_PORT KRaft controller port on 127.0.0.1 (default: 9093)
-#   STREAMSYNC_KAFKA_START_TIMEOUT   seconds to wait for readiness (default: 90)
+#   STREAMSYNC_KAFKA_START_TIMEOUT   seconds to wait for readiness while the broker's log shows no progress
+#                                    (default: 90); a broker loading many partitions logs as it goes
+#   STREAMSYNC_KAFKA_START_LIMIT     seconds to wait for readiness in all (default: 900)
 #   STREAMSYNC_KAFKA_HEAP_OPTS       JVM heap flags (default: -Xms256m -Xmx1g)
 #   STREAMSYNC_KAFKA_JAVA_OPTS       extra JVM flags (default: empty)
 #   STREAMSYNC_KAFKA_EXTRA_PROPERTIES a file appended to server.properties on each start; a key given
@@ -39,6 +41,7 @@ COMPONENT=kafka . "$SCRIPT_DIR/lib/common.sh" # sets the STREAMSYNC_HOME default
 PORT="${STREAMSYNC_KAFKA_PORT:-9092}"
 CONTROLLER_PORT="${STREAMSYNC_KAFKA_CONTROLLER_PORT:-9093}"
 START_TIMEOUT="${STREAMSYNC_KAFKA_START_TIMEOUT:-90}"
+START_LIMIT="${STREAMSYNC_KAFKA_START_LIMIT:-900}"
 HEAP_OPTS="${STREAMSYNC_KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
 EXTRA_JAVA_OPTS="${STREAMSYNC_KAFKA_JAVA_OPTS:-}"
 EXTRA_PROPERTIES="${STREAMSYNC_KAFKA_EXTRA_PROPERTIES:-}"
@@ -74,7 +77,7 @@ validate_settings() {
   [[ "$KAFKA_VERSION" =~ ^[0-9]+\.[0-9]+\.[0-9]+([.-][A-Za-z0-9]+)*$ ]] ||
     die "STREAMSYNC_KAFKA_VERSION='$KAFKA_VERSION' is not a version like 4.1.1"
   local p
-  for p in "$PORT" "$CONTROLLER_PORT" "$START_TIMEOUT"; do
+  for p in "$PORT" "$CONTROLLER_PORT" "$START_TIMEOUT" "$START_LIMIT"; do
     [[ "$p" =~ ^[0-9]+$ ]] || die "not a number: '$p' (check STREAMSYNC_KAFKA_* settings)"
   done
   [[ "$PORT" != "$CONTROLLER_PORT" ]] ||
@@ -285,8 +288,11 @@ format_storage_if_needed() {
 
 # Ready = the process lives, the client port accepts TCP, and the log has the
 # broker's "Kafka Server started" line (logged once the broker serves clients).
+# A broker with thousands of partitions takes minutes to load them, logging as it
+# goes: the wait gives up after START_TIMEOUT s without a new log line, or START_LIMIT s in all.
 wait_ready() {
-  local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
+  local pid="$1" started=$SECONDS size=-1 now
+  local stalled_since=$SECONDS
   while :; do
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$PIDFILE"
@@ -295,8 +301,17 @@ wait_ready() {
     if grep -q "$READY_LINE" "$LOG_FILE" 2>/dev/null && port_open "$PORT"; then
       return 0
     fi
-    if ((SECONDS >= deadline)); then
-      fail_with_log "broker (pid $pid) not ready after ${START_TIMEOUT} s; it is left running," \
+    now="$(stat -c %s "$LOG_FILE" 2>/dev/null || echo 0)"
+    if [[ "$now" != "$size" ]]; then
+      size="$now"
+      stalled_since=$SECONDS
+    fi
+    if ((SECONDS - stalled_since >= START_TIMEOUT)); then
+      fail_with_log "broker (pid $pid) not ready, and its log shows no progress for ${START_TIMEOUT} s;" \
+        "it is left running, stop it with: deploy/kafka.sh stop"
+    fi
+    if ((SECONDS - started >= START_LIMIT)); then
+      fail_with_log "broker (pid $pid) not ready after ${START_LIMIT} s; it is left running," \
         "stop it with: deploy/kafka.sh stop"
     fi
     sleep 0.5
@@ -333,6 +348,12 @@ cmd_start() {
   write_server_properties
   format_storage_if_needed
 
+  local partitions
+  partitions="$(find "$DATA_DIR" -mindepth 1 -maxdepth 1 -type d -name '*-[0-9]*' 2>/dev/null | wc -l)"
+  if ((partitions > 1000)); then
+    log "note: $DATA_DIR holds $partitions partitions; loading them slows the start" \
+      "(delete topics nobody reads, or deploy/kafka.sh reset a scratch broker)"
+  fi
   log "starting Kafka $KAFKA_VERSION on $HOST:$PORT (controller $HOST:$CONTROLLER_PORT), log $LOG_FILE"
   local t0=$SECONDS
   local -a heap extra

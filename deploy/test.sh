@@ -16,7 +16,7 @@ if [ "${1:-}" = unit ]; then
     shift
     bash deploy/bootstrap.sh
 else
-    # Kafka is chosen by the test fixtures: STREAMSYNC_KAFKA_BOOTSTRAP, testcontainers, or deploy/kafka.sh.
+    # Kafka is chosen by the test fixtures: STREAMSYNC_KAFKA_BOOTSTRAP, testcontainers, or a broker of the run's own.
     bash deploy/stack.sh up --no-kafka
 fi
 eval "$(bash deploy/stack.sh env)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,8 +62,12 @@ def pytest_unconfigure(config: object) -> None:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """A real Kafka broker: an existing one (STREAMSYNC_KAFKA_BOOTSTRAP), testcontainers' (Docker), or deploy/'s."""
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Kafka broker: an existing one (STREAMSYNC_KAFKA_BOOTSTRAP), testcontainers' (Docker), or the run's own.
+
+    The run's own is deploy/kafka.sh with a fresh home and free ports: it starts from empty storage, so
+    topics that earlier runs left in the stack's broker never slow its start or show up in a test.
+    """
     if os.getenv("STREAMSYNC_KAFKA_BOOTSTRAP"):
         yield os.environ["STREAMSYNC_KAFKA_BOOTSTRAP"]
         return
@@ -71,10 +77,21 @@ def kafka_bootstrap() -> Iterator[str]:
         with KafkaContainer().with_kraft() as container:
             yield container.get_bootstrap_server()
         return
-    started = subprocess.run(["bash", str(ROOT / "deploy" / "kafka.sh"), "start"], capture_output=True, text=True)
-    if started.returncode != 0:
-        pytest.fail(f"the local Kafka broker did not start:\n{started.stdout}\n{started.stderr}", pytrace=False)
-    yield f"127.0.0.1:{os.getenv('STREAMSYNC_KAFKA_PORT', '9092')}"
+    home = tmp_path_factory.mktemp("kafka-home")
+    kafka = PrivateKafka(home, {"STREAMSYNC_KAFKA_HEAP_OPTS": "-Xms256m -Xmx1g"})
+    kafka.start()
+    try:
+        yield kafka.bootstrap
+    finally:
+        kafka.stop()
+        shutil.rmtree(home / "kafka" / "data", ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def _kafka_in_environment(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point what a Kafka test runs in this process (settings, Nautobot's event broker) at the run's broker."""
+    if "kafka_bootstrap" in request.fixturenames:
+        monkeypatch.setenv("STREAMSYNC_KAFKA_BOOTSTRAP", request.getfixturevalue("kafka_bootstrap"))
 
 
 @dataclass
@@ -113,10 +130,32 @@ class Stream:
 
 
 @pytest.fixture
-def stream(kafka_bootstrap: str) -> Stream:
-    """Fresh topic prefix and consumer group for one test."""
+def stream(kafka_bootstrap: str) -> Iterator[Stream]:
+    """Fresh topic prefix and consumer group for one test; its topics are deleted after it."""
     tag = uuid.uuid4().hex[:8]
-    return Stream(bootstrap=kafka_bootstrap, prefix=f"t{tag}", group=f"streamsync-t{tag}")
+    made = Stream(bootstrap=kafka_bootstrap, prefix=f"t{tag}", group=f"streamsync-t{tag}")
+    yield made
+    _delete_topics(made)
+
+
+def _delete_topics(stream: Stream) -> None:
+    """Delete a test's topics, so a broker that outlives the run (a user's own) does not fill up with them."""
+    from streamsync.kafka.clients import admin_client
+    from streamsync.settings import StreamsyncSettings
+
+    async def delete() -> None:
+        # The settings add the environment's TLS/SASL, as for the run's worker processes.
+        async with admin_client(StreamsyncSettings.load({"kafka_bootstrap": stream.bootstrap}).kafka()) as admin:
+            # Its own topics, and those Faust names after the consumer group (the assignor's leader topic).
+            mine = (f"{stream.prefix}.", f"{stream.group}-")
+            names = [name for name in await admin.list_topics() if name.startswith(mine)]
+            if names:
+                await admin.delete_topics(names)
+
+    try:
+        asyncio.run(delete())
+    except Exception as error:  # a test that broke the broker on purpose is not failed by its cleanup
+        warnings.warn(f"could not delete the topics of {stream.prefix}: {error!r}", stacklevel=1)
 
 
 @pytest.fixture
