@@ -24,6 +24,7 @@ from streamsync.kafka.connection import (
 )
 from streamsync.models import BUILTIN_MODELS, builtin_model
 from streamsync.sync.backoff import backoff
+from streamsync.sync.customdata import extended
 from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
 
@@ -65,9 +66,10 @@ class SourceSettings(BaseModel):
     # Built-in model names ("vlan") or dotted paths to a user's own contrib models.
     models: list[str] = Field(min_length=1)
 
-    def registry(self) -> ModelRegistry:
-        """The models this source's events may write."""
-        return ModelRegistry(resolve_model(name) for name in self.models)
+    def registry(self, custom_data: bool = True) -> ModelRegistry:
+        """The models this source's events may write, with custom fields and relationships unless told not to."""
+        models = [resolve_model(name) for name in self.models]
+        return ModelRegistry(extended(models) if custom_data else models)
 
 
 class TargetSettings(BaseModel):
@@ -83,8 +85,8 @@ class TargetSettings(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
     def registry(self) -> ModelRegistry:
-        """Nautobot's models of the events this target receives."""
-        return ModelRegistry(resolve_model(name) for name in self.models)
+        """Nautobot's models of the events this target receives, with custom fields and relationships."""
+        return ModelRegistry(extended(resolve_model(name) for name in self.models))
 
     def adapter_class(self) -> type[TargetAdapter]:
         """The adapter, checked against `models`: one target model per name, with the same identifiers."""
