@@ -40,6 +40,7 @@ from nautobot_ssot.contrib.typeddicts import ContentTypeDict, SortKey, TagDict
 from pydantic import Field
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from streamsync.models import builtin_for, builtin_model
 from streamsync.models.base import BuiltinModel
 
 # Nautobot models whose behaviour a derived model would get wrong, and why (docs/models.md lists them).
@@ -211,10 +212,25 @@ def natural_key(orm: type[models.Model]) -> list[str]:
         owner, _, last = _walk(orm, name)
         field = owner._meta.get_field(last)
         if field.is_relation and field.related_model is not None:
-            lookups += [f"{name}__{lookup}" for lookup in natural_key(field.related_model)]
+            related = _reference(field.related_model)
+            related = natural_key(field.related_model) if isinstance(related, str) else related
+            lookups += [f"{name}__{lookup}" for lookup in related]
         else:
             lookups.append(name)
     return lookups
+
+
+def _reference(orm: type[models.Model]) -> list[str] | str:
+    """The lookups an event names an object of `orm` by where it refers to one, or why it cannot.
+
+    Nautobot's natural key; where Nautobot names `orm` by a primary key (a VLAN, a module) but a
+    built-in model keys it, that model's identifiers, as its own events spell them.
+    """
+    why = _unnameable(orm)
+    if why is None:
+        return natural_key(orm)
+    builtin = builtin_for(orm._meta.label_lower)
+    return why if builtin is None else list(builtin_model(builtin)._identifiers)
 
 
 def _natural_key_names(orm: type[models.Model]) -> list[str]:
@@ -325,10 +341,10 @@ def _foreign_key(field: models.Field[Any, Any], identifiers: set[str]) -> dict[s
     """A foreign key as its related object's natural key lookups (`rack_group__name`, `rack_group__location__name`)."""
     related = field.related_model
     assert related is not None
-    why = _unnameable(related)
-    if why is not None:
-        return f"it refers to {related._meta.label_lower}, and {why}"
-    names = {f"{field.name}__{lookup}": lookup for lookup in natural_key(related)}
+    key = _reference(related)
+    if isinstance(key, str):
+        return f"it refers to {related._meta.label_lower}, and {key}"
+    names = {f"{field.name}__{lookup}": lookup for lookup in key}
     if set(names) <= identifiers:
         return {}
     attrs: dict[str, tuple[Any, Any]] = {}
@@ -353,11 +369,11 @@ def _many(field: models.Field[Any, Any]) -> dict[str, tuple[Any, Any]] | str:
     through = field.remote_field.through
     if not through._meta.auto_created:
         return f"it is assigned through {through._meta.label_lower}, which holds fields of its own"
-    why = _unnameable(related)
-    if why is not None:
-        return f"it refers to {related._meta.label_lower}, and {why}"
+    key = _reference(related)
+    if isinstance(key, str):
+        return f"it refers to {related._meta.label_lower}, and {key}"
     keys: dict[str, Any] = {}
-    for i, lookup in enumerate(natural_key(related)):
+    for i, lookup in enumerate(key):
         annotation, nullable = _lookup_type(related, lookup)
         annotation = annotation | None if nullable else annotation
         keys[lookup] = Annotated[annotation, SortKey] if i == 0 else annotation

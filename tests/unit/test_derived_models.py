@@ -112,9 +112,8 @@ def test_many_to_many_fields_are_lists_of_the_related_natural_keys() -> None:
     assert list(get_type_hints(item)) == ["name"]
     # Assigned through a model with fields of its own: not set by a plain list, so left out and said so.
     assert "devices" not in vrf._attributes and "devices (it is assigned through" in (vrf.__doc__ or "")
-    assert vrf(
-        namespace__name="Global", rd="1:1", name="blue", import_targets=[{"name": "65000:1"}]
-    ).import_targets == [{"name": "65000:1"}]
+    values = {"namespace__name": "Global", "rd": "1:1", "name": "blue", "import_targets": [{"name": "65000:1"}]}
+    assert vrf.model_validate(values).model_dump()["import_targets"] == [{"name": "65000:1"}]
 
 
 @pytest.mark.parametrize(
@@ -145,7 +144,7 @@ def test_a_model_is_derived_once() -> None:
         ("extras.objectchange", "generic foreign key(s) ['changed_object', 'related_object']"),
         ("dcim.inventoryitem", "from its device or module type's templates"),
         ("dcim.cabletocabletermination", "Nautobot names it by a primary key (pk)"),
-        ("ipam.vlanlocationassignment", "Nautobot names it by a primary key (vlan__pk)"),
+        ("load_balancers.loadbalancerpoolmember", "Nautobot names it by a primary key (load_balancer_pool__pk)"),
         ("extras.joblogentry", "Nautobot knows no natural key for it"),
         ("users.user", "password"),
     ],
@@ -275,4 +274,18 @@ def test_the_models_command_reports_a_cycle() -> None:
     assert result.output.rstrip().splitlines()[-1] == (
         "cycle modulebay -> module -> modulebay: modulebay goes before module (retried): "
         "a modulebay that arrives before its module is retried until the module exists"
+    )
+
+
+def test_a_model_nautobot_names_by_pk_is_referred_to_as_its_builtin_model_keys_it() -> None:
+    """Nautobot names a VLAN by its pk; the built-in `vlan` model keys it by `vid` and `vlan_group__name`."""
+    vminterface = resolve_model("virtualization.vminterface")
+    assert {"untagged_vlan__vid", "untagged_vlan__vlan_group__name"} <= set(vminterface._attributes)
+    item = get_args(get_type_hints(vminterface)["tagged_vlans"])[0]
+    assert list(get_type_hints(item)) == ["vid", "vlan_group__name"]
+    assert vminterface._identifiers == (
+        "virtual_machine__cluster__name",
+        "virtual_machine__tenant__name",
+        "virtual_machine__name",
+        "name",
     )
