@@ -12,7 +12,7 @@ import datetime
 import json
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import pytest
 
@@ -33,6 +33,9 @@ MODELS = [
     "virtualization.virtualmachine",
     "ipam.routetarget",
     "ipam.vrf",
+    "circuits.circuittermination",
+    "dcim.powerpanel",
+    "virtualization.vminterface",  # names VLANs as the built-in `vlan` keys them: Nautobot's key is a pk
 ]
 
 
@@ -41,27 +44,45 @@ def _event(source: str, op: str, model: str, key: dict[str, Any], **attrs: Any) 
 
 
 def _places(u: str) -> None:
-    """What the test does not stream: a location whose type takes racks, rack groups and clusters."""
+    """What the test does not stream: a location whose type takes what is placed there, and global VLANs."""
     from django.contrib.contenttypes.models import ContentType
-    from nautobot.dcim.models import Location, LocationType, Rack, RackGroup
+    from nautobot.circuits.models import CircuitTermination
+    from nautobot.dcim.models import Location, LocationType, PowerPanel, Rack, RackGroup
     from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, VLANGroup
     from nautobot.virtualization.models import Cluster
 
+    placed = (Rack, RackGroup, Cluster, CircuitTermination, PowerPanel)
     site = LocationType.objects.create(name=f"site-{u}")
-    site.content_types.add(*(ContentType.objects.get_for_model(m) for m in (Rack, RackGroup, Cluster)))
-    Location.objects.create(name=f"dc-{u}", location_type=site, status=Status.objects.get(name="Active"))
+    site.content_types.add(*(ContentType.objects.get_for_model(m) for m in placed))
+    active = Status.objects.get(name="Active")
+    Location.objects.create(name=f"dc-{u}", location_type=site, status=active)
+    group = VLANGroup.objects.create(name=f"vg-{u}")
+    for vid in (100, 200, 300):
+        VLAN.objects.create(vid=vid, name=f"v{vid}", vlan_group=group, status=active)
 
 
-def _value(obj: Any, name: str) -> Any:
+def _value(obj: Any, name: str, model: Any) -> Any:
     """`name` of a Nautobot object as events spell it, read with plain attribute access."""
     value = obj
     for part in name.split("__"):
         value = getattr(value, part, None) if value is not None else None
-    if hasattr(value, "all"):  # many-to-many: the related objects by their names, as events list them
-        return sorted((related.name for related in value.all()), key=str)
+    if hasattr(value, "all"):  # many-to-many: the related objects by the fields its events name them by
+        keys = _item_keys(model, name)
+        return _items([{key: _value(related, key, None) for key in keys} for related in value.all()], keys)
     if isinstance(value, datetime.date):
         return value.isoformat()
     return value
+
+
+def _item_keys(model: Any, name: str) -> list[str]:
+    """The fields of one item of a many-to-many attribute, as its model declares them."""
+    return list(get_type_hints(get_args(get_type_hints(model)[name])[0]))
+
+
+def _items(items: list[dict[str, Any]], keys: list[str]) -> list[list[Any]]:
+    """Many-to-many items compared as a set."""
+    return sorted(([item[key] for key in keys] for item in items), key=json.dumps)
 
 
 def _state(u: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -73,9 +94,9 @@ def _state(u: str) -> dict[str, dict[str, dict[str, Any]]]:
         model = resolve_model(name)
         orm = model._model  # type: ignore[attr-defined]
         fields = [*model._identifiers, *model._attributes]
-        mine = [o for o in orm.objects.all() if any(u in str(_value(o, f)) for f in model._identifiers)]
+        mine = [o for o in orm.objects.all() if any(u in str(_value(o, f, model)) for f in model._identifiers)]
         for obj in mine:
-            values = {field: _value(obj, field) for field in fields}
+            values = {field: _value(obj, field, model) for field in fields}
             key = json.dumps({field: values[field] for field in model._identifiers}, sort_keys=True)
             state.setdefault(model.get_type(), {})[key] = values
     return state
@@ -104,13 +125,8 @@ def _expected(events: list[dict[str, Any]], before: dict[str, Any] | None = None
             }
             objects[key].update(event["key"])
         for name, value in event["attrs"].items():
-            is_list = isinstance(value, list)
-            objects[key][name] = sorted(item["name"] for item in value) if is_list else value
-    for objects in state.values():
-        for values in objects.values():
-            for name, value in values.items():
-                if isinstance(value, list) and value and isinstance(value[0], dict):
-                    values[name] = sorted(item["name"] for item in value)
+            is_list = isinstance(value, list) and name != "local_config_context_data"
+            objects[key][name] = _items(value, _item_keys(model, name)) if is_list else value
     return {model: objects for model, objects in state.items() if objects}
 
 
@@ -133,6 +149,8 @@ def test_derived_models_round_trip_through_a_worker(stream: Stream, start_worker
     vm_key = {"cluster__name": cl, "tenant__name": None, "name": f"vm1-{u}"}
     tenant_vm = {"cluster__name": cl, "tenant__name": tenant, "name": f"vm2-{u}"}
     vrf_key = {"namespace__name": "Global", "rd": f"rd-{u}"}
+    term_key = {"circuit__provider__name": provider, "circuit__cid": f"C-{u}", "term_side": "A"}
+    eth0 = {**{f"virtual_machine__{k}": v for k, v in vm_key.items()}, "name": "eth0"}
     created = [
         up("tenant", {"name": tenant}),
         up("rackgroup", {"name": rg, "location__name": dc}, description="row A"),
@@ -171,6 +189,17 @@ def test_derived_models_round_trip_through_a_worker(stream: Stream, start_worker
         up("routetarget", {"name": f"rt1-{u}"}, description="import"),
         up("routetarget", {"name": f"rt2-{u}"}, tenant__name=tenant),
         up("vrf", vrf_key, name=f"vrf-{u}", tenant__name=tenant, import_targets=[{"name": f"rt1-{u}"}]),
+        up("circuittermination", term_key, location__name=dc, port_speed=10_000, xconnect_id="XC-7"),
+        up("powerpanel", {"name": f"pp-{u}", "location__name": dc}, rack_group__name=rg, rack_group__location__name=dc),
+        up(
+            "vminterface",
+            eth0,
+            mode="tagged",
+            untagged_vlan__vid=100,
+            untagged_vlan__vlan_group__name=f"vg-{u}",
+            tagged_vlans=[{"vid": 300, "vlan_group__name": f"vg-{u}"}, {"vid": 200, "vlan_group__name": f"vg-{u}"}],
+            mtu=9000,
+        ),
     ]
     worker = start_worker("--source", source, "--batch-timeout", "0.2", on=stream)
     publish(stream, tmp_path, *reversed(created), source=source)  # children before parents
@@ -185,6 +214,8 @@ def test_derived_models_round_trip_through_a_worker(stream: Stream, start_worker
         up("virtualmachine", vm_key, memory=16384, status__name="Offline"),
         up("vrf", vrf_key, import_targets=[], export_targets=[{"name": f"rt1-{u}"}, {"name": f"rt2-{u}"}]),
         up("rackgroup", {"name": rg_child, "location__name": dc}, parent__name=None, parent__location__name=None),
+        up("vminterface", eth0, untagged_vlan__vid=None, untagged_vlan__vlan_group__name=None, tagged_vlans=[]),
+        up("circuittermination", term_key, port_speed=None, description="moved"),
     ]
     publish(stream, tmp_path, *updated, source=source)
     expected = _expected(updated, expected)
@@ -192,7 +223,9 @@ def test_derived_models_round_trip_through_a_worker(stream: Stream, start_worker
 
     deleted = [
         rm("virtualmachine", tenant_vm),
+        rm("circuittermination", term_key),
         rm("circuit", circuit_key),
+        rm("powerpanel", {"name": f"pp-{u}", "location__name": dc}),
         rm("rack", loose_rack),
         rm("vrf", vrf_key),
         rm("routetarget", {"name": f"rt2-{u}"}),
