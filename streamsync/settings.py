@@ -68,7 +68,7 @@ class SourceSettings(BaseModel):
 
     def registry(self) -> ModelRegistry:
         """The models this source's events may write."""
-        return ModelRegistry(resolve_model(name) for name in self.models)
+        return _registry(self.models)
 
 
 class TargetSettings(BaseModel):
@@ -85,7 +85,7 @@ class TargetSettings(BaseModel):
 
     def registry(self) -> ModelRegistry:
         """Nautobot's models of the events this target receives."""
-        return ModelRegistry(resolve_model(name) for name in self.models)
+        return _registry(self.models)
 
     def adapter_class(self) -> type[TargetAdapter]:
         """The adapter, checked against `models`: one target model per name, with the same identifiers."""
@@ -210,6 +210,16 @@ class StreamsyncSettings(BaseModel):
             return self.targets[name]
         except KeyError:
             raise ConfigError(f"unknown target {name!r}; configured targets: {sorted(self.targets)}") from None
+
+
+def _registry(names: list[str]) -> ModelRegistry:
+    """The models `names` resolve to; two of one name (`dcim.rack` and a model of yours called rack) refused."""
+    try:
+        return ModelRegistry(resolve_model(name) for name in names)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
 
 
 def resolve_model(name: str) -> type[DiffSyncModel]:

@@ -143,6 +143,10 @@ def _unnameable(orm: type[models.Model]) -> str | None:
     by_pk = [lookup for lookup in key if _by_pk(lookup)]
     if by_pk:
         return f"Nautobot names it by a primary key ({', '.join(by_pk)}), which no event can know"
+    for lookup in key:
+        field = _field(orm, lookup)
+        if _scalar(field) is None:
+            return f"its natural key {lookup} is a {type(field).__name__}, not a value an event can carry"
     return None
 
 
@@ -264,13 +268,21 @@ def _by_pk(lookup: str) -> bool:
     return lookup.rsplit("__", 1)[-1] in {"pk", "id"}
 
 
+def _field(orm: type[models.Model], lookup: str) -> Any:
+    owner, _, last = _walk(orm, lookup)
+    return owner._meta.get_field(last)
+
+
+def _scalar(field: Any) -> type | None:
+    return _SCALARS.get(field.get_internal_type()) or _SCALARS.get(type(field).__name__)
+
+
 def _lookup_type(orm: type[models.Model], lookup: str) -> tuple[Any, bool]:
-    """The Python type of a natural key lookup, and whether it may be None (a null field on its way)."""
-    owner, nullable, last = _walk(orm, lookup)
-    field = owner._meta.get_field(last)
-    scalar = _SCALARS.get(field.get_internal_type()) or _SCALARS.get(type(field).__name__)
-    if scalar is None:
-        raise Refused(orm._meta.label_lower, f"its natural key {lookup} is a {type(field).__name__}")
+    """The Python type of a natural key lookup (`_unnameable` checked it has one), and whether it may be None."""
+    _, nullable, _ = _walk(orm, lookup)
+    field = _field(orm, lookup)
+    scalar = _scalar(field)
+    assert scalar is not None, lookup
     return scalar, nullable or bool(field.null)
 
 

@@ -13,6 +13,7 @@ from typing import Any, get_args, get_type_hints
 
 import pytest
 from django.test import override_settings
+from nautobot.dcim.models import Rack
 from nautobot_ssot.contrib import NautobotModel
 from nautobot_ssot.contrib.typeddicts import TagDict
 from pydantic_core import PydanticUndefined
@@ -146,6 +147,7 @@ def test_a_model_is_derived_once() -> None:
         ("dcim.cabletocabletermination", "Nautobot names it by a primary key (pk)"),
         ("load_balancers.loadbalancerpoolmember", "Nautobot names it by a primary key (load_balancer_pool__pk)"),
         ("extras.joblogentry", "Nautobot knows no natural key for it"),
+        ("dcim.rackreservation", "its natural key units is a JSONArrayField, not a value an event can carry"),
         ("users.user", "password"),
     ],
 )
@@ -289,3 +291,21 @@ def test_a_model_nautobot_names_by_pk_is_referred_to_as_its_builtin_model_keys_i
         "virtual_machine__name",
         "name",
     )
+
+
+class MyRack(NautobotModel):
+    """A user's own model that happens to be called as Django calls racks."""
+
+    _model = Rack
+    _modelname = "rack"
+    _identifiers = ("name",)
+    _attributes = ()
+    name: str
+
+
+def test_two_models_of_one_name_in_a_source_are_refused_as_configuration() -> None:
+    from streamsync.settings import SourceSettings
+
+    source = SourceSettings(models=["dcim.rack", "tests.unit.test_derived_models.MyRack"])
+    with pytest.raises(ConfigError, match="two models registered as 'rack'"):
+        source.registry()
