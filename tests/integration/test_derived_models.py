@@ -8,6 +8,7 @@ whole with the end state the events describe.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import uuid
@@ -234,3 +235,71 @@ def test_derived_models_round_trip_through_a_worker(stream: Stream, start_worker
     expected = _expected(deleted, expected)
     wait_for(lambda: _state(u) == expected, 120, f"the deletes: {expected}", worker)
     assert worker.stop() == 0
+
+
+def test_nautobots_own_changes_of_a_derived_model_are_events_keyed_by_its_natural_key(
+    stream: Stream, alice: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The event broker publishes a rack's and a circuit's changes as any model's: key, attrs, upsert, delete."""
+    from nautobot.circuits.models import Circuit, CircuitType, Provider
+    from nautobot.dcim.models import Location, Rack
+    from nautobot.extras.context_managers import web_request_context
+    from nautobot.extras.models import Status
+
+    from streamsync.contract.envelope import canonical_key
+    from streamsync.models.bookkeeping import OutboxEvent
+    from streamsync.outbox.broker import StreamsyncEventBroker
+    from streamsync.settings import StreamsyncSettings
+
+    u = uuid.uuid4().hex[:8]
+    _places(u)
+    active = Status.objects.get(name="Active")
+    (broker,) = [b for b in _event_brokers() if isinstance(b, StreamsyncEventBroker)]
+    sources = {"cmdb": {"models": ["dcim.rack", "circuits.circuit"]}}
+    broker.configure(StreamsyncSettings.load({"topic_prefix": stream.prefix, "sources": sources}))
+    topic = broker.topic
+    try:
+        with web_request_context(alice):
+            rack = Rack.objects.create(name=f"r-{u}", location=Location.objects.get(name=f"dc-{u}"), status=active)
+            provider = Provider.objects.create(name=f"prov-{u}")
+            kind = CircuitType.objects.create(name=f"ct-{u}")
+            circuit = Circuit.objects.create(cid=f"C-{u}", provider=provider, circuit_type=kind, status=active)
+        with web_request_context(alice):
+            rack.u_height = 44
+            rack.validated_save()
+        with web_request_context(alice):
+            circuit.delete()
+    finally:
+        broker.configure()
+    rows = [json.loads(row.value) for row in OutboxEvent.objects.filter(topic=topic).order_by("id")]
+    rack_key = {"name": f"r-{u}", "rack_group__name": None, "rack_group__location__name": None}
+    circuit_key = {"provider__name": f"prov-{u}", "cid": f"C-{u}"}
+    assert [(row["model"], row["op"], row["key"]) for row in rows] == [
+        ("rack", "upsert", rack_key),
+        ("circuit", "upsert", circuit_key),
+        ("rack", "upsert", rack_key),
+        ("circuit", "delete", circuit_key),
+    ]
+    assert rows[2]["attrs"]["u_height"] == 44 and rows[2]["attrs"]["location__name"] == f"dc-{u}"
+    assert rows[1]["attrs"]["circuit_type__name"] == f"ct-{u}"
+    assert canonical_key("rack", rack_key) in {row.key for row in OutboxEvent.objects.filter(topic=topic)}
+    assert "was not recorded" not in caplog.text
+
+
+def _event_brokers() -> list[Any]:
+    from nautobot.core.events import _EVENT_BROKERS
+
+    return list(_EVENT_BROKERS)
+
+
+def test_a_worker_refuses_a_model_a_derivation_cannot_guess_at_start_up(stream: Stream, tmp_path: Path) -> None:
+    from tests.integration.conftest import write_nautobot_config
+
+    config = write_nautobot_config(tmp_path / "nautobot_config.py", sources={"cmdb": {"models": ["dcim.cable"]}})
+    result = dataclasses.replace(stream, extra_env={"NAUTOBOT_CONFIG": str(config)}).cli("worker", timeout=180)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-4000:]
+    assert [line for line in result.stderr.splitlines() if line.startswith("Error:")] == [
+        "Error: model 'dcim.cable': dcim.cable cannot be derived: a cable terminates on two ends, each of several "
+        "types (interface, front or rear port, console, power or circuit termination), and Nautobot names a cable "
+        "by its primary key alone; no built-in model covers it"
+    ]
