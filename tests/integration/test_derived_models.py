@@ -303,3 +303,39 @@ def test_a_worker_refuses_a_model_a_derivation_cannot_guess_at_start_up(stream: 
         "types (interface, front or rear port, console, power or circuit termination), and Nautobot names a cable "
         "by its primary key alone; no built-in model covers it"
     ]
+
+
+def test_resync_repairs_drift_of_derived_models_from_the_state_topic(
+    stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    """What a worker put on the state topic for derived models is what a resync restores."""
+    from nautobot.circuits.models import CircuitType, Provider
+
+    u = uuid.uuid4().hex[:8]
+    stream, source = own_source(stream, tmp_path, ["circuits.provider", "circuits.circuittype"], user=f"ss-{u}")
+    events = [
+        _event(source, "upsert", "provider", {"name": f"p1-{u}"}, asn=65001, account="a1"),
+        _event(source, "upsert", "provider", {"name": f"p2-{u}"}, comments="second"),
+        _event(source, "upsert", "circuittype", {"name": f"ct-{u}"}, description="transit"),
+    ]
+    worker = start_worker("--source", source, "--batch-timeout", "0.2", on=stream)
+    publish(stream, tmp_path, *events, source=source)
+
+    def providers() -> dict[str, tuple[Any, ...]]:
+        return {p.name: (p.asn, p.account, p.comments) for p in Provider.objects.filter(name__endswith=u)}
+
+    streamed = {f"p1-{u}": (65001, "a1", ""), f"p2-{u}": (None, "", "second")}
+    wait_for(lambda: providers() == streamed, 120, "the streamed providers", worker)
+    wait_for(lambda: CircuitType.objects.filter(name=f"ct-{u}").exists(), 60, "the circuit type", worker)
+    assert worker.stop() == 0
+
+    drifted = Provider.objects.get(name=f"p1-{u}")
+    drifted.account = "edited by hand"
+    drifted.validated_save()
+    Provider.objects.get(name=f"p2-{u}").delete()
+    CircuitType.objects.filter(name=f"ct-{u}").update(description="edited too")
+    applied = stream.cli("resync", source, "--yes")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert "created 1, updated 2, deleted 0" in applied.stdout, applied.stdout
+    assert providers() == streamed
+    assert CircuitType.objects.get(name=f"ct-{u}").description == "transit"
