@@ -339,3 +339,26 @@ def test_resync_repairs_drift_of_derived_models_from_the_state_topic(
     assert "created 1, updated 2, deleted 0" in applied.stdout, applied.stdout
     assert providers() == streamed
     assert CircuitType.objects.get(name=f"ct-{u}").description == "transit"
+
+
+def test_a_worker_logs_where_its_models_refer_to_each_other_in_a_cycle(
+    stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    stream, source = own_source(stream, tmp_path, ["dcim.modulebay", "dcim.module"])
+    worker = start_worker("--source", source, on=stream)
+
+    def logged() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("event") == "models refer to each other in a cycle"]
+
+    wait_for(lambda: bool(logged()), 120, "the cycle logged", worker)
+    (line,) = logged()
+    assert (line["level"], line["source"], line["child"], line["parent"], line["retried"]) == (
+        "warning",
+        source,
+        "modulebay",
+        "module",
+        True,
+    )
+    assert line["why"] == "a modulebay that arrives before its module is retried until the module exists"
+    assert worker.stop() == 0
