@@ -263,7 +263,13 @@ def test_nautobots_own_changes_of_a_derived_model_are_events_keyed_by_its_natura
             rack = Rack.objects.create(name=f"r-{u}", location=Location.objects.get(name=f"dc-{u}"), status=active)
             provider = Provider.objects.create(name=f"prov-{u}")
             kind = CircuitType.objects.create(name=f"ct-{u}")
-            circuit = Circuit.objects.create(cid=f"C-{u}", provider=provider, circuit_type=kind, status=active)
+            circuit = Circuit.objects.create(
+                cid=f"C-{u}",
+                provider=provider,
+                circuit_type=kind,
+                status=active,
+                install_date=datetime.date(2026, 5, 1),
+            )
         with web_request_context(alice):
             rack.u_height = 44
             rack.validated_save()
@@ -281,7 +287,7 @@ def test_nautobots_own_changes_of_a_derived_model_are_events_keyed_by_its_natura
         ("circuit", "delete", circuit_key),
     ]
     assert rows[2]["attrs"]["u_height"] == 44 and rows[2]["attrs"]["location__name"] == f"dc-{u}"
-    assert rows[1]["attrs"]["circuit_type__name"] == f"ct-{u}"
+    assert (rows[1]["attrs"]["circuit_type__name"], rows[1]["attrs"]["install_date"]) == (f"ct-{u}", "2026-05-01")
     assert canonical_key("rack", rack_key) in {row.key for row in OutboxEvent.objects.filter(topic=topic)}
     assert "was not recorded" not in caplog.text
 
