@@ -18,8 +18,8 @@ so a key derived from it would change under the producer. Nautobot calls the sam
 name-only key its `LOCATION_NAME_AS_NATURAL_KEY`.
 
 What a derivation cannot guess is refused (`Refused`), never written in part: see `REFUSED` and
-`refusal()`. Fields it cannot carry faithfully are left out and named in the model's docstring, so
-an event naming one is rejected as an undeclared attribute.
+`refusal()`. Fields it cannot carry faithfully are left out and named in the model's description
+(what `streamsync models` prints), so an event naming one is rejected as an undeclared attribute.
 """
 
 from __future__ import annotations
@@ -174,7 +174,7 @@ def _derived(label: str) -> type[BuiltinModel]:
     attributes: list[str] = []
     skipped: dict[str, str] = {}
     for field in _editable(orm):
-        fields = _attribute(orm, field, set(identifiers))
+        fields = _attribute(field, set(identifiers))
         if isinstance(fields, str):
             skipped[field.name] = fields
             continue
@@ -311,9 +311,7 @@ def _editable(orm: type[models.Model]) -> list[models.Field[Any, Any]]:
     ]
 
 
-def _attribute(
-    orm: type[models.Model], field: models.Field[Any, Any], identifiers: set[str]
-) -> dict[str, tuple[Any, Any]] | str:
+def _attribute(field: models.Field[Any, Any], identifiers: set[str]) -> dict[str, tuple[Any, Any]] | str:
     """An editable field as attributes: {name: (annotation, default)}, or why it is left out."""
     if field.many_to_many:
         return _many(field)
@@ -397,5 +395,5 @@ def _doc(orm: type[models.Model], identifiers: list[str], skipped: dict[str, str
     key, label = ", ".join(identifiers), orm._meta.label_lower
     doc = f"A {orm._meta.verbose_name} ({label}), derived from Nautobot's metadata: identified by {key}."
     if skipped:
-        doc += "\n\nNot synced: " + "; ".join(f"{name} ({why})" for name, why in sorted(skipped.items())) + "."
+        doc += " Not synced: " + "; ".join(f"{name} ({why})" for name, why in sorted(skipped.items())) + "."
     return doc
