@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime
 import decimal
 import functools
+import threading
 import types
 from typing import Annotated, Any
 
@@ -151,8 +152,16 @@ def _unnameable(orm: type[models.Model]) -> str | None:
 
 
 def derived_model(orm: type[models.Model]) -> type[BuiltinModel]:
-    """The contrib model derived for `orm`, made once; `Refused` when it cannot be derived."""
-    return _derived(orm._meta.label_lower)
+    """The contrib model derived for `orm`, made once; `Refused` when it cannot be derived.
+
+    Once per process, also in a threaded web server (the event broker resolves models there): two
+    classes for one Nautobot model would be two models of one name to the registry.
+    """
+    with _deriving:
+        return _derived(orm._meta.label_lower)
+
+
+_deriving = threading.Lock()
 
 
 @functools.cache
