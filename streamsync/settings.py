@@ -22,7 +22,7 @@ from streamsync.kafka.connection import (
     KafkaSecurity,
     security_with_env,
 )
-from streamsync.models import BUILTIN_MODELS, builtin_model
+from streamsync.models import BUILTIN_MODELS, builtin_for, builtin_model
 from streamsync.sync.backoff import backoff
 from streamsync.sync.customdata import extended
 from streamsync.sync.registry import ModelRegistry
@@ -63,13 +63,13 @@ class SourceSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # Built-in model names ("vlan") or dotted paths to a user's own contrib models.
+    # Built-in model names ("vlan"), Nautobot models as app_label.model ("dcim.rack": a built-in model
+    # when one covers it, else one derived from Nautobot's metadata), or dotted paths to contrib models.
     models: list[str] = Field(min_length=1)
 
     def registry(self, custom_data: bool = True) -> ModelRegistry:
         """The models this source's events may write, with custom fields and relationships unless told not to."""
-        models = [resolve_model(name) for name in self.models]
-        return ModelRegistry(extended(models) if custom_data else models)
+        return _registry(self.models, custom_data)
 
 
 class TargetSettings(BaseModel):
@@ -86,7 +86,7 @@ class TargetSettings(BaseModel):
 
     def registry(self) -> ModelRegistry:
         """Nautobot's models of the events this target receives, with custom fields and relationships."""
-        return ModelRegistry(extended(resolve_model(name) for name in self.models))
+        return _registry(self.models)
 
     def adapter_class(self) -> type[TargetAdapter]:
         """The adapter, checked against `models`: one target model per name, with the same identifiers."""
@@ -213,14 +213,44 @@ class StreamsyncSettings(BaseModel):
             raise ConfigError(f"unknown target {name!r}; configured targets: {sorted(self.targets)}") from None
 
 
+def _registry(names: list[str], custom_data: bool = True) -> ModelRegistry:
+    """The models `names` resolve to, with custom data (streamsync/sync/customdata.py) unless told not to.
+
+    Two of one name (`dcim.rack` and a model of yours called rack) are refused.
+    """
+    try:
+        registry = ModelRegistry(resolve_model(name) for name in names)  # a bad configuration fails before the database
+        return ModelRegistry(extended(registry)) if custom_data else registry
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def resolve_model(name: str) -> type[DiffSyncModel]:
-    """A built-in model by `_modelname`, or a user's model by dotted path."""
+    """A built-in model by `_modelname`, a Nautobot model by `app_label.model`, or a user's model by dotted path.
+
+    `app_label.model` is the built-in model bound to that Nautobot model when there is one (its hand-tuned
+    key and defaults win), else the model derived from Nautobot's metadata (streamsync/models/derived.py).
+    """
     if name in BUILTIN_MODELS:
         return builtin_model(name)
     if "." not in name:
         raise ConfigError(
-            f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, or give a dotted path"
+            f"unknown model {name!r}: built-in models are {sorted(BUILTIN_MODELS)}, "
+            "or give a Nautobot model as app_label.model (dcim.rack), or a dotted path"
         )
+    from streamsync.models.derived import Refused, derived_model, nautobot_model
+
+    orm = nautobot_model(name)
+    if orm is not None:
+        builtin = builtin_for(orm._meta.label_lower)
+        if builtin is not None:
+            return builtin_model(builtin)
+        try:
+            return derived_model(orm)
+        except Refused as error:
+            raise ConfigError(f"model {name!r}: {error}; no built-in model covers it") from None
     model = _import(name, "model")
     if not (isinstance(model, type) and issubclass(model, DiffSyncModel)):
         raise ConfigError(f"{name!r} is not a DiffSync model class")

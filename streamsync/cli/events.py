@@ -152,6 +152,10 @@ def models(ctx: click.Context, source: str | None, as_json: bool, topic_prefix: 
         click.echo(f"source {name}: {len(facts)} model(s) on {topic}, parents first\n")
         for model in facts:
             click.echo(_model_text(model))
+        for cycle in registry.cycles:
+            kind = "retried" if cycle.retried else "CANNOT BE WRITTEN"
+            circle = " -> ".join(cycle.models)
+            click.echo(f"cycle {circle}: {cycle.child} goes before {cycle.parent} ({kind}): {cycle.why}\n")
 
 
 def _model_text(model: ModelFacts) -> str:

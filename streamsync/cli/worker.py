@@ -80,8 +80,8 @@ def worker(
         chosen_targets = list(targets) if named else list(settings.targets)
         if not chosen and not chosen_targets:
             raise ConfigError('no sources or targets configured: add PLUGINS_CONFIG["streamsync"]["sources"]')
-        for source in chosen:
-            settings.source(source).registry()  # unknown source or model: fail now, not mid-stream
+        # Unknown source or model, or one a derivation refuses: fail now, not mid-stream.
+        registries = {source: settings.source(source).registry() for source in chosen}
         for target in chosen_targets:
             settings.target(target).adapter_class()  # and the target's adapter, checked against its models
     except ConfigError as error:
@@ -98,7 +98,11 @@ def worker(
         app = build(settings, chosen, chosen_targets, loop)  # refuses a state topic that is not compacted
     except (BrokerUnavailable, TopicRefused, prometheus.MetricsError) as error:
         raise click.ClickException(str(error)) from error
-    structlog.get_logger("streamsync.worker").info(
+    log = structlog.get_logger("streamsync.worker")
+    for source, registry in registries.items():
+        for cycle in registry.cycles:  # where parents-first order cannot hold (streamsync models says too)
+            log.warning("models refer to each other in a cycle", source=source, **cycle.model_dump())
+    log.info(
         "worker starting",
         group=settings.group_id,
         sources=chosen,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from diffsync import DiffSyncModel
 
-__all__ = ["BUILTIN_MODELS", "builtin_model"]
+__all__ = ["BUILTIN_MODELS", "builtin_for", "builtin_model"]
 
 # `_modelname` (Django's own model name; `moduleinterface`: dcim.Interface on a module) -> "module:Class",
 # in dependency order (parents before children).
@@ -50,3 +50,12 @@ def builtin_model(name: str) -> type[DiffSyncModel]:
     module, _, attr = BUILTIN_MODELS[name].partition(":")
     model: type[DiffSyncModel] = getattr(importlib.import_module(module), attr)
     return model
+
+
+def builtin_for(label: str) -> str | None:
+    """The first built-in model bound to Nautobot's model `label` (`dcim.interface`: "interface"), or None."""
+    for name in BUILTIN_MODELS:
+        orm = getattr(builtin_model(name), "_model", None)
+        if orm is not None and orm._meta.label_lower == label:
+            return name
+    return None

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from diffsync import DiffSyncModel
 from django.core.exceptions import FieldDoesNotExist
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from streamsync.contract.envelope import EnvelopeError, Event, RejectCode, describe, unstorable
 
@@ -35,7 +35,7 @@ class ModelRegistry:
             if name in self._models and self._models[name] is not model:
                 raise ValueError(f"two models registered as {name!r}: {self._models[name]} and {model}")
             self._models[name] = model
-        self._order = dependency_order(self._models.values())
+        self._order, self.cycles = _ordered(list(self._models.values()))
         refers = references(self._models.values())
         self._ancestors = _reachable(refers)
         self._descendants = _reachable(_reversed(refers))
@@ -152,16 +152,42 @@ class ModelRegistry:
             raise RejectedEvent(RejectCode.WRONG_TYPE, f"{model.get_type()}.{name}: {describe(error)}") from None
 
 
+class Cycle(BaseModel):
+    """Models whose objects refer to each other in a circle, and where parents-first order was broken.
+
+    `child` goes before `parent` although its `fields` refer to it: a `child` object that arrives
+    before its `parent` is retried until the parent exists (in the batch, then with back-off). When
+    every reference around the circle is required on create, objects that refer to each other can
+    never be written (neither can exist first): `retried` is False and `why` says so.
+    """
+
+    models: list[str]  # the circle, each one referring to the next
+    child: str
+    parent: str
+    fields: list[str]
+    retried: bool
+    why: str
+
+
 def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
     """Models sorted parents first, from the Nautobot foreign keys their `a__b__c` fields go through.
 
     A cycle (a module bay of a device holds a module, a module holds bays) is broken where it goes
     against registration order: the model registered first goes first. The engine's in-batch retry
-    covers what order cannot (a bay of a module before its module).
+    covers what order cannot (a bay of a module before its module); `dependency_cycles` says where.
     """
-    models = list(models)
+    return _ordered(list(models))[0]
+
+
+def dependency_cycles(models: Iterable[type[DiffSyncModel]]) -> list[Cycle]:
+    """Each cycle `dependency_order` broke: what is retried, and what can never be written."""
+    return _ordered(list(models))[1]
+
+
+def _ordered(models: list[type[DiffSyncModel]]) -> tuple[list[type[DiffSyncModel]], list[Cycle]]:
     by_orm = {getattr(model, "_model", None): model for model in models}
     graph: dict[type[DiffSyncModel], set[type[DiffSyncModel]]] = {model: set() for model in models}
+    via: dict[tuple[type[DiffSyncModel], type[DiffSyncModel]], list[str]] = {}
     for model in models:
         orm = getattr(model, "_model", None)
         if orm is None:
@@ -171,14 +197,56 @@ def dependency_order(models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyn
                 parent = by_orm.get(related)
                 if parent is not None and parent is not model:
                     graph[model].add(parent)
+                    names = via.setdefault((model, parent), [])
+                    if name not in names:
+                        names.append(name)
     position = {model: i for i, model in enumerate(models)}
+    cycles: list[Cycle] = []
     while True:
         try:
-            return list(graphlib.TopologicalSorter(graph).static_order())
+            return list(graphlib.TopologicalSorter(graph).static_order()), cycles
         except graphlib.CycleError as error:
             cycle = error.args[1]  # each one a parent of the next, the first repeated at the end
             parent, child = next((p, c) for p, c in itertools.pairwise(cycle) if position[p] > position[c])
             graph[child].discard(parent)
+            cycles.append(_cycle(cycle, child, parent, via))
+
+
+def _cycle(
+    cycle: list[type[DiffSyncModel]],
+    child: type[DiffSyncModel],
+    parent: type[DiffSyncModel],
+    via: dict[tuple[type[DiffSyncModel], type[DiffSyncModel]], list[str]],
+) -> Cycle:
+    """A broken cycle, retried unless every reference around it is required when an object is created."""
+    names = [model.get_type() for model in cycle]
+    links = [(c, p) for p, c in itertools.pairwise(cycle)]
+    required = [[name for name in via[link] if _required(link[0], name)] for link in links]
+    retried = not all(required)
+    if retried:
+        why = (
+            f"a {child.get_type()} that arrives before its {parent.get_type()} is retried until the "
+            f"{parent.get_type()} exists"
+        )
+    else:
+        fields = "; ".join(f"{c.get_type()}.{' and '.join(r)}" for (c, _), r in zip(links, required, strict=True))
+        why = (
+            f"every reference around {' -> '.join(names)} is required on create ({fields}): objects that refer "
+            "to each other cannot be written, since neither can exist first"
+        )
+    return Cycle(
+        models=names,
+        child=child.get_type(),
+        parent=parent.get_type(),
+        fields=via[(child, parent)],
+        retried=retried,
+        why=why,
+    )
+
+
+def _required(model: type[DiffSyncModel], name: str) -> bool:
+    """Whether an object of `model` cannot be created without `name` (an identifier that may be null has a default)."""
+    return model.model_fields[name].is_required()
 
 
 def _path(orm: Any, name: str) -> list[Any]:
