@@ -24,6 +24,7 @@ from streamsync.kafka.connection import (
 )
 from streamsync.models import BUILTIN_MODELS, builtin_for, builtin_model
 from streamsync.sync.backoff import backoff
+from streamsync.sync.customdata import extended
 from streamsync.sync.registry import ModelRegistry
 from streamsync.targets.base import TargetAdapter
 
@@ -66,9 +67,9 @@ class SourceSettings(BaseModel):
     # when one covers it, else one derived from Nautobot's metadata), or dotted paths to contrib models.
     models: list[str] = Field(min_length=1)
 
-    def registry(self) -> ModelRegistry:
-        """The models this source's events may write."""
-        return _registry(self.models)
+    def registry(self, custom_data: bool = True) -> ModelRegistry:
+        """The models this source's events may write, with custom fields and relationships unless told not to."""
+        return _registry(self.models, custom_data)
 
 
 class TargetSettings(BaseModel):
@@ -84,7 +85,7 @@ class TargetSettings(BaseModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
     def registry(self) -> ModelRegistry:
-        """Nautobot's models of the events this target receives."""
+        """Nautobot's models of the events this target receives, with custom fields and relationships."""
         return _registry(self.models)
 
     def adapter_class(self) -> type[TargetAdapter]:
@@ -212,10 +213,14 @@ class StreamsyncSettings(BaseModel):
             raise ConfigError(f"unknown target {name!r}; configured targets: {sorted(self.targets)}") from None
 
 
-def _registry(names: list[str]) -> ModelRegistry:
-    """The models `names` resolve to; two of one name (`dcim.rack` and a model of yours called rack) refused."""
+def _registry(names: list[str], custom_data: bool = True) -> ModelRegistry:
+    """The models `names` resolve to, with custom data (streamsync/sync/customdata.py) unless told not to.
+
+    Two of one name (`dcim.rack` and a model of yours called rack) are refused.
+    """
     try:
-        return ModelRegistry(resolve_model(name) for name in names)
+        registry = ModelRegistry(resolve_model(name) for name in names)  # a bad configuration fails before the database
+        return ModelRegistry(extended(registry)) if custom_data else registry
     except ConfigError:
         raise
     except ValueError as error:

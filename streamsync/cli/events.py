@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -92,7 +92,8 @@ def schema(ctx: click.Context, source: str | None) -> None:
     """Print the JSON Schema of the event envelope, or of SOURCE's events with each model's key and attrs.
 
     Without SOURCE nothing else is needed; with it, Nautobot's configuration (NAUTOBOT_CONFIG or
-    --config) names the source's models. No database or Kafka is used.
+    --config) names the source's models; Nautobot's database adds the custom fields and
+    relationships (without it they are left out, and stderr says so). Kafka is not used.
     """
     import json
 
@@ -106,7 +107,7 @@ def schema(ctx: click.Context, source: str | None) -> None:
     from streamsync.sync.schema import source_schema
 
     try:
-        registry = StreamsyncSettings.load().source(source).registry()
+        registry = _registry(StreamsyncSettings.load(), source)
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
     click.echo(json.dumps(source_schema(source, registry), indent=2, ensure_ascii=False, default=str))
@@ -123,8 +124,9 @@ def models(ctx: click.Context, source: str | None, as_json: bool, topic_prefix: 
     For each model: its name in events, the Nautobot model it writes, the key's identifiers and the
     attributes as events spell them, with type, default, Nautobot's choices, and (*) the attributes
     an upsert that creates the object must name. The same facts as `streamsync schema SOURCE`.
-    Nautobot's configuration (NAUTOBOT_CONFIG or --config) names the sources; no database or Kafka
-    is used.
+    Nautobot's configuration (NAUTOBOT_CONFIG or --config) names the sources; Nautobot's database
+    adds custom fields and relationships (without it they are left out, and stderr says so). Kafka
+    is not used.
     """
     import json
 
@@ -135,7 +137,7 @@ def models(ctx: click.Context, source: str | None, as_json: bool, topic_prefix: 
     try:
         settings = StreamsyncSettings.load()
         names = [source] if source is not None else sorted(settings.sources)
-        registries = {name: settings.source(name).registry() for name in names}
+        registries = {name: _registry(settings, name) for name in names}
     except ConfigError as error:
         raise click.ClickException(str(error)) from error
     if not registries:
@@ -185,3 +187,17 @@ def _field_text(field: FieldFacts) -> str:
     if field.has_default:
         text += f", default {json.dumps(field.default, default=str)}"
     return text
+
+
+def _registry(settings: Any, source: str) -> Any:
+    """A source's registry; without a readable database, without custom fields and relationships (said on stderr)."""
+    from django.db import DatabaseError
+
+    try:
+        return settings.source(source).registry()
+    except DatabaseError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        click.echo(
+            f"note: custom fields and relationships left out, Nautobot's database is not readable: {first}", err=True
+        )
+        return settings.source(source).registry(custom_data=False)

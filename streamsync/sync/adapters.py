@@ -17,9 +17,12 @@ from diffsync import Adapter, DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Prefetch, Q
+from nautobot.extras.models import Relationship
 from nautobot_ssot.contrib import NautobotAdapter
 from nautobot_ssot.utils.orm import load_typed_dict
 from nautobot_ssot.utils.typing import get_inner_type
+
+from streamsync.sync.relationships import RelationshipAnnotation, as_value, in_order, peers
 
 # Where the load puts an object's prefetched to-many rows: a plain list, see to_many.
 PREFETCHED = "_streamsync_prefetched_"
@@ -39,6 +42,7 @@ class PartialNautobotAdapter(NautobotAdapter):
         self._keys = keys
         # (model name, unique id) of keys that match more than one row: no event may write those.
         self.ambiguous: set[tuple[str, str]] = set()
+        self._relationships: dict[str, Any] = {}
         super().__init__(*args, job=None, **kwargs)
 
     def _load_objects(self, diffsync_model: Any) -> None:
@@ -80,6 +84,20 @@ class PartialNautobotAdapter(NautobotAdapter):
         inner_type = _inner_type(diffsync_model, parameter_name)
         loaded = (load_typed_dict(inner_type, related) for related in prefetched)
         return [row for row in loaded if any(row.values())]
+
+    def _handle_custom_relationship_to_many_relationship(
+        self, database_object: Any, diffsync_model: Any, parameter_name: str, annotation: Any
+    ) -> Any:
+        """A relationship attribute (streamsync/sync/relationships.py): the object's peers as events name them."""
+        if not isinstance(annotation, RelationshipAnnotation):
+            return super()._handle_custom_relationship_to_many_relationship(
+                database_object, diffsync_model, parameter_name, annotation
+            )
+        relationship = self._relationships.get(annotation.key)
+        if relationship is None:
+            relationship = self._relationships[annotation.key] = Relationship.objects.get(key=annotation.key)
+        found = peers(relationship, annotation.end, database_object)
+        return in_order([as_value(peer, annotation.peer_fields) for peer in found])
 
 
 def matching(keys: list[dict[str, Any]]) -> Q:

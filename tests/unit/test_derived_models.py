@@ -247,7 +247,7 @@ def test_the_models_command_lists_a_derived_model_and_a_cycle() -> None:
         plugins["streamsync"]["sources"]["cmdb"]["models"] = ["modulebay", "module", "dcim.cable"]
         cycle = runner.invoke(main, ["models", "cmdb"])
     assert text.exit_code == 0, text.output
-    blocks = text.output.split("\n\n")
+    blocks = text.stdout.split("\n\n")
     assert blocks[0] == "source cmdb: 3 model(s) on streamsync.cmdb.events, parents first"
     circuit = next(block for block in blocks if block.startswith("circuit "))
     lines = circuit.splitlines()
@@ -259,7 +259,7 @@ def test_the_models_command_lists_a_derived_model_and_a_cycle() -> None:
     assert re.fullmatch(r"    cid +string", lines[3])
     assert re.fullmatch(r"    status__name +string, default \"Active\"", lines[5])
     assert re.fullmatch(r"    circuit_type__name \* +string", lines[6])
-    rows = [json.loads(line) for line in as_json.output.splitlines()]
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
     assert [row["model"] for row in rows][-1] == "circuit"
     assert rows[-1]["nautobot_model"] == "circuits.circuit"
     # A refused model fails the command with the reason (the worker's start-up too).
@@ -277,7 +277,7 @@ def test_the_models_command_reports_a_cycle() -> None:
     with override_settings(PLUGINS_CONFIG=plugins):
         result = CliRunner().invoke(main, ["models", "cmdb"])
     assert result.exit_code == 0, result.output
-    assert result.output.rstrip().splitlines()[-1] == (
+    assert result.stdout.rstrip().splitlines()[-1] == (
         "cycle modulebay -> module -> modulebay: modulebay goes before module (retried): "
         "a modulebay that arrives before its module is retried until the module exists"
     )
