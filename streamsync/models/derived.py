@@ -246,6 +246,25 @@ def _reference(orm: type[models.Model]) -> list[str] | str:
     return why if builtin is None else list(builtin_model(builtin)._identifiers)
 
 
+def named_by(orm: type[models.Model]) -> dict[str, Any] | str:
+    """How an event names one object of `orm` anywhere it is not the event's own model, or why it cannot.
+
+    The lookups of `_reference` (Nautobot's natural key, or a built-in model's key where Nautobot
+    names `orm` by a primary key), each with the type of its value (None allowed where it may be null).
+    """
+    lookups = _reference(orm)
+    if isinstance(lookups, str):
+        return lookups
+    if _unnameable(orm) is not None:  # named by a built-in model's key: its own types
+        builtin = builtin_model(builtin_for(orm._meta.label_lower) or "")
+        return {lookup: builtin.model_fields[lookup].annotation for lookup in lookups}
+    typed = {}
+    for lookup in lookups:
+        scalar, nullable = _lookup_type(orm, lookup)
+        typed[lookup] = scalar | None if nullable else scalar
+    return typed
+
+
 def _natural_key_names(orm: type[models.Model]) -> list[str]:
     """The fields Nautobot's `BaseModel.natural_key_field_lookups` starts from, chosen as it chooses them."""
     names = getattr(orm, "natural_key_field_names", None)

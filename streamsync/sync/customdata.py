@@ -20,6 +20,7 @@ from nautobot_ssot.contrib import CustomFieldAnnotation
 from pydantic import AfterValidator
 from typing_extensions import TypedDict
 
+from streamsync.models.derived import named_by
 from streamsync.sync.relationships import RelationshipAnnotation, RelationshipWrites, in_order
 
 log = structlog.get_logger(__name__)
@@ -116,30 +117,18 @@ def _relationship_attributes(
             continue
         model = wanted[mine]
         peer = other.model_class()
-        typed = peer_identifiers(peer) if peer is not None else {}
-        fields = tuple(typed)
-        if not fields:
+        typed = named_by(peer) if peer is not None else "it is no model Django knows"
+        if isinstance(typed, str):
             skipped.append(
                 f"relationship {relationship.key!r} on {model._meta.label_lower}: "  # type: ignore[attr-defined]
-                f"its peers ({other.app_label}.{other.model}) have no natural key to name them by"
+                f"no event can name its peers ({other.app_label}.{other.model}): {typed}"
             )
             continue
+        fields = tuple(typed)
         peer_dict = TypedDict(f"{peer.__name__}Peer", typed, total=False)  # type: ignore[misc]
         annotation = RelationshipAnnotation(key=relationship.key, end=end, peer_fields=fields)
         attributes.append((model, RELATIONSHIP + relationship.key + suffix, annotation, list[peer_dict]))
     return attributes
-
-
-def peer_identifiers(model: type) -> dict[str, Any]:
-    """How events name an object of `model`, with each identifier's type: as its built-in model, or its natural key."""
-    from streamsync.models import BUILTIN_MODELS, builtin_model
-
-    for name in BUILTIN_MODELS:
-        builtin = builtin_model(name)
-        if getattr(builtin, "_model", None) is model and name != "moduleinterface":
-            return {field: builtin.model_fields[field].annotation for field in builtin._identifiers}
-    lookups = tuple(getattr(model, "natural_key_field_lookups", ()) or ())
-    return {} if lookups in ((), ("pk",), ("id",)) else dict.fromkeys(lookups, Any | None)
 
 
 _CLASSES: dict[tuple[type, str], type[DiffSyncModel]] = {}
