@@ -40,7 +40,7 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import bulk, diff, loaded, outboxrows, ownership
+from streamsync.sync import bulk, bulkupdate, diff, loaded, outboxrows, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
 from streamsync.sync.batch import (
     BatchResult,
@@ -525,8 +525,9 @@ class _Run:
                 one_by_one = list(run)
                 if first_pass:  # a model's plain creates together, in its place among the models
                     one_by_one, created = self._bulk_creates(model, one_by_one, nautobot, order)
-                    progress = progress or bool(created)
-                    for change, outcome in created:
+                    one_by_one, updated = self._bulk_updates(model, one_by_one, nautobot, order)
+                    progress = progress or bool(created or updated)
+                    for change, outcome in [*created, *updated]:
                         self._done(change, outcome)
                         changed.note(model, outcome.outcome)
                 for change in one_by_one:
@@ -605,6 +606,88 @@ class _Run:
             if len(change.events) > 1:
                 rest.append(self._part(change, change.events[1:]))
         return sorted(rest, key=order), created
+
+    def _bulk_updates(
+        self,
+        model: type[DiffSyncModel],
+        changes: list[Change],
+        nautobot: PartialNautobotAdapter,
+        order: Callable[[Change], Any],
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]]]:
+        """Update the existing objects of one model's changes together (streamsync/sync/bulkupdate.py), if bulk-safe.
+
+        Each update is its change's events folded, as on the per-object path; returns what is left
+        for that path (creates, changes that change nothing or that it refuses, the updates not
+        written here) and the updates' outcomes. Whatever cannot be built goes there and fails there
+        alone, with the reason it has there; a chunk that fails to be written goes there whole.
+        """
+        django_model = getattr(model, "_model", None)
+        if not self.engine.bulk or changes[0].op is not Op.UPSERT or django_model is None:
+            return changes, []
+        if not bulk.bulk_safe(django_model):
+            return changes, []
+        rest: list[Change] = []
+        wanted: list[tuple[Change, DiffSyncModel, dict[str, Any]]] = []
+        for change in changes:
+            dst, changed = self._changed(change, nautobot)
+            if dst is None or not changed:
+                rest.append(change)
+            else:
+                wanted.append((change, dst, changed))
+        if len(wanted) < 2:  # one update gains nothing: the per-object path, as before
+            return changes, []
+        rows = bulkupdate.rows(django_model, [dst.pk for _, dst, _ in wanted])  # type: ignore[attr-defined]
+        ready: list[tuple[Change, DiffSyncModel, dict[str, Any], bulkupdate.Update]] = []
+        for change, dst, changed in wanted:
+            try:
+                row = rows.by_pk.get(str(dst.pk))  # type: ignore[attr-defined]
+                if row is None:
+                    raise bulk.NotBulk("gone")  # the per-object path says so
+                ready.append((change, dst, changed, bulkupdate.build(model, nautobot, row, changed)))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                rest.append(change)
+        try:
+            refused = bulk.refused_rows([update.instance for *_, update in ready])
+            refused |= bulkupdate.logged_already([update for *_, update in ready])
+        except bulk.NotBulk:
+            return changes, []
+        rest += [change for i, (change, *_) in enumerate(ready) if i in refused]
+        ready = [one for i, one in enumerate(ready) if i not in refused]
+        if len(ready) < 2:
+            return changes, []
+        try:
+            bulkupdate.write(model, [update for *_, update in ready], rows.before)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            nautobot.cache.invalidate_cache(zero_out_hits=False)
+            return changes, []
+        updated: list[tuple[Change, ObjectResult]] = []
+        for change, dst, changed, _ in ready:
+            DiffSyncModel.update(dst, changed)  # the view, as contrib's update ends
+            result = ObjectResult(change.key, model.get_type(), Outcome.UPDATED, events=change.events, pk=dst.pk)  # type: ignore[attr-defined]
+            updated.append((change, result))
+        return sorted(rest, key=order), updated
+
+    def _changed(self, change: Change, nautobot: PartialNautobotAdapter) -> tuple[DiffSyncModel | None, dict[str, Any]]:
+        """An existing object's view and what `change` changes of it, as `_upsert` finds them; None if it is missing.
+
+        A change its model refuses with the object's attributes changes nothing here: `_upsert` rejects it.
+        """
+        model = change.model
+        unique_id = model.create_unique_id(**change.ids)
+        if (model.get_type(), unique_id) in nautobot.ambiguous:
+            return None, {}
+        dst = nautobot.get_or_none(model.get_type(), unique_id)
+        if dst is None:
+            return None, {}
+        try:
+            src = model(**change.ids, **{**dst.get_attrs(), **change.attrs})
+        except ValidationError:
+            return dst, {}
+        return dst, diff.changed(src.get_attrs(), dst.get_attrs())
 
     @staticmethod
     def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
