@@ -549,3 +549,52 @@ def test_a_burst_through_a_real_worker_ends_with_every_object_its_change_log_and
         assert message.headers["nautobot-request-id"] == request_of[vid]
         assert message.headers["nautobot-action"] == "create" and message.headers["streamsync-origin"] == "ipam"
     assert worker.stop() == 0
+
+
+def test_a_burst_of_updates_through_a_real_worker_ends_with_every_change_its_change_log_and_its_event(
+    broker: Any, stream: Stream, start_worker: Any, tmp_path: Path
+) -> None:
+    """300 updates of VLANs that exist without a change log, produced before the worker starts (so its batches
+    are large): exact objects, one update ObjectChange each with its batch's request id, one event each on
+    Nautobot's events topic carrying the new values."""
+    from nautobot.extras.models import ObjectChange, Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+
+    from tests.integration.test_nautobot_events import _read
+    from tests.integration.test_resilience import log_records
+    from tests.integration.test_worker_end_to_end import _event as line
+    from tests.integration.test_worker_end_to_end import _publish
+
+    group = VLANGroup.objects.create(name=f"burst-{uuid.uuid4().hex[:6]}")
+    active = Status.objects.get(name="Active")
+    VLAN.objects.bulk_create(VLAN(vid=vid, name=f"v{vid}", vlan_group=group, status=active) for vid in range(1, 301))
+    wanted = {vid: (f"v{vid}", f"d{vid % 7}") for vid in range(1, 301)}
+    _publish(stream, tmp_path, *(line("upsert", vid, group.name, description=d) for vid, (_, d) in wanted.items()))
+    worker = start_worker("--source", "ipam")
+
+    def vlans() -> dict[int, tuple[str, str]]:
+        return {v.vid: (v.name, v.description) for v in VLAN.objects.filter(vlan_group=group)}
+
+    wait_for(lambda: vlans() == wanted, 300, "the burst applied", worker)
+    rows = {str(v.pk): v for v in VLAN.objects.filter(vlan_group=group)}
+    changes = list(ObjectChange.objects.filter(changed_object_id__in=list(rows)))
+    assert sorted(str(c.changed_object_id) for c in changes) == sorted(rows)  # exactly one each
+    assert {(c.action, c.user_name, c.change_context, c.change_context_detail) for c in changes} == {
+        ("update", "streamsync", "orm", "streamsync:ipam")
+    }
+    assert all(c.object_data["description"] == rows[str(c.changed_object_id)].description for c in changes)
+    batches = [r["received"] for r in log_records(worker, "batch committed")]
+    assert max(batches) > 1, batches  # batched, so the bulk path was open to it
+    assert len({c.request_id for c in changes}) <= len(batches)
+
+    messages = _read(stream.bootstrap, broker.topic, len(wanted), timeout=120)
+    by_key = {m.key: m for m in messages if group.name in m.key}
+    assert len(by_key) == len([m for m in messages if group.name in m.key]) == len(wanted)  # one event per object
+    request_of = {rows[str(c.changed_object_id)].vid: str(c.request_id) for c in changes}
+    for vid, (name, description) in wanted.items():
+        message = by_key[f'vlan:{{"vid":{vid},"vlan_group__name":"{group.name}"}}']
+        assert message.event.op is Op.UPSERT
+        assert (message.event.attrs["name"], message.event.attrs["description"]) == (name, description)
+        assert message.headers["nautobot-request-id"] == request_of[vid]
+        assert message.headers["nautobot-action"] == "update" and message.headers["streamsync-origin"] == "ipam"
+    assert worker.stop() == 0
