@@ -622,8 +622,8 @@ class _Run:
         alone, with the reason it has there; a chunk that fails to be written goes there whole.
         """
         django_model = getattr(model, "_model", None)
-        if not self.engine.bulk or changes[0].op is not Op.UPSERT or django_model is None:
-            return changes, []
+        if not self.engine.bulk or not changes or changes[0].op is not Op.UPSERT or django_model is None:
+            return changes, []  # none left: the bulk creates made them all
         if not bulk.bulk_safe(django_model):
             return changes, []
         rest: list[Change] = []

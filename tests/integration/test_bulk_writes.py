@@ -492,6 +492,14 @@ def test_bulk_creates_write_one_insert_and_one_change_log_insert(broker: Any) ->
     assert inserts.count('"streamsync_outboxevent"') == 1, inserts
 
 
+def test_a_batch_the_bulk_creates_make_whole_leaves_nothing_to_update(broker: Any) -> None:
+    """Every change of a model created in bulk: the bulk updates get none, and the batch ends with the creates."""
+    u = _world()
+    events = [_event("vlan", {"vid": vid, "vlan_group__name": f"g-{u}"}, name=f"v{vid}") for vid in range(1, 6)]
+    result = engines()["bulk"].apply(events, source=SOURCE)
+    assert [o.outcome for o in result.objects] == [Outcome.CREATED] * 5
+
+
 def test_the_models_written_in_bulk_are_exactly_those_whose_receivers_are_known() -> None:
     """A receiver Nautobot or an app adds for a bulk model (an upgrade) turns it per-object, and fails this test."""
     from django.apps import apps
