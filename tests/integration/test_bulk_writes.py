@@ -339,7 +339,22 @@ def _batch(u: str) -> st.SearchStrategy[list[Event]]:
         st.builds(lambda n: _delete("manufacturer", {"name": f"m{n}-{u}"}), names),
         st.builds(lambda vid: _delete("vlan", {"vid": vid, "vlan_group__name": f"g-{u}"}), vids),
     )
-    return st.lists(one, min_size=1, max_size=25)
+    # Updates of what exists before the batch, drawn more often than the above draws them, so that a step
+    # has several of one model: the bulk updates' chunks.
+    abc = st.sampled_from(["a", "b", "c"])
+    existing = st.one_of(
+        st.builds(lambda n, d, t: _event("tenant", {"name": f"t{n}-{u}"}, description=d, tags=t), abc, text, tags),
+        st.builds(lambda n, d: _event("manufacturer", {"name": f"m{n}-{u}"}, description=d), abc, text),
+        st.builds(lambda n, d: _event("namespace", {"name": f"ns{n}-{u}"}, description=d), abc, text),
+        st.builds(
+            lambda vid, d, n: _event("vlan", {"vid": vid, "vlan_group__name": f"gx-{u}"}, description=d, **n),
+            st.integers(min_value=1, max_value=3),
+            text,
+            st.sampled_from([{}, {"name": "va"}, {"name": "vd"}, {"name": "ve"}]),
+        ),
+    )
+    parts = st.tuples(st.lists(one, min_size=1, max_size=25), st.lists(existing, max_size=15))
+    return parts.flatmap(lambda drawn: st.permutations(drawn[0] + drawn[1]))
 
 
 @settings(
