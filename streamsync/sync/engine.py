@@ -617,26 +617,69 @@ class _Run:
         """Update the existing objects of one model's changes together (streamsync/sync/bulkupdate.py), if bulk-safe.
 
         Each update is its change's events folded, as on the per-object path; returns what is left
-        for that path (creates, changes that change nothing or that it refuses, the updates not
-        written here) and the updates' outcomes. Whatever cannot be built goes there and fails there
-        alone, with the reason it has there; a chunk that fails to be written goes there whole.
+        for that path (creates, changes the model refuses, the updates not written here) and the
+        outcomes of the updates and of the changes that change nothing (diffed once, here). Whatever
+        cannot be built goes there and fails there alone, with the reason it has there; a chunk that
+        fails to be written goes there whole.
         """
         django_model = getattr(model, "_model", None)
         if not self.engine.bulk or not changes or changes[0].op is not Op.UPSERT or django_model is None:
             return changes, []  # none left: the bulk creates made them all
         if not bulk.bulk_safe(django_model):
             return changes, []
+        started = time.perf_counter()
+        rest, unchanged, wanted = self._updates_of(changes, nautobot)
+        self.result.add_time("diff", time.perf_counter() - started)
+        if len(wanted) < 2:  # one update gains nothing: the per-object path, as before
+            return sorted([*rest, *(change for change, *_ in wanted)], key=order), unchanged
+        left, updated = self._write_updates(model, wanted, nautobot)
+        return sorted([*rest, *left], key=order), [*unchanged, *updated]
+
+    def _updates_of(
+        self, changes: list[Change], nautobot: PartialNautobotAdapter
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]], list[tuple[Change, DiffSyncModel, dict[str, Any]]]]:
+        """The changes split as `_upsert` would take them.
+
+        Not for an update (missing, ambiguous, refused by the model), changing nothing (with the
+        outcome `_upsert` gives them), and updates (the object's view and what changes).
+        """
         rest: list[Change] = []
+        unchanged: list[tuple[Change, ObjectResult]] = []
         wanted: list[tuple[Change, DiffSyncModel, dict[str, Any]]] = []
         for change in changes:
-            dst, changed = self._changed(change, nautobot)
-            if dst is None or not changed:
+            model = change.model
+            unique_id = model.create_unique_id(**change.ids)
+            dst = (
+                None
+                if (model.get_type(), unique_id) in nautobot.ambiguous
+                else nautobot.get_or_none(model.get_type(), unique_id)
+            )
+            if dst is None:
                 rest.append(change)
-            else:
+                continue
+            whole = self._part(change, change.events)
+            try:
+                src = model(**whole.ids, **{**dst.get_attrs(), **whole.attrs})
+            except ValidationError:
+                rest.append(change)  # rejected there
+                continue
+            changed = diff.changed(src.get_attrs(), dst.get_attrs())
+            if changed:
                 wanted.append((change, dst, changed))
-        if len(wanted) < 2:  # one update gains nothing: the per-object path, as before
-            return changes, []
-        rows = bulkupdate.rows(django_model, [dst.pk for _, dst, _ in wanted])  # type: ignore[attr-defined]
+            else:
+                outcome = ObjectResult(change.key, model.get_type(), Outcome.UNCHANGED, events=whole.events, pk=dst.pk)
+                unchanged.append((change, outcome))
+        return rest, unchanged, wanted
+
+    def _write_updates(
+        self,
+        model: type[DiffSyncModel],
+        wanted: list[tuple[Change, DiffSyncModel, dict[str, Any]]],
+        nautobot: PartialNautobotAdapter,
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]]]:
+        """Build, check and write the updates of `wanted` as one chunk; returns the changes left and the outcomes."""
+        rows = bulkupdate.rows(model._model, [dst.pk for _, dst, _ in wanted])  # type: ignore[attr-defined]
+        left: list[Change] = []
         ready: list[tuple[Change, DiffSyncModel, dict[str, Any], bulkupdate.Update]] = []
         for change, dst, changed in wanted:
             try:
@@ -647,47 +690,30 @@ class _Run:
             except Exception as error:
                 if is_transient(error):
                     raise
-                rest.append(change)
+                left.append(change)
+        everything = [change for change, *_ in wanted]
         try:
             refused = bulk.refused_rows([update.instance for *_, update in ready])
             refused |= bulkupdate.logged_already([update for *_, update in ready])
         except bulk.NotBulk:
-            return changes, []
-        rest += [change for i, (change, *_) in enumerate(ready) if i in refused]
+            return everything, []
+        left += [change for i, (change, *_) in enumerate(ready) if i in refused]
         ready = [one for i, one in enumerate(ready) if i not in refused]
         if len(ready) < 2:
-            return changes, []
+            return everything, []
         try:
             bulkupdate.write(model, [update for *_, update in ready], rows.before)
         except Exception as error:
             if is_transient(error):
                 raise
             nautobot.cache.invalidate_cache(zero_out_hits=False)
-            return changes, []
+            return everything, []
         updated: list[tuple[Change, ObjectResult]] = []
         for change, dst, changed, _ in ready:
             DiffSyncModel.update(dst, changed)  # the view, as contrib's update ends
             result = ObjectResult(change.key, model.get_type(), Outcome.UPDATED, events=change.events, pk=dst.pk)  # type: ignore[attr-defined]
             updated.append((change, result))
-        return sorted(rest, key=order), updated
-
-    def _changed(self, change: Change, nautobot: PartialNautobotAdapter) -> tuple[DiffSyncModel | None, dict[str, Any]]:
-        """An existing object's view and what `change` changes of it, as `_upsert` finds them; None if it is missing.
-
-        A change its model refuses with the object's attributes changes nothing here: `_upsert` rejects it.
-        """
-        model = change.model
-        unique_id = model.create_unique_id(**change.ids)
-        if (model.get_type(), unique_id) in nautobot.ambiguous:
-            return None, {}
-        dst = nautobot.get_or_none(model.get_type(), unique_id)
-        if dst is None:
-            return None, {}
-        try:
-            src = model(**change.ids, **{**dst.get_attrs(), **change.attrs})
-        except ValidationError:
-            return dst, {}
-        return dst, diff.changed(src.get_attrs(), dst.get_attrs())
+        return left, updated
 
     @staticmethod
     def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:
