@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
 from diffsync import DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
@@ -57,6 +58,8 @@ from streamsync.sync.faults import Fault, causes, classify, is_transient, reason
 from streamsync.sync.readcache import batch_cache
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.steps import Item, Relations, next_step
+
+log = structlog.get_logger(__name__)
 
 
 def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
@@ -596,6 +599,9 @@ class _Run:
             if is_transient(error):
                 raise
             nautobot.cache.invalidate_cache(zero_out_hits=False)
+            log.info(
+                "bulk chunk written one by one", model=model_name, op="create", size=len(ready), error=reason(error)
+            )
             return changes, []
         created: list[tuple[Change, ObjectResult]] = []
         for change, first, src, create in ready:
@@ -707,6 +713,14 @@ class _Run:
             if is_transient(error):
                 raise
             nautobot.cache.invalidate_cache(zero_out_hits=False)
+            # Correct, but at the per-object path's speed: worth seeing when a model's chunks keep failing.
+            log.info(
+                "bulk chunk written one by one",
+                model=model.get_type(),
+                op="update",
+                size=len(ready),
+                error=reason(error),
+            )
             return everything, []
         updated: list[tuple[Change, ObjectResult]] = []
         for change, dst, changed, _ in ready:
