@@ -7,7 +7,8 @@ The hot path, in order:
    one change per object (`batch.fold_step`);
 3. per step, load only its keys from Nautobot (one query per model), then diff each object and
    apply it through nautobot_ssot.contrib's generic CRUD, creates and updates in model dependency
-   order, then deletes in reverse, each object in its own savepoint;
+   order, then deletes in reverse, each object in its own savepoint (a bulk-safe model's creates,
+   then its updates, first written together: docs/architecture.md, "The bulk write path");
 4. a key whose change failed in a way that may pass later waits: its later events in the batch
    queue behind it, and it is tried again after each step that may have let it go on. Keys parked
    by earlier batches (`Parked`) wait in the batch the same way, from its start.
@@ -160,7 +161,7 @@ class SyncEngine:
         self.registry = registry
         self.writer = writer
         self.changelog = changelog or ChangeLog()
-        # Creates of bulk-safe models written together (streamsync/sync/bulk.py); False: one by one.
+        # Creates and updates of bulk-safe models written together (bulk.py, bulkupdate.py); False: one by one.
         self.bulk = bulk
 
     def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
