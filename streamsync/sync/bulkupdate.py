@@ -82,9 +82,10 @@ def rows(django_model: type, pks: Iterable[Any]) -> Rows:
         data = serialized(fresh, lambda row: names.get(str(row.pk), []))
         out.before = {str(row.pk): data[id(row)] for row in fresh}
     else:
-        for row in fresh:
+        for row in fresh:  # as Nautobot's receiver keeps it, one by one
             change = row.to_objectchange("update")
-            out.before[str(row.pk)] = (change.object_data, change.object_data_v2)
+            if change is not None:
+                out.before[str(row.pk)] = (change.object_data, change.object_data_v2)
     return out
 
 
