@@ -24,6 +24,7 @@ logged already (created or changed earlier in the batch) is left to the per-obje
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -113,7 +114,8 @@ def build(model: Any, adapter: Any, row: Any, attrs: dict[str, Any]) -> Update:
     """
     if getattr(adapter, "metadata_type", None):
         raise NotBulk("object metadata")
-    read = {f.attname: getattr(row, f.attname) for f in row._meta.concrete_fields}
+    # A copy: contrib sets custom fields inside the row's own dict (`obj.cf[key] = value`).
+    read = {f.attname: copy.deepcopy(getattr(row, f.attname)) for f in row._meta.concrete_fields}
     fields: dict[str, Any] = {
         "foreign_keys": defaultdict(dict),
         "many_to_many_fields": defaultdict(list),
