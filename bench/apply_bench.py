@@ -51,6 +51,7 @@ MIB = 1024 * 1024
 LATENCY_TARGETS = {10_000: 30.0, 100_000: 300.0}  # contrib full sync / streamsync, one change
 THROUGHPUT_TARGET = 4.0  # streamsync's best batched creates/s over contrib's full-path creates/s
 BULK_TARGET = 5.0  # creates/s, the engine's bulk path over its per-object path (bulk=False), same batch size
+BULK_UPDATE_TARGET = 4.0  # plain-field updates/s, the same comparison
 NO_OP_TARGET = 5_000.0  # events/s of a batch that changes nothing
 FULL_SYNC_CHANGES = 100  # the contrib variant with as many changes as a streamsync batch of 100
 PLAIN, TUNED = "plain", "tuned"  # contrib as is; contrib with the model's to-many attributes prefetched
@@ -185,6 +186,8 @@ class Results:
     best_size: int = FULL_SYNC_CHANGES  # the creates-only batch size with the best throughput
     loop: Row | None = None
     paths: dict[tuple[bool, int], Row] = field(default_factory=dict)  # (bulk, batch size) -> creates only
+    update_paths: dict[tuple[bool, int], Row] = field(default_factory=dict)  # (bulk, batch size) -> updates only
+    update_loop: Row | None = None
     no_op: Row | None = None
     profile_phases: dict[str, float] = field(default_factory=dict)  # shares of a profiled creates-only batch
     profile: dict[str, float] = field(default_factory=dict)  # and of what inside it (PROFILE_ITEMS)
@@ -252,7 +255,8 @@ def _batch_rows(plan: Plan, work: Workload, res: Results) -> None:
 
 
 def _path_rows(plan: Plan, work: Workload, res: Results) -> None:
-    """Creates-only batches through the bulk path and the per-object path, interleaved; then no-op batches."""
+    """Creates-only, then updates-only batches through the bulk path and the per-object path, interleaved; the
+    validated_save loop of updates; then no-op batches."""
     for size in plan.bulk_sizes:
         for bulk in (True, False):
             label = "bulk path" if bulk else "per-object path (bulk=False)"
@@ -261,6 +265,19 @@ def _path_rows(plan: Plan, work: Workload, res: Results) -> None:
         for _ in range(plan.bulk_batches):
             for bulk in (True, False):
                 res.paths[bulk, size].runs.append(work.streamsync(0, size, bulk=bulk))
+    for size in plan.bulk_sizes:
+        for bulk in (True, False):
+            label = "bulk path" if bulk else "per-object path (bulk=False)"
+            row = Row("a", f"streamsync batch={size}, updates, {label}", work.vlan_count())
+            res.update_paths[bulk, size] = res.add(row)
+        progress(f"(a) streamsync: {plan.bulk_batches} x {size} updates through each path, interleaved")
+        for _ in range(plan.bulk_batches):
+            for bulk in (True, False):
+                res.update_paths[bulk, size].runs.append(work.streamsync(size, 0, bulk=bulk))
+    size = plan.loop_size
+    res.update_loop = res.add(Row("c", f"validated_save loop, {size} updates", work.vlan_count()))
+    progress(f"(c) validated_save loop: {plan.loop_runs} x {size} updates")
+    res.update_loop.runs.extend(work.update_loop(size) for _ in range(plan.loop_runs))
     res.no_op = res.add(Row("a", f"streamsync batch={plan.no_op_size}, no-op (already in sync)", work.vlan_count()))
     progress(f"(a) streamsync: {plan.no_op_runs} no-op batch(es) of {plan.no_op_size}")
     res.no_op.runs.extend(work.no_op(plan.no_op_size) for _ in range(plan.no_op_runs))
@@ -495,12 +512,34 @@ def _path_ratios(res: Results) -> list[str]:
                 f"  creates, bulk path batch={size} / validated_save loop: {row.per_s:.1f}/s / {res.loop.per_s:.1f}/s"
                 f" = {row.per_s / res.loop.per_s:.2f}x"
             )
+    out += _update_ratios(res)
     if res.no_op is not None:
         rate = res.no_op.per_s
         out.append(
             f"  no-op batch of {res.no_op.runs[0].changes} (target >= {NO_OP_TARGET:,.0f} events/s): "
             f"{rate:,.0f} events/s   {_verdict(rate, NO_OP_TARGET)}"
         )
+    return out
+
+
+def _update_ratios(res: Results) -> list[str]:
+    """Plain-field updates: the bulk path against the per-object path and the validated_save loop of updates."""
+    out = []
+    for (bulk, size), row in sorted(res.update_paths.items()):
+        other = res.update_paths.get((False, size))
+        if not bulk or other is None:
+            continue
+        ratio = row.per_s / other.per_s
+        out.append(
+            f"  updates, bulk path / per-object path, batch={size} (target >= {BULK_UPDATE_TARGET:g}x): "
+            f"{row.per_s:.1f}/s / {other.per_s:.1f}/s = {ratio:.2f}x   {_verdict(ratio, BULK_UPDATE_TARGET)}"
+        )
+        if res.update_loop is not None:
+            loop = res.update_loop.per_s
+            out.append(
+                f"  updates, bulk path batch={size} / validated_save loop: {row.per_s:.1f}/s / {loop:.1f}/s"
+                f" = {row.per_s / loop:.2f}x; per-object path / loop = {other.per_s / loop:.2f}x"
+            )
     return out
 
 

@@ -173,7 +173,7 @@ class Workload:
         self.active = Status.objects.get(name="Active")
         registry, writer = ModelRegistry([VLANModel]), set_up_writer(USERNAME, [VLANModel])
         self.engine = SyncEngine(registry, writer)
-        self.per_object = SyncEngine(registry, writer, bulk=False)  # the engine without its bulk creates
+        self.per_object = SyncEngine(registry, writer, bulk=False)  # the engine without its bulk creates and updates
         self.user = get_user_model().objects.get(username=USERNAME)
         self.groups: dict[str, VLANGroup] = {}
         self.seeded = 0  # seeded VLAN i is vid i % 4000 + 1 in seed group i // 4000
@@ -373,6 +373,24 @@ class Workload:
             "changelog": finished - saved,
         }
         return Run(updates + creates, finished - started, phases, queries.count, *peak)
+
+    def update_loop(self, updates: int) -> Run:
+        """The update floor: each seeded VLAN read and `validated_save()`d with a new description, in one context."""
+        keys = self.update_keys(updates)
+        before = ObjectChange.objects.count()
+        clock = time.perf_counter
+        with _measured(False) as (queries, _):
+            started = clock()
+            with transaction.atomic(), web_request_context(self.user, context_detail="bench:loop"):
+                for vid, group in keys:
+                    vlan = VLAN.objects.get(vid=vid, vlan_group=self.groups[group])
+                    vlan.description = f"bench update {self._serial_no()}"
+                    vlan.validated_save()
+                saved = clock()
+            finished = clock()
+        _check_changelog(before, updates, "validated_save update loop")
+        phases = {"load": 0.0, "diff": 0.0, "save": saved - started, "changelog": finished - saved}
+        return Run(updates, finished - started, phases, queries.count)
 
     def save_loop(self, creates: int) -> Run:
         """The floor: `validated_save()` of new VLANs in a loop, one change context, no diffing."""

@@ -26,7 +26,8 @@ from __future__ import annotations
 import functools
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,7 +76,7 @@ KNOWN_METHODS = {
 }
 
 # contrib's relationship buckets that need a saved object and are not reproduced here.
-_UNSUPPORTED = ("custom_relationship_foreign_keys", "custom_relationship_many_to_many_fields", "object_metadata_fields")
+UNSUPPORTED = ("custom_relationship_foreign_keys", "custom_relationship_many_to_many_fields", "object_metadata_fields")
 
 
 class NotBulk(Exception):
@@ -95,11 +96,13 @@ def receivers(django_model: type, signal: Any) -> list[str]:
     live = signal._live_receivers(django_model)
     if isinstance(live, tuple):  # Django >= 5: (sync receivers, async receivers)
         live = [*live[0], *live[1]]
-    names = []
-    for receiver in live:
-        function = getattr(receiver, "__func__", receiver)
-        names.append(f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}")
-    return names
+    return [receiver_name(receiver) for receiver in live]
+
+
+def receiver_name(receiver: Any) -> str:
+    """A receiver's dotted name, as KNOWN_RECEIVERS spells it."""
+    function = getattr(receiver, "__func__", receiver)
+    return f"{getattr(function, '__module__', '?')}.{getattr(function, '__qualname__', repr(function))}"
 
 
 def _owner(django_model: type, method: str) -> str:
@@ -146,16 +149,16 @@ def build(model: Any, adapter: Any, parameters: dict[str, Any]) -> Create:
     fields: dict[str, Any] = {
         "foreign_keys": defaultdict(dict),
         "many_to_many_fields": defaultdict(list),
-        **{name: defaultdict(dict) for name in _UNSUPPORTED},
+        **{name: defaultdict(dict) for name in UNSUPPORTED},
     }
     for name, value in parameters.items():
         model._handle_single_field(name, instance, value, fields, adapter)
-    if any(fields[name] for name in _UNSUPPORTED) or getattr(instance, "_location", None) is not None:
+    if any(fields[name] for name in UNSUPPORTED) or getattr(instance, "_location", None) is not None:
         raise NotBulk("relationships or a legacy location")
     model._lookup_and_set_foreign_keys(fields["foreign_keys"], instance, adapter)
     # full_clean() but what costs a query per object (a foreign key's existence, each unique check):
     # `refused` checks those for the whole chunk. A foreign key's other checks are its emptiness.
-    foreign = _foreign_keys(type(instance))
+    foreign = foreign_keys(type(instance))
     instance.full_clean(exclude={f.name for f in foreign}, validate_unique=False, validate_constraints=False)
     for f in foreign:
         if getattr(instance, f.attname) in f.empty_values and not f.blank:
@@ -164,49 +167,67 @@ def build(model: Any, adapter: Any, parameters: dict[str, Any]) -> Create:
     return Create(instance, dict(fields["many_to_many_fields"]))
 
 
-def _foreign_keys(django_model: type) -> list[Any]:
+def foreign_keys(django_model: type) -> list[Any]:
+    """The model's foreign keys (and one-to-one fields), whose existence `refused_rows` checks per chunk."""
     return [f for f in django_model._meta.concrete_fields if f.many_to_one or f.one_to_one]  # type: ignore[attr-defined]
 
 
 def refused(creates: Sequence[Create]) -> set[int]:
-    """Which of the chunk's objects (by index) fail the checks `build` leaves out, made with one query per check.
+    """Which of the chunk's new objects (by index) fail the checks `build` leaves out (`refused_rows`)."""
+    return refused_rows([create.instance for create in creates])
+
+
+def refused_rows(instances: Sequence[Any]) -> set[int]:
+    """Which of the chunk's objects (by index) fail the checks left out of `full_clean()`, one query per check.
 
     A foreign key must name an existing row its field allows (`limit_choices_to`); no unique check
-    may match a row in the database or an earlier object of the chunk (which the per-object path
-    would have created first). Each is checked as Django's `ForeignKey.validate` and
-    `_perform_unique_checks` check it; a refused object goes to the per-object path, which says why.
+    may match another row in the database or an earlier object of the chunk (which the per-object
+    path would have written first). Each is checked as Django's `ForeignKey.validate` and
+    `_perform_unique_checks` check it (an object already saved never clashes with its own row); a
+    refused object goes to the per-object path, which says why.
+
+    Raises NotBulk when an object of the chunk wants a value another one of the chunk holds now:
+    whether it is free depends on which is written first, which only the per-object path keeps.
     """
     from django.db import connection, router
 
-    if not creates:
+    if not instances:
         return set()
     out: set[int] = set()
-    first = creates[0].instance
-    for f in _foreign_keys(type(first)):
-        wanted = {getattr(c.instance, f.attname) for c in creates} - {None}
+    first = instances[0]
+    for f in foreign_keys(type(first)):
+        wanted = {getattr(instance, f.attname) for instance in instances} - {None}
         if not wanted:
             continue
         remote = f.remote_field
         rows = remote.model._base_manager.using(router.db_for_read(remote.model, instance=first))
         rows = rows.filter(**{f"{remote.field_name}__in": wanted}).complex_filter(f.get_limit_choices_to())
         found = set(rows.values_list(remote.field_name, flat=True))
-        out |= {i for i, c in enumerate(creates) if getattr(c.instance, f.attname) not in found | {None}}
+        out |= {i for i, instance in enumerate(instances) if getattr(instance, f.attname) not in found | {None}}
+    saved = {instance.pk for instance in instances if not instance._state.adding}
     unique_checks, _ = first._get_unique_checks()
     for model_class, names in unique_checks:
         keys: list[tuple[int, tuple[Any, ...]]] = []
-        for i, create in enumerate(creates):
-            values = tuple(getattr(create.instance, create.instance._meta.get_field(name).attname) for name in names)
+        for i, instance in enumerate(instances):
+            values = tuple(getattr(instance, instance._meta.get_field(name).attname) for name in names)
             if any(v is None or (v == "" and connection.features.interprets_empty_strings_as_nulls) for v in values):
                 continue  # as Django: a NULL never clashes
             keys.append((i, values))
         if not keys:
             continue
         candidates = [dict(zip(names, values, strict=True)) for _, values in keys]
-        taken = set(model_class._default_manager.filter(matching(candidates)).values_list(*names))
+        holders: dict[tuple[Any, ...], set[Any]] = defaultdict(set)  # rows holding the values now
+        for pk, *values in model_class._default_manager.filter(matching(candidates)).values_list("pk", *names):
+            holders[tuple(values)].add(pk)
+        wants = {instances[i].pk: values for i, values in keys}
+        claimed: set[tuple[Any, ...]] = set()
         for i, values in keys:
-            if values in taken:
+            others = holders[values] - {instances[i].pk}  # a saved object never clashes with its own row
+            if any(wants.get(pk) != values for pk in others & saved):
+                raise NotBulk(f"{names} {values} is held now by an object of the chunk that changes it")
+            if others or values in claimed:
                 out.add(i)
-            taken.add(values)  # a later object of the chunk with the same values fails after this one
+            claimed.add(values)  # a later object of the chunk with the same values fails after this one
     return out
 
 
@@ -215,61 +236,83 @@ def write(model: Any, creates: Sequence[Create]) -> None:
 
     Raises whatever fails; the savepoint is then rolled back and the change context is as it was.
     """
-    from django.db import router, transaction
+    from django.db import router
     from django.db.models.signals import post_save, pre_save
-    from nautobot.extras.models import ObjectChange
-    from nautobot.extras.signals import change_context_state
 
     django_model = model._model
     using = router.db_for_write(django_model)
+    # A new object's tags are those just set; more than one are read back in the database's order.
+    tags = {id(c.instance): [t.name for t in c.many.get("tags", [])] for c in creates}
+    known = {key: names for key, names in tags.items() if len(names) < 2}
+    with change_logged([create.instance for create in creates], lambda instance: known.get(id(instance)), using):
+        for create in creates:
+            pre_save.send(sender=django_model, instance=create.instance, raw=False, using=using, update_fields=None)
+        django_model.objects.bulk_create([create.instance for create in creates])
+        for create in creates:
+            instance = create.instance
+            post_save.send(
+                sender=django_model, instance=instance, created=True, update_fields=None, raw=False, using=using
+            )
+        for create in creates:
+            if any(create.many.values()):  # a new object has none: contrib's set([]) sets nothing either
+                model._set_many_to_many_fields(create.many, create.instance)
+
+
+TagNames = Callable[[Any], "list[str] | None"]  # an object's tag names, or None: read them from the database
+
+
+@contextmanager
+def change_logged(instances: Sequence[Any], tags: TagNames, using: str) -> Iterator[Any]:
+    """One savepoint around a chunk's writes, their change log deferred and its ObjectChanges inserted at the end.
+
+    Nautobot's deferred change logging (the mode its bulk edit uses) records what the chunk's
+    signals log, and the rows are built from it as Nautobot's flush builds them (`object_changes`),
+    the chunk's own objects serialised together. The change context then remembers them as it
+    remembers single saves, so a later save of one of them in the context updates its row instead
+    of adding another. Raises whatever fails; the savepoint is then rolled back and the change
+    context is as it was. Yields the change context.
+    """
+    from django.db import transaction
+    from nautobot.extras.models import ObjectChange
+    from nautobot.extras.signals import change_context_state
+
     context = change_context_state.get()
     if context is None:
         raise NotBulk("no change context")
-    # Nautobot's deferred change logging (its bulk edit's), around this chunk's writes only.
     kept, deferring = context.deferred_object_changes, context.defer_object_changes
     context.deferred_object_changes, context.defer_object_changes = {}, True
     try:
         with transaction.atomic(using=using):
-            for create in creates:
-                pre_save.send(sender=django_model, instance=create.instance, raw=False, using=using, update_fields=None)
-            django_model.objects.bulk_create([create.instance for create in creates])
-            for create in creates:
-                instance = create.instance
-                post_save.send(
-                    sender=django_model, instance=instance, created=True, update_fields=None, raw=False, using=using
-                )
-            for create in creates:
-                if any(create.many.values()):  # a new object has none: contrib's set([]) sets nothing either
-                    model._set_many_to_many_fields(create.many, create.instance)
+            yield context
             recorded, context.deferred_object_changes = context.deferred_object_changes, {}
-            ObjectChange.objects.bulk_create(_object_changes(context, recorded, creates))
+            ObjectChange.objects.bulk_create(object_changes(context, recorded, instances, tags))
     finally:
         context.deferred_object_changes, context.defer_object_changes = kept, deferring
-    # Remembered as single saves' are: a later save of one of them in this context updates its row.
     kept.update(recorded)
 
 
-def _object_changes(context: Any, recorded: dict[str, list[dict[str, Any]]], creates: Sequence[Create]) -> list[Any]:
+def object_changes(
+    context: Any, recorded: dict[str, list[dict[str, Any]]], instances: Sequence[Any], tags: TagNames
+) -> list[Any]:
     """The ObjectChanges of the change-log records `recorded` in deferred mode, as Nautobot's flush builds them.
 
     Nautobot's `ChangeContext.create_object_changes` serialises each object on its own (a REST
-    serializer built per object); the chunk's creates are serialised together here, with the
+    serializer built per object); the chunk's `instances` are serialised together here, with the
     very serializers and the same results. Anything else recorded is built as Nautobot builds it.
     """
     from nautobot.extras.constants import CHANGELOG_MAX_CHANGE_CONTEXT_DETAIL, CHANGELOG_MAX_OBJECT_REPR
     from nautobot.extras.models import ObjectChange
     from nautobot.extras.models.change_logging import ChangeLoggedModel
 
-    ours = {id(create.instance): create for create in creates}
+    ours = {id(instance) for instance in instances}
     plain = [
-        ours[id(entry["instance"])]
+        entry["instance"]
         for entries in recorded.values()
         for entry in entries
         if id(entry["instance"]) in ours
-        and entry["action"] == "create"
         and type(entry["instance"]).to_objectchange is ChangeLoggedModel.to_objectchange
     ]
-    data = _serialized(plain)
+    data = serialized(plain, tags)
     changes = []
     for entries in recorded.values():
         for entry in entries:
@@ -301,16 +344,19 @@ def _object_changes(context: Any, recorded: dict[str, list[dict[str, Any]]], cre
     return changes
 
 
-def _serialized(creates: Sequence[Create]) -> dict[int, tuple[dict[str, Any], Any]]:
-    """`serialize_object` and `serialize_object_v2` of each new object, by id(instance), in one pass each."""
+def serialized(instances: Sequence[Any], tags: TagNames) -> dict[int, tuple[dict[str, Any], Any]]:
+    """`serialize_object` and `serialize_object_v2` of each object, by id(instance), in one pass each.
+
+    `tags` gives an object's tag names in the database's order when known; otherwise they are read
+    as `serialize_object` reads them.
+    """
     from django.core.serializers import serialize
     from nautobot.core.api.exceptions import SerializerNotFound
     from nautobot.core.api.utils import get_serializer_for_model
     from nautobot.core.models.utils import is_taggable, serialize_object
 
-    if not creates:
+    if not instances:
         return {}
-    instances = [create.instance for create in creates]
     try:
         serializer = get_serializer_for_model(type(instances[0]))
         context = {"request": None, "depth": 1, "exclude_m2m": False}
@@ -319,14 +365,12 @@ def _serialized(creates: Sequence[Create]) -> dict[int, tuple[dict[str, Any], An
         second = [serialize_object(instance) for instance in instances]
     first = [row["fields"] for row in json.loads(serialize("json", instances))]
     out = {}
-    for create, data, v2 in zip(creates, first, second, strict=True):
-        instance = create.instance
+    for instance, data, v2 in zip(instances, first, second, strict=True):
         if hasattr(instance, "_custom_field_data"):
             data["custom_fields"] = data.pop("_custom_field_data")
         if is_taggable(instance):
-            tags = create.many.get("tags", [])  # a new object's tags are those just set
-            # More than one: in the database's order, as Nautobot reads them.
-            data["tags"] = [tag.name for tag in tags] if len(tags) < 2 else [t.name for t in instance.tags.only("name")]
+            names = tags(instance)
+            data["tags"] = names if names is not None else [t.name for t in instance.tags.only("name")]
         for key in list(data):
             if isinstance(key, str) and key.startswith("_"):  # private fields are not logged
                 data.pop(key)

@@ -7,7 +7,8 @@ The hot path, in order:
    one change per object (`batch.fold_step`);
 3. per step, load only its keys from Nautobot (one query per model), then diff each object and
    apply it through nautobot_ssot.contrib's generic CRUD, creates and updates in model dependency
-   order, then deletes in reverse, each object in its own savepoint;
+   order, then deletes in reverse, each object in its own savepoint (a bulk-safe model's creates,
+   then its updates, first written together: docs/architecture.md, "The bulk write path");
 4. a key whose change failed in a way that may pass later waits: its later events in the batch
    queue behind it, and it is tried again after each step that may have let it go on. Keys parked
    by earlier batches (`Parked`) wait in the batch the same way, from its start.
@@ -35,12 +36,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import structlog
 from diffsync import DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import bulk, diff, loaded, outboxrows, ownership
+from streamsync.sync import bulk, bulkupdate, diff, loaded, outboxrows, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
 from streamsync.sync.batch import (
     BatchResult,
@@ -57,6 +59,8 @@ from streamsync.sync.faults import Fault, causes, classify, is_transient, reason
 from streamsync.sync.readcache import batch_cache
 from streamsync.sync.registry import ModelRegistry
 from streamsync.sync.steps import Item, Relations, next_step
+
+log = structlog.get_logger(__name__)
 
 
 def _update(dst: DiffSyncModel, attrs: dict[str, Any]) -> Outcome:
@@ -157,7 +161,7 @@ class SyncEngine:
         self.registry = registry
         self.writer = writer
         self.changelog = changelog or ChangeLog()
-        # Creates of bulk-safe models written together (streamsync/sync/bulk.py); False: one by one.
+        # Creates and updates of bulk-safe models written together (bulk.py, bulkupdate.py); False: one by one.
         self.bulk = bulk
 
     def apply(self, events: Sequence[Event], *, source: str = "", parked: Sequence[Parked] = ()) -> BatchResult:
@@ -525,8 +529,9 @@ class _Run:
                 one_by_one = list(run)
                 if first_pass:  # a model's plain creates together, in its place among the models
                     one_by_one, created = self._bulk_creates(model, one_by_one, nautobot, order)
-                    progress = progress or bool(created)
-                    for change, outcome in created:
+                    one_by_one, updated = self._bulk_updates(model, one_by_one, nautobot, order)
+                    progress = progress or bool(created or updated)
+                    for change, outcome in [*created, *updated]:
                         self._done(change, outcome)
                         changed.note(model, outcome.outcome)
                 for change in one_by_one:
@@ -595,6 +600,9 @@ class _Run:
             if is_transient(error):
                 raise
             nautobot.cache.invalidate_cache(zero_out_hits=False)
+            log.info(
+                "bulk chunk written one by one", model=model_name, op="create", size=len(ready), error=reason(error)
+            )
             return changes, []
         created: list[tuple[Change, ObjectResult]] = []
         for change, first, src, create in ready:
@@ -605,6 +613,122 @@ class _Run:
             if len(change.events) > 1:
                 rest.append(self._part(change, change.events[1:]))
         return sorted(rest, key=order), created
+
+    def _bulk_updates(
+        self,
+        model: type[DiffSyncModel],
+        changes: list[Change],
+        nautobot: PartialNautobotAdapter,
+        order: Callable[[Change], Any],
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]]]:
+        """Update the existing objects of one model's changes together (streamsync/sync/bulkupdate.py), if bulk-safe.
+
+        Each update is its change's events folded, as on the per-object path; returns what is left
+        for that path (creates, changes the model refuses, the updates not written here) and the
+        outcomes of the updates and of the changes that change nothing (diffed once, here). Whatever
+        cannot be built goes there and fails there alone, with the reason it has there; a chunk that
+        fails to be written goes there whole.
+        """
+        django_model = getattr(model, "_model", None)
+        if not self.engine.bulk or not changes or changes[0].op is not Op.UPSERT or django_model is None:
+            return changes, []  # none left: the bulk creates made them all
+        if not bulk.bulk_safe(django_model):
+            return changes, []
+        started = time.perf_counter()
+        rest, unchanged, wanted = self._updates_of(changes, nautobot)
+        self.result.add_time("diff", time.perf_counter() - started)
+        if len(wanted) < 2:  # one update gains nothing: the per-object path, as before
+            return sorted([*rest, *(change for change, *_ in wanted)], key=order), unchanged
+        left, updated = self._write_updates(model, wanted, nautobot)
+        return sorted([*rest, *left], key=order), [*unchanged, *updated]
+
+    def _updates_of(
+        self, changes: list[Change], nautobot: PartialNautobotAdapter
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]], list[tuple[Change, DiffSyncModel, dict[str, Any]]]]:
+        """The changes split as `_upsert` would take them.
+
+        Not for an update (missing, ambiguous, refused by the model), changing nothing (with the
+        outcome `_upsert` gives them), and updates (the object's view and what changes).
+        """
+        rest: list[Change] = []
+        unchanged: list[tuple[Change, ObjectResult]] = []
+        wanted: list[tuple[Change, DiffSyncModel, dict[str, Any]]] = []
+        for change in changes:
+            model = change.model
+            unique_id = model.create_unique_id(**change.ids)
+            dst = (
+                None
+                if (model.get_type(), unique_id) in nautobot.ambiguous
+                else nautobot.get_or_none(model.get_type(), unique_id)
+            )
+            if dst is None:
+                rest.append(change)
+                continue
+            whole = self._part(change, change.events)
+            try:
+                src = model(**whole.ids, **{**dst.get_attrs(), **whole.attrs})
+            except ValidationError:
+                rest.append(change)  # rejected there
+                continue
+            changed = diff.changed(src.get_attrs(), dst.get_attrs())
+            if changed:
+                wanted.append((change, dst, changed))
+            else:
+                outcome = ObjectResult(change.key, model.get_type(), Outcome.UNCHANGED, events=whole.events, pk=dst.pk)
+                unchanged.append((change, outcome))
+        return rest, unchanged, wanted
+
+    def _write_updates(
+        self,
+        model: type[DiffSyncModel],
+        wanted: list[tuple[Change, DiffSyncModel, dict[str, Any]]],
+        nautobot: PartialNautobotAdapter,
+    ) -> tuple[list[Change], list[tuple[Change, ObjectResult]]]:
+        """Build, check and write the updates of `wanted` as one chunk; returns the changes left and the outcomes."""
+        rows = bulkupdate.rows(model._model, [dst.pk for _, dst, _ in wanted])  # type: ignore[attr-defined]
+        left: list[Change] = []
+        ready: list[tuple[Change, DiffSyncModel, dict[str, Any], bulkupdate.Update]] = []
+        for change, dst, changed in wanted:
+            try:
+                row = rows.by_pk.get(str(dst.pk))  # type: ignore[attr-defined]
+                if row is None:
+                    raise bulk.NotBulk("gone")  # the per-object path says so
+                ready.append((change, dst, changed, bulkupdate.build(model, nautobot, row, changed)))
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                left.append(change)
+        everything = [change for change, *_ in wanted]
+        try:
+            refused = bulk.refused_rows([update.instance for *_, update in ready])
+            refused |= bulkupdate.logged_already([update for *_, update in ready])
+        except bulk.NotBulk:
+            return everything, []
+        left += [change for i, (change, *_) in enumerate(ready) if i in refused]
+        ready = [one for i, one in enumerate(ready) if i not in refused]
+        if len(ready) < 2:
+            return everything, []
+        try:
+            bulkupdate.write(model, [update for *_, update in ready], rows.before)
+        except Exception as error:
+            if is_transient(error):
+                raise
+            nautobot.cache.invalidate_cache(zero_out_hits=False)
+            # Correct, but at the per-object path's speed: worth seeing when a model's chunks keep failing.
+            log.info(
+                "bulk chunk written one by one",
+                model=model.get_type(),
+                op="update",
+                size=len(ready),
+                error=reason(error),
+            )
+            return everything, []
+        updated: list[tuple[Change, ObjectResult]] = []
+        for change, dst, changed, _ in ready:
+            DiffSyncModel.update(dst, changed)  # the view, as contrib's update ends
+            result = ObjectResult(change.key, model.get_type(), Outcome.UPDATED, events=change.events, pk=dst.pk)  # type: ignore[attr-defined]
+            updated.append((change, result))
+        return left, updated
 
     @staticmethod
     def _load(nautobot_cls: type[PartialNautobotAdapter], changes: list[Change]) -> PartialNautobotAdapter:

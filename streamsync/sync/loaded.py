@@ -9,6 +9,7 @@ instead of reading the object and its related rows again.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -48,8 +49,13 @@ def offer(adapter: Adapter) -> None:
 def take(label: str, pk: Any, model: type[DiffSyncModel]) -> DiffSyncModel | None:
     """A copy of the offered view of object (`label`, `pk`) as `model` loads it, or None.
 
-    A copy: the engine goes on to update its view in place once the object is saved.
+    A copy: the engine goes on to update its view in place once the object is saved. Its values
+    are copied, not the adapter it refers to: a deep copy of that is a copy of every view the
+    round loaded, for each object saved.
     """
     views = _views.get()
     view = views.get((label, str(pk)), {}).get(model.get_type()) if views else None
-    return view.model_copy(deep=True) if view is not None and type(view) is model else None
+    if view is None or type(view) is not model:
+        return None
+    values = {name: copy.deepcopy(value) for name, value in vars(view).items() if name != "adapter"}
+    return view.model_copy(update=values)
