@@ -354,7 +354,8 @@ class _Run:
         changed = _Changed()
         pending = items
         while pending:
-            step = next_step(pending, self._relations(pending), self._ends_step())
+            waiting = [item for w in self.waiting.values() for item in w.items]
+            step = next_step(pending, self._relations([*pending, *waiting]), self._ends_step(), self._frees())
             taken = {id(item) for item in step}
             pending = [item for item in pending if id(item) not in taken]
             ready = []
@@ -446,6 +447,29 @@ class _Run:
         return lambda item: (
             item.key in blockers or item.model in protectors or (item.op is Op.UPSERT and item.model in parents)
         )
+
+    def _frees(self) -> Callable[[Item], list[Item]]:
+        """The events of the waiting keys an event may let go on, directly or through another such key (`next_step`).
+
+        Decided as `_joining` and `_retry` decide, by the models changed: a key let go on changes its own.
+        Those keys are applied with the event's step, so it may not overtake an event they depend on.
+        """
+        waiting = list(self.waiting.values())
+        if not waiting:
+            return lambda item: []
+
+        def frees(item: Item) -> list[Item]:
+            touched = _Changed({item.model} if item.op is Op.UPSERT else set(), {item.model})
+            freed: list[Item] = []
+            rest = waiting
+            while going := [w for w in rest if self._releases(w, touched)]:
+                rest = [w for w in rest if all(w is not g for g in going)]
+                for w in going:
+                    freed += w.items
+                    touched.add(_Changed({i.model for i in w.items if i.op is Op.UPSERT}, {w.head.model}))
+            return freed
+
+        return frees
 
     def _retry(self, changed: _Changed, tried: set[str]) -> _Changed:
         """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps."""

@@ -16,7 +16,11 @@ remaining event that this reordering cannot affect, and leaves the others for a 
   interfaces; a VLAN group's new range checked against a VLAN not yet there);
 - an event the engine names ends the step: one that may let a key waiting behind a retryable
   failure go on, when that key must be tried right after it (as the retry timer would try it
-  between batches of one event) and cannot simply join the next step.
+  between batches of one event) and cannot simply join the next step;
+- an event that may let a waiting key go on is left when that key's events depend on an event
+  already left: the key is tried with the step, so the event would move its retry before the one
+  left (a device's delete lifting what protects a location's waiting delete, overtaking a VLAN
+  group's move onto that location).
 
 Two events of different keys depend on each other when their models are related (one refers to
 the other, directly or not, or a model refers to itself), or when they may clash on a unique
@@ -74,12 +78,16 @@ class Relations:
 
 
 def next_step(
-    items: Sequence[Item], relations: Relations, ends_step: Callable[[Item], bool] = lambda item: False
+    items: Sequence[Item],
+    relations: Relations,
+    ends_step: Callable[[Item], bool] = lambda item: False,
+    frees: Callable[[Item], Sequence[Item]] = lambda item: (),
 ) -> list[Item]:
     """The events of the next step, in order: never empty, the first of `items` always among them.
 
     `items` are what is left of a batch, in order; `ends_step(item)` says an event must be the last
-    of its step (it may let a key waiting behind a retryable failure go on).
+    of its step (it may let a key waiting behind a retryable failure go on); `frees(item)`: the
+    events of waiting keys an event may let go on, which are then applied with its step.
     """
     step: list[Item] = []
     left: dict[type[DiffSyncModel], list[Item]] = {}  # events left for later, by model
@@ -108,12 +116,16 @@ def next_step(
                 return True
         return False
 
+    def overtakes(item: Item) -> bool:
+        """Whether `item` may let a waiting key go on whose events must follow one left for later."""
+        return bool(left) and any(w.key in left_keys or after(left, w) for w in frees(item))
+
     for position, item in enumerate(items):
         if item.op is Op.UPSERT:
             wait = item.key in deleted or is_named(item) or after(deletes, item)
         else:
             wait = item.key in upserted
-        if position and (wait or item.key in left_keys or after(left, item)):
+        if position and (wait or item.key in left_keys or after(left, item) or overtakes(item)):
             left.setdefault(item.model, []).append(item)
             left_keys.add(item.key)
             continue

@@ -118,6 +118,27 @@ def test_an_event_that_may_let_a_waiting_key_go_on_ends_its_step() -> None:
     assert _steps(items, ends_step=lambda item: item.index == 1) == [[0, 1], [2]]
 
 
+def test_an_event_that_may_let_a_waiting_key_go_on_does_not_overtake_what_that_key_must_follow() -> None:
+    """A device's delete may let a waiting location delete go on; a VLAN group's move onto it was left earlier.
+
+    Unrelated to the move, the device's delete would otherwise join the step, and the location be
+    tried again before the group moves onto it (and protects it).
+    """
+    location = {"name": "eu", "parent__name": None}
+    group = Event(source="s", model="vlangroup", op=Op.UPSERT, key={"name": "g"}, attrs={"location__name": "eu"})
+    device = Event(source="s", model="device", op=Op.DELETE, key={"name": "sw", "location__name": "dc"})
+    items = _items(Event(source="s", model="location", op=Op.DELETE, key=location), group, device)
+    [waiting] = _items(Event(source="s", model="location", op=Op.DELETE, key=location))
+    assert _steps(items) == [[0, 2], [1]]
+
+    def frees(item: Item) -> list[Item]:
+        return [waiting] if item.model is DeviceModel else []
+
+    assert _steps(items, frees=frees) == [[0], [1, 2]]
+    # With nothing left for later before it, it goes on in its step.
+    assert _steps(items[:1] + items[2:], frees=frees) == [[0, 2]]
+
+
 def test_registry_knows_which_models_refer_to_which() -> None:
     """Through every foreign key, synced or not: an interface's LAG (itself) and untagged VLAN count too."""
     assert REGISTRY.ancestors(InterfaceModel) == {
