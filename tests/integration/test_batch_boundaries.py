@@ -614,3 +614,32 @@ def test_a_key_parked_by_an_earlier_batch_goes_on_between_a_later_batchs_events(
     end = ends["one batch"]
     assert {key for key, (_, who) in end["objects"].items() if who == "new object"} == {e.canonical_key for e in events}
     assert end["dead letters"] == [(3, "dependency_missing")]
+
+
+def test_a_location_deleted_and_created_again_while_a_vlan_group_moves_onto_it_and_a_device_goes(
+    sandbox: Sandbox,
+) -> None:
+    """The counterexample of seed 244159392324936697964453395654879472787, as the property test applies it."""
+    n = sandbox.world.name
+    eu = {"name": n("eu"), "parent__name": None}
+    g1 = {"name": n("g1")}
+    events = [
+        _event("location", eu),
+        _event("location", eu, op=Op.DELETE),  # the device in its child dc protects it, and so does g1
+        _event("location", eu, location_type__name=n("region"), description=""),
+        _event("vlangroup", g1, location__name=None),
+        _event("location", eu, description=""),
+        _event("location", eu, op=Op.DELETE),
+        _event("vlangroup", g1, location__name=n("eu")),
+        _event("device", {"name": n("sw"), "location__name": n("dc")}, op=Op.DELETE),
+        _event("vlangroup", g1, op=Op.DELETE),  # VLAN 10 protects it
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    # As one event at a time: once the device goes, g1 is on eu again and protects it, so eu's queue
+    # never goes on; neither does g1's delete.
+    end = ends["one batch"]
+    assert end["dead letters"] == [(i, "dependency_missing") for i in (1, 2, 4, 5, 8)]
+    for key in (canonical_key("location", eu), canonical_key("location", {"name": n("dc"), "parent__name": n("eu")})):
+        assert end["objects"][key][1] == "starting object"
+    assert end["objects"][canonical_key("vlangroup", g1)][0]["location__name"] == n("eu")
