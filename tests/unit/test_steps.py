@@ -124,7 +124,7 @@ def test_an_event_that_may_let_a_waiting_key_go_on_does_not_overtake_what_that_k
     Unrelated to the move, the device's delete would otherwise join the step, and the location be
     tried again before the group moves onto it (and protects it).
     """
-    location = {"name": "eu", "parent__name": None}
+    location: dict[str, str | int | bool | None] = {"name": "eu", "parent__name": None}
     group = Event(source="s", model="vlangroup", op=Op.UPSERT, key={"name": "g"}, attrs={"location__name": "eu"})
     device = Event(source="s", model="device", op=Op.DELETE, key={"name": "sw", "location__name": "dc"})
     items = _items(Event(source="s", model="location", op=Op.DELETE, key=location), group, device)
