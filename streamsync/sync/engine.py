@@ -472,14 +472,20 @@ class _Run:
         return frees
 
     def _retry(self, changed: _Changed, tried: set[str]) -> _Changed:
-        """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps."""
+        """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps.
+
+        Queue after queue, the oldest head first, as a retry or a later batch carries parked keys
+        (`retry.take_due`, `retry.take_parked`): interleaved by batch order instead, one key's
+        later events could let another go before the first key's queue is through.
+        """
         total = _Changed()
         while changed:
             keys = [key for key, w in self.waiting.items() if key not in tried and self._releases(w, changed)]
             if not keys:
                 break
             tried |= set(keys)
-            items = sorted((item for key in keys for item in self.waiting.pop(key).items), key=lambda i: i.index)
+            queues = sorted((self.waiting.pop(key) for key in keys), key=lambda waiting: waiting.head.index)
+            items = [item for waiting in queues for item in waiting.items]
             changed = self.apply(items)
             total.add(changed)
         return total
