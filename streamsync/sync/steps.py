@@ -17,6 +17,10 @@ remaining event that this reordering cannot affect, and leaves the others for a 
 - an event the engine names ends the step: one that may let a key waiting behind a retryable
   failure go on, when that key must be tried right after it (as the retry timer would try it
   between batches of one event) and cannot simply join the next step;
+- an upsert of a key the step upserts is left when an upsert of another key of the same model,
+  taken after that key's first, may clash with it on a unique value: folded into its key's
+  change, it would move before that one (a VLAN taking the name another VLAN of its group gives
+  up between the two);
 - an event that may let a waiting key go on is left when that key's events depend on an event
   already left: the key is tried with the step, so the event would move its retry before the one
   left (a device's delete lifting what protects a location's waiting delete, overtaking a VLAN
@@ -93,7 +97,7 @@ def next_step(
     left: dict[type[DiffSyncModel], list[Item]] = {}  # events left for later, by model
     left_keys: set[str] = set()
     deletes: dict[type[DiffSyncModel], list[Item]] = {}  # the step's deletes, by model
-    upserted: set[str] = set()
+    upserted: dict[str, Item] = {}  # each upserted key's first event, in the order the step took them
     deleted: set[str] = set()
     # Objects the step's upserts name, by model and looked-up values; per model, which fields are looked up.
     wanted: set[tuple[type[DiffSyncModel], tuple[tuple[str, Any], ...]]] = set()
@@ -116,13 +120,21 @@ def next_step(
                 return True
         return False
 
+    def folds_past(item: Item) -> bool:
+        """Whether `item`, folded into its key's earlier upsert, would move before another key's it may clash with."""
+        if item.key not in upserted:
+            return False
+        keys = list(upserted)
+        later = (upserted[key] for key in keys[keys.index(item.key) + 1 :])
+        return any(other.model is item.model and relations.clash(other, item) for other in later)
+
     def overtakes(item: Item) -> bool:
         """Whether `item` may let a waiting key go on whose events must follow one left for later."""
         return bool(left) and any(w.key in left_keys or after(left, w) for w in frees(item))
 
     for position, item in enumerate(items):
         if item.op is Op.UPSERT:
-            wait = item.key in deleted or is_named(item) or after(deletes, item)
+            wait = item.key in deleted or is_named(item) or after(deletes, item) or folds_past(item)
         else:
             wait = item.key in upserted
         if position and (wait or item.key in left_keys or after(left, item) or overtakes(item)):
@@ -131,7 +143,7 @@ def next_step(
             continue
         step.append(item)
         if item.op is Op.UPSERT:
-            upserted.add(item.key)
+            upserted.setdefault(item.key, item)
             for model, lookup in relations.named(item):
                 looked_up = tuple(sorted(lookup))
                 fields.setdefault(model, set()).add(looked_up)

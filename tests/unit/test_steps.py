@@ -113,6 +113,13 @@ def test_an_upsert_of_an_object_that_an_earlier_upsert_names_starts_a_step() -> 
     ]
 
 
+def test_an_upsert_does_not_fold_past_another_keys_that_may_want_the_same_name() -> None:
+    """VLAN 2 takes the name VLAN 1 gives up in between: folded into VLAN 2's first upsert, it would come first."""
+    items = _items(_vlan(2, description="x"), _vlan(1, name="b"), _vlan(2, name="a"))
+    assert _steps(items, names={1: "a"}) == [[0, 1], [2]]
+    assert _steps(items, names={1: "z"}) == [[0, 1, 2]]  # no name in common: it folds
+
+
 def test_an_event_that_may_let_a_waiting_key_go_on_ends_its_step() -> None:
     items = _items(_vlan(1, name="a"), _vlan(2, name="b"), _vlan(3, name="c"))
     assert _steps(items, ends_step=lambda item: item.index == 1) == [[0, 1], [2]]
