@@ -700,3 +700,33 @@ def test_a_vlan_takes_the_name_another_gives_up_between_its_two_upserts(sandbox:
     attrs, who = end["objects"][canonical_key("vlan", vlan11)]
     assert (attrs["name"], who) == ("a", "new object")
     assert end["objects"][canonical_key("vlan", vlan10)][0]["name"] == "b"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known: a later child delete taken into the step of its parent's delete lets that delete past an upsert "
+    "left for later (the step's deletes go last); not fixed yet",
+)
+def test_a_delete_of_the_step_does_not_see_past_an_event_left_for_later(sandbox: Sandbox) -> None:
+    """The counterexample of seed 5 (200 examples): X1's delete must not reach acme's before X2 is back.
+
+    acme's delete waits behind its device types; X2 goes and comes back, X1 goes last. One event at a
+    time, the new X2 protects acme; taken into the step of acme's delete, X1's delete let it through.
+    """
+    n = sandbox.world.name
+    acme = {"name": n("acme")}
+    x2 = {"model": "X2", "manufacturer__name": n("acme")}
+    events = [
+        _event("device", {"name": n("sw"), "location__name": n("dc")}, op=Op.DELETE),
+        _event("manufacturer", acme, op=Op.DELETE),
+        _event("devicetype", x2, op=Op.DELETE),
+        _event("manufacturer", acme, op=Op.DELETE),
+        _event("devicetype", x2, part_number=""),
+        _event("devicetype", {"model": "X1", "manufacturer__name": n("acme")}, op=Op.DELETE),
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == [(1, "dependency_missing"), (3, "dependency_missing")]
+    assert end["objects"][canonical_key("devicetype", x2)][1] == "new object"
+    assert end["objects"][canonical_key("manufacturer", acme)][1] == "starting object"
