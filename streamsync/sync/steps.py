@@ -21,6 +21,10 @@ remaining event that this reordering cannot affect, and leaves the others for a 
   taken after that key's first, may clash with it on a unique value: folded into its key's
   change, it would move before that one (a VLAN taking the name another VLAN of its group gives
   up between the two);
+- an event that may change what a delete of the step sees is left when that delete depends on an
+  event already left: deletes go last, so the event would reach the delete before the one left
+  (a device type's delete letting its manufacturer's delete through before another device type
+  is created again under it);
 - an event that may let a waiting key go on is left when that key's events depend on an event
   already left: the key is tried with the step, so the event would move its retry before the one
   left (a device's delete lifting what protects a location's waiting delete, overtaking a VLAN
@@ -128,6 +132,20 @@ def next_step(
         later = (upserted[key] for key in keys[keys.index(item.key) + 1 :])
         return any(other.model is item.model and relations.clash(other, item) for other in later)
 
+    def disturbs(item: Item) -> bool:
+        """Whether `item` may change what a delete of the step sees that must follow an event left for later.
+
+        The step's deletes go last: taken past the event left, `item` would reach that delete before it.
+        """
+        if not left:
+            return False
+        for model, taken in deletes.items():
+            if model is item.model or relations.related(model, item.model):
+                mine = (d for d in taken if d.key != item.key and relations.depend(d, item))
+                if any(after(left, delete) for delete in mine):
+                    return True
+        return False
+
     def overtakes(item: Item) -> bool:
         """Whether `item` may let a waiting key go on whose events must follow one left for later."""
         return bool(left) and any(w.key in left_keys or after(left, w) for w in frees(item))
@@ -137,7 +155,7 @@ def next_step(
             wait = item.key in deleted or is_named(item) or after(deletes, item) or folds_past(item)
         else:
             wait = item.key in upserted
-        if position and (wait or item.key in left_keys or after(left, item) or overtakes(item)):
+        if position and (wait or item.key in left_keys or after(left, item) or overtakes(item) or disturbs(item)):
             left.setdefault(item.model, []).append(item)
             left_keys.add(item.key)
             continue

@@ -77,10 +77,13 @@ def test_an_upsert_that_may_want_what_a_delete_frees_waits_for_it() -> None:
 
 
 def test_an_event_waits_for_an_earlier_one_of_a_related_model() -> None:
-    """A VLAN upsert after its group's delete waits for it (related models); a delete of another VLAN does not."""
+    """A VLAN upsert after its group's delete waits for it (related models), and so does a delete of another VLAN.
+
+    The group's delete goes last in its step: the other VLAN's delete would reach it before the upsert.
+    """
     delete_group = Event(source="s", model="vlangroup", op=Op.DELETE, key={"name": "g"})
     items = _items(_vlan(1, name="a"), delete_group, _vlan(1, name="b"), _vlan(2, Op.DELETE))
-    assert _steps(items) == [[0, 1, 3], [2]]
+    assert _steps(items) == [[0, 1], [2, 3]]
 
 
 def test_an_upsert_of_an_object_that_an_earlier_upsert_names_starts_a_step() -> None:
@@ -136,7 +139,8 @@ def test_an_event_that_may_let_a_waiting_key_go_on_does_not_overtake_what_that_k
     device = Event(source="s", model="device", op=Op.DELETE, key={"name": "sw", "location__name": "dc"})
     items = _items(Event(source="s", model="location", op=Op.DELETE, key=location), group, device)
     [waiting] = _items(Event(source="s", model="location", op=Op.DELETE, key=location))
-    assert _steps(items) == [[0, 2], [1]]
+    # Taken, the device's delete would reach the location's delete of the step before the group's move.
+    assert _steps(items) == [[0], [1, 2]]
 
     def frees(item: Item) -> list[Item]:
         return [waiting] if item.model is DeviceModel else []
