@@ -702,11 +702,6 @@ def test_a_vlan_takes_the_name_another_gives_up_between_its_two_upserts(sandbox:
     assert end["objects"][canonical_key("vlan", vlan10)][0]["name"] == "b"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a later child delete taken into the step of its parent's delete lets that delete past an upsert "
-    "left for later (the step's deletes go last); not fixed yet",
-)
 def test_a_delete_of_the_step_does_not_see_past_an_event_left_for_later(sandbox: Sandbox) -> None:
     """The counterexample of seed 5 (200 examples): X1's delete must not reach acme's before X2 is back.
 
