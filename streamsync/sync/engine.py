@@ -358,7 +358,8 @@ class _Run:
         changed = _Changed()
         pending = items
         while pending:
-            step = next_step(pending, self._relations(pending), self._ends_step())
+            waiting = [item for w in self.waiting.values() for item in w.items]
+            step = next_step(pending, self._relations([*pending, *waiting]), self._ends_step(), self._frees())
             taken = {id(item) for item in step}
             pending = [item for item in pending if id(item) not in taken]
             ready = []
@@ -451,15 +452,44 @@ class _Run:
             item.key in blockers or item.model in protectors or (item.op is Op.UPSERT and item.model in parents)
         )
 
+    def _frees(self) -> Callable[[Item], list[Item]]:
+        """The events of the waiting keys an event may let go on, directly or through another such key (`next_step`).
+
+        Decided as `_joining` and `_retry` decide, by the models changed: a key let go on changes its own.
+        Those keys are applied with the event's step, so it may not overtake an event they depend on.
+        """
+        waiting = list(self.waiting.values())
+        if not waiting:
+            return lambda item: []
+
+        def frees(item: Item) -> list[Item]:
+            touched = _Changed({item.model} if item.op is Op.UPSERT else set(), {item.model})
+            freed: list[Item] = []
+            rest = waiting
+            while going := [w for w in rest if self._releases(w, touched)]:
+                rest = [w for w in rest if all(w is not g for g in going)]
+                for w in going:
+                    freed += w.items
+                    touched.add(_Changed({i.model for i in w.items if i.op is Op.UPSERT}, {w.head.model}))
+            return freed
+
+        return frees
+
     def _retry(self, changed: _Changed, tried: set[str]) -> _Changed:
-        """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps."""
+        """Apply again the waiting keys, not `tried` in the step, that `changed` may let go on; again while it helps.
+
+        Queue after queue, the oldest head first, as a retry or a later batch carries parked keys
+        (`retry.take_due`, `retry.take_parked`): interleaved by batch order instead, one key's
+        later events could let another go before the first key's queue is through.
+        """
         total = _Changed()
         while changed:
             keys = [key for key, w in self.waiting.items() if key not in tried and self._releases(w, changed)]
             if not keys:
                 break
             tried |= set(keys)
-            items = sorted((item for key in keys for item in self.waiting.pop(key).items), key=lambda i: i.index)
+            queues = sorted((self.waiting.pop(key) for key in keys), key=lambda waiting: waiting.head.index)
+            items = [item for waiting in queues for item in waiting.items]
             changed = self.apply(items)
             total.add(changed)
         return total

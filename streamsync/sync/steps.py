@@ -16,7 +16,19 @@ remaining event that this reordering cannot affect, and leaves the others for a 
   interfaces; a VLAN group's new range checked against a VLAN not yet there);
 - an event the engine names ends the step: one that may let a key waiting behind a retryable
   failure go on, when that key must be tried right after it (as the retry timer would try it
-  between batches of one event) and cannot simply join the next step.
+  between batches of one event) and cannot simply join the next step;
+- an upsert of a key the step upserts is left when an upsert of another key of the same model,
+  taken after that key's first, may clash with it on a unique value: folded into its key's
+  change, it would move before that one (a VLAN taking the name another VLAN of its group gives
+  up between the two);
+- an event that may change what a delete of the step sees is left when that delete depends on an
+  event already left: deletes go last, so the event would reach the delete before the one left
+  (a device type's delete letting its manufacturer's delete through before another device type
+  is created again under it);
+- an event that may let a waiting key go on is left when that key's events depend on an event
+  already left: the key is tried with the step, so the event would move its retry before the one
+  left (a device's delete lifting what protects a location's waiting delete, overtaking a VLAN
+  group's move onto that location).
 
 Two events of different keys depend on each other when their models are related (one refers to
 the other, directly or not, or a model refers to itself), or when they may clash on a unique
@@ -74,18 +86,22 @@ class Relations:
 
 
 def next_step(
-    items: Sequence[Item], relations: Relations, ends_step: Callable[[Item], bool] = lambda item: False
+    items: Sequence[Item],
+    relations: Relations,
+    ends_step: Callable[[Item], bool] = lambda item: False,
+    frees: Callable[[Item], Sequence[Item]] = lambda item: (),
 ) -> list[Item]:
     """The events of the next step, in order: never empty, the first of `items` always among them.
 
     `items` are what is left of a batch, in order; `ends_step(item)` says an event must be the last
-    of its step (it may let a key waiting behind a retryable failure go on).
+    of its step (it may let a key waiting behind a retryable failure go on); `frees(item)`: the
+    events of waiting keys an event may let go on, which are then applied with its step.
     """
     step: list[Item] = []
     left: dict[type[DiffSyncModel], list[Item]] = {}  # events left for later, by model
     left_keys: set[str] = set()
     deletes: dict[type[DiffSyncModel], list[Item]] = {}  # the step's deletes, by model
-    upserted: set[str] = set()
+    upserted: dict[str, Item] = {}  # each upserted key's first event, in the order the step took them
     deleted: set[str] = set()
     # Objects the step's upserts name, by model and looked-up values; per model, which fields are looked up.
     wanted: set[tuple[type[DiffSyncModel], tuple[tuple[str, Any], ...]]] = set()
@@ -108,18 +124,44 @@ def next_step(
                 return True
         return False
 
+    def folds_past(item: Item) -> bool:
+        """Whether `item`, folded into its key's earlier upsert, would move before another key's it may clash with."""
+        if item.key not in upserted:
+            return False
+        keys = list(upserted)
+        later = (upserted[key] for key in keys[keys.index(item.key) + 1 :])
+        return any(other.model is item.model and relations.clash(other, item) for other in later)
+
+    def disturbs(item: Item) -> bool:
+        """Whether `item` may change what a delete of the step sees that must follow an event left for later.
+
+        The step's deletes go last: taken past the event left, `item` would reach that delete before it.
+        """
+        if not left:
+            return False
+        for model, taken in deletes.items():
+            if model is item.model or relations.related(model, item.model):
+                mine = (d for d in taken if d.key != item.key and relations.depend(d, item))
+                if any(after(left, delete) for delete in mine):
+                    return True
+        return False
+
+    def overtakes(item: Item) -> bool:
+        """Whether `item` may let a waiting key go on whose events must follow one left for later."""
+        return bool(left) and any(w.key in left_keys or after(left, w) for w in frees(item))
+
     for position, item in enumerate(items):
         if item.op is Op.UPSERT:
-            wait = item.key in deleted or is_named(item) or after(deletes, item)
+            wait = item.key in deleted or is_named(item) or after(deletes, item) or folds_past(item)
         else:
             wait = item.key in upserted
-        if position and (wait or item.key in left_keys or after(left, item)):
+        if position and (wait or item.key in left_keys or after(left, item) or overtakes(item) or disturbs(item)):
             left.setdefault(item.model, []).append(item)
             left_keys.add(item.key)
             continue
         step.append(item)
         if item.op is Op.UPSERT:
-            upserted.add(item.key)
+            upserted.setdefault(item.key, item)
             for model, lookup in relations.named(item):
                 looked_up = tuple(sorted(lookup))
                 fields.setdefault(model, set()).add(looked_up)

@@ -614,3 +614,114 @@ def test_a_key_parked_by_an_earlier_batch_goes_on_between_a_later_batchs_events(
     end = ends["one batch"]
     assert {key for key, (_, who) in end["objects"].items() if who == "new object"} == {e.canonical_key for e in events}
     assert end["dead letters"] == [(3, "dependency_missing")]
+
+
+def test_a_location_deleted_and_created_again_while_a_vlan_group_moves_onto_it_and_a_device_goes(
+    sandbox: Sandbox,
+) -> None:
+    """The counterexample of seed 244159392324936697964453395654879472787, as the property test applies it."""
+    n = sandbox.world.name
+    eu = {"name": n("eu"), "parent__name": None}
+    g1 = {"name": n("g1")}
+    events = [
+        _event("location", eu),
+        _event("location", eu, op=Op.DELETE),  # the device in its child dc protects it, and so does g1
+        _event("location", eu, location_type__name=n("region"), description=""),
+        _event("vlangroup", g1, location__name=None),
+        _event("location", eu, description=""),
+        _event("location", eu, op=Op.DELETE),
+        _event("vlangroup", g1, location__name=n("eu")),
+        _event("device", {"name": n("sw"), "location__name": n("dc")}, op=Op.DELETE),
+        _event("vlangroup", g1, op=Op.DELETE),  # VLAN 10 protects it
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    # As one event at a time: once the device goes, g1 is on eu again and protects it, so eu's queue
+    # never goes on; neither does g1's delete.
+    end = ends["one batch"]
+    assert end["dead letters"] == [(i, "dependency_missing") for i in (1, 2, 4, 5, 8)]
+    for key in (canonical_key("location", eu), canonical_key("location", {"name": n("dc"), "parent__name": n("eu")})):
+        assert end["objects"][key][1] == "starting object"
+    assert end["objects"][canonical_key("vlangroup", g1)][0]["location__name"] == n("eu")
+
+
+def test_keys_let_go_on_together_are_tried_queue_after_queue(sandbox: Sandbox) -> None:
+    """The counterexample of seed 2 (300 examples): a device type and its manufacturer wait, the device goes.
+
+    One batch per event retries the device type's queue (its delete, then its upsert: a new one) before
+    the manufacturer's, whose delete the new device type then protects; interleaved by batch order,
+    the manufacturer went between the device type's delete and upsert, which then had none.
+    """
+    n = sandbox.world.name
+    x1 = {"model": "X1", "manufacturer__name": n("acme")}
+    acme = {"name": n("acme")}
+    events = [
+        _event("device", {"name": n("sw2"), "location__name": n("lab")}, op=Op.DELETE),  # not there
+        _event("devicetype", {"model": "X2", "manufacturer__name": n("acme")}, op=Op.DELETE),
+        _event("devicetype", x1, op=Op.DELETE),  # the device sw protects it
+        _event("manufacturer", acme, op=Op.DELETE),  # X1 protects it
+        _event("manufacturer", acme, description=""),
+        _event("manufacturer", acme, op=Op.DELETE),
+        _event("devicetype", x1, part_number=""),
+        _event("device", {"name": n("sw"), "location__name": n("dc")}, op=Op.DELETE),
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == [(i, "dependency_missing") for i in (3, 4, 5)]
+    assert end["objects"][canonical_key("devicetype", x1)][1] == "new object"
+    assert end["objects"][canonical_key("manufacturer", acme)][1] == "starting object"
+
+
+def test_a_vlan_takes_the_name_another_gives_up_between_its_two_upserts(sandbox: Sandbox) -> None:
+    """The counterexample of seed 4 (400 examples): VLAN 11's name upsert must not fold past VLAN 10's rename.
+
+    VLAN 11's first upsert cannot create it (no name); VLAN 10 gives up the name "a", which VLAN 11's
+    next upsert takes. Folded into VLAN 11's first change, that upsert came before the rename and
+    was refused. g1's deletes, which its VLANs protect, and the upsert behind them end as dead letters.
+    """
+    n = sandbox.world.name
+    g1 = {"name": n("g1")}
+    vlan10 = {"vid": 10, "vlan_group__name": n("g1")}
+    vlan11 = {"vid": 11, "vlan_group__name": n("g1")}
+    events = [
+        _event("vlangroup", g1, location__name=None),
+        _event("vlan", vlan11, op=Op.DELETE),  # not there
+        _event("vlan", vlan11, description=""),  # cannot create it: no name
+        _event("vlan", vlan10, name="b", description=""),
+        _event("vlan", vlan11, name="a"),
+        *[_event("vlangroup", g1, op=Op.DELETE) for _ in range(4)],  # VLAN 10 protects it
+        _event("vlangroup", g1),
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == [(2, "apply_failed")] + [(i, "dependency_missing") for i in range(5, 10)]
+    attrs, who = end["objects"][canonical_key("vlan", vlan11)]
+    assert (attrs["name"], who) == ("a", "new object")
+    assert end["objects"][canonical_key("vlan", vlan10)][0]["name"] == "b"
+
+
+def test_a_delete_of_the_step_does_not_see_past_an_event_left_for_later(sandbox: Sandbox) -> None:
+    """The counterexample of seed 5 (200 examples): X1's delete must not reach acme's before X2 is back.
+
+    acme's delete waits behind its device types; X2 goes and comes back, X1 goes last. One event at a
+    time, the new X2 protects acme; taken into the step of acme's delete, X1's delete let it through.
+    """
+    n = sandbox.world.name
+    acme = {"name": n("acme")}
+    x2 = {"model": "X2", "manufacturer__name": n("acme")}
+    events = [
+        _event("device", {"name": n("sw"), "location__name": n("dc")}, op=Op.DELETE),
+        _event("manufacturer", acme, op=Op.DELETE),
+        _event("devicetype", x2, op=Op.DELETE),
+        _event("manufacturer", acme, op=Op.DELETE),
+        _event("devicetype", x2, part_number=""),
+        _event("devicetype", {"model": "X1", "manufacturer__name": n("acme")}, op=Op.DELETE),
+    ]
+    ends = _ends(sandbox, events)
+    assert_same(ends)
+    end = ends["one batch"]
+    assert end["dead letters"] == [(1, "dependency_missing"), (3, "dependency_missing")]
+    assert end["objects"][canonical_key("devicetype", x2)][1] == "new object"
+    assert end["objects"][canonical_key("manufacturer", acme)][1] == "starting object"

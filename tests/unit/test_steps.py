@@ -77,10 +77,13 @@ def test_an_upsert_that_may_want_what_a_delete_frees_waits_for_it() -> None:
 
 
 def test_an_event_waits_for_an_earlier_one_of_a_related_model() -> None:
-    """A VLAN upsert after its group's delete waits for it (related models); a delete of another VLAN does not."""
+    """A VLAN upsert after its group's delete waits for it (related models), and so does a delete of another VLAN.
+
+    The group's delete goes last in its step: the other VLAN's delete would reach it before the upsert.
+    """
     delete_group = Event(source="s", model="vlangroup", op=Op.DELETE, key={"name": "g"})
     items = _items(_vlan(1, name="a"), delete_group, _vlan(1, name="b"), _vlan(2, Op.DELETE))
-    assert _steps(items) == [[0, 1, 3], [2]]
+    assert _steps(items) == [[0, 1], [2, 3]]
 
 
 def test_an_upsert_of_an_object_that_an_earlier_upsert_names_starts_a_step() -> None:
@@ -113,9 +116,38 @@ def test_an_upsert_of_an_object_that_an_earlier_upsert_names_starts_a_step() -> 
     ]
 
 
+def test_an_upsert_does_not_fold_past_another_keys_that_may_want_the_same_name() -> None:
+    """VLAN 2 takes the name VLAN 1 gives up in between: folded into VLAN 2's first upsert, it would come first."""
+    items = _items(_vlan(2, description="x"), _vlan(1, name="b"), _vlan(2, name="a"))
+    assert _steps(items, names={1: "a"}) == [[0, 1], [2]]
+    assert _steps(items, names={1: "z"}) == [[0, 1, 2]]  # no name in common: it folds
+
+
 def test_an_event_that_may_let_a_waiting_key_go_on_ends_its_step() -> None:
     items = _items(_vlan(1, name="a"), _vlan(2, name="b"), _vlan(3, name="c"))
     assert _steps(items, ends_step=lambda item: item.index == 1) == [[0, 1], [2]]
+
+
+def test_an_event_that_may_let_a_waiting_key_go_on_does_not_overtake_what_that_key_must_follow() -> None:
+    """A device's delete may let a waiting location delete go on; a VLAN group's move onto it was left earlier.
+
+    Unrelated to the move, the device's delete would otherwise join the step, and the location be
+    tried again before the group moves onto it (and protects it).
+    """
+    location: dict[str, str | int | bool | None] = {"name": "eu", "parent__name": None}
+    group = Event(source="s", model="vlangroup", op=Op.UPSERT, key={"name": "g"}, attrs={"location__name": "eu"})
+    device = Event(source="s", model="device", op=Op.DELETE, key={"name": "sw", "location__name": "dc"})
+    items = _items(Event(source="s", model="location", op=Op.DELETE, key=location), group, device)
+    [waiting] = _items(Event(source="s", model="location", op=Op.DELETE, key=location))
+    # Taken, the device's delete would reach the location's delete of the step before the group's move.
+    assert _steps(items) == [[0], [1, 2]]
+
+    def frees(item: Item) -> list[Item]:
+        return [waiting] if item.model is DeviceModel else []
+
+    assert _steps(items, frees=frees) == [[0], [1, 2]]
+    # With nothing left for later before it, it goes on in its step.
+    assert _steps(items[:1] + items[2:], frees=frees) == [[0, 2]]
 
 
 def test_registry_knows_which_models_refer_to_which() -> None:
