@@ -143,28 +143,37 @@ def build(model: Any, adapter: Any, parameters: dict[str, Any]) -> Create:
     Raises what contrib or Nautobot raise for it (the per-object path then writes it and reports
     the same reason), or NotBulk when it needs what is not reproduced here.
     """
+    instance = model._model()
+    return Create(instance, prepare(model, adapter, instance, parameters))
+
+
+def prepare(model: Any, adapter: Any, obj: Any, parameters: dict[str, Any]) -> dict[str, list[Any]]:
+    """Set `parameters` on `obj` as contrib does and validate it as a save would; its many-to-many values.
+
+    Raises what contrib or Nautobot raise (the per-object path then reports the same reason), or
+    NotBulk when the object needs what the bulk paths do not reproduce.
+    """
     if getattr(adapter, "metadata_type", None):
         raise NotBulk("object metadata")
-    instance = model._model()
     fields: dict[str, Any] = {
         "foreign_keys": defaultdict(dict),
         "many_to_many_fields": defaultdict(list),
         **{name: defaultdict(dict) for name in UNSUPPORTED},
     }
     for name, value in parameters.items():
-        model._handle_single_field(name, instance, value, fields, adapter)
-    if any(fields[name] for name in UNSUPPORTED) or getattr(instance, "_location", None) is not None:
+        model._handle_single_field(name, obj, value, fields, adapter)
+    if any(fields[name] for name in UNSUPPORTED) or getattr(obj, "_location", None) is not None:
         raise NotBulk("relationships or a legacy location")
-    model._lookup_and_set_foreign_keys(fields["foreign_keys"], instance, adapter)
+    model._lookup_and_set_foreign_keys(fields["foreign_keys"], obj, adapter)
     # full_clean() but what costs a query per object (a foreign key's existence, each unique check):
     # `refused` checks those for the whole chunk. A foreign key's other checks are its emptiness.
-    foreign = foreign_keys(type(instance))
-    instance.full_clean(exclude={f.name for f in foreign}, validate_unique=False, validate_constraints=False)
+    foreign = foreign_keys(type(obj))
+    obj.full_clean(exclude={f.name for f in foreign}, validate_unique=False, validate_constraints=False)
     for f in foreign:
-        if getattr(instance, f.attname) in f.empty_values and not f.blank:
+        if getattr(obj, f.attname) in f.empty_values and not f.blank:
             raise NotBulk(f"{f.name} is empty")  # the per-object path says so as Nautobot does
-    instance.validate_constraints()
-    return Create(instance, dict(fields["many_to_many_fields"]))
+    obj.validate_constraints()
+    return dict(fields["many_to_many_fields"])
 
 
 def foreign_keys(django_model: type) -> list[Any]:

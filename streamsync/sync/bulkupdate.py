@@ -25,12 +25,11 @@ logged already (created or changed earlier in the batch) is left to the per-obje
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamsync.sync.bulk import UNSUPPORTED, NotBulk, change_logged, foreign_keys, receiver_name, serialized
+from streamsync.sync.bulk import NotBulk, change_logged, foreign_keys, prepare, receiver_name, serialized
 
 # Nautobot's pre_save receiver that reads an object's row again to keep its pre-change data: `Rows.before` does it
 # once for the chunk, and `write` records it as the receiver would.
@@ -112,27 +111,9 @@ def build(model: Any, adapter: Any, row: Any, attrs: dict[str, Any]) -> Update:
     Raises what contrib or Nautobot raise for it (the per-object path then writes it and reports
     the same reason), or NotBulk when it needs what is not reproduced here.
     """
-    if getattr(adapter, "metadata_type", None):
-        raise NotBulk("object metadata")
     # A copy: contrib sets custom fields inside the row's own dict (`obj.cf[key] = value`).
     read = {f.attname: copy.deepcopy(getattr(row, f.attname)) for f in row._meta.concrete_fields}
-    fields: dict[str, Any] = {
-        "foreign_keys": defaultdict(dict),
-        "many_to_many_fields": defaultdict(list),
-        **{name: defaultdict(dict) for name in UNSUPPORTED},
-    }
-    for name, value in attrs.items():
-        model._handle_single_field(name, row, value, fields, adapter)
-    if any(fields[name] for name in UNSUPPORTED) or getattr(row, "_location", None) is not None:
-        raise NotBulk("relationships or a legacy location")
-    model._lookup_and_set_foreign_keys(fields["foreign_keys"], row, adapter)
-    foreign = foreign_keys(type(row))
-    row.full_clean(exclude={f.name for f in foreign}, validate_unique=False, validate_constraints=False)
-    for f in foreign:
-        if getattr(row, f.attname) in f.empty_values and not f.blank:
-            raise NotBulk(f"{f.name} is empty")
-    row.validate_constraints()
-    return Update(row, dict(fields["many_to_many_fields"]), read)
+    return Update(row, prepare(model, adapter, row, attrs), read)
 
 
 def logged_already(updates: Sequence[Update]) -> set[int]:
