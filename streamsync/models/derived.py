@@ -72,6 +72,14 @@ REFUSED: dict[str, str] = {
         "it assigns an IP address to an interface of a device or of a virtual machine, one of two foreign "
         "keys, and Nautobot names it by its primary key"
     ),
+    "ipam.ipaddressrange": (
+        "its end host is an IP address field, which derived attributes leave out, and Nautobot resolves its "
+        "parent prefix from its hosts: a derived model could create none"
+    ),
+    "ipam.vrfdeviceassignment": (
+        "it assigns a VRF to a device, a virtual machine or a virtual device context, one of three foreign "
+        "keys, and Nautobot's natural key names the device alone: assignments to the others share one key"
+    ),
 }
 
 # The foreign keys whose default the built-in models chose (a required status is "Active" there too).
