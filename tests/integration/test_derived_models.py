@@ -367,4 +367,6 @@ def test_a_worker_logs_where_its_models_refer_to_each_other_in_a_cycle(
         True,
     )
     assert line["why"] == "a modulebay that arrives before its module is retried until the module exists"
+    # Stopped once running: a SIGTERM before Faust handles signals ends the process by the signal (-15).
+    wait_for(lambda: "outbox relay starting" in worker.output(), 120, "the worker running", worker)
     assert worker.stop() == 0
