@@ -217,7 +217,7 @@ def test_two_workers_retry_more_than_a_retrys_worth_of_parked_events_in_order_pe
     for worker in workers:  # both retry timers running (their retries fail for now)
         wait_for(functools.partial(_retrying, worker), 120, "the worker retrying", worker)
     # Right after a failed attempt: the next is seconds away, time to set the slow retry up.
-    wait_for(lambda: _next_attempt_in(source) > BACKOFF / 2, 60, "a failed attempt of every key", workers[0])
+    wait_for(lambda: _next_attempt_in(source) > BACKOFF / 2, 180, "a failed attempt of every key", workers[0])
 
     VLANGroup.objects.create(name=group)
     started = time.monotonic()
