@@ -17,12 +17,11 @@ from diffsync import Adapter, DiffSyncModel
 from diffsync.exceptions import ObjectAlreadyExists
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Prefetch, Q
-from nautobot.extras.models import Relationship
 from nautobot_ssot.contrib import NautobotAdapter
 from nautobot_ssot.utils.orm import load_typed_dict
 from nautobot_ssot.utils.typing import get_inner_type
 
-from streamsync.sync.relationships import RelationshipAnnotation, as_value, in_order, peers
+from streamsync.sync.relationships import RelationshipAnnotation, as_value, in_order, peers, relationship_of
 
 # Where the load puts an object's prefetched to-many rows: a plain list, see to_many.
 PREFETCHED = "_streamsync_prefetched_"
@@ -42,7 +41,6 @@ class PartialNautobotAdapter(NautobotAdapter):
         self._keys = keys
         # (model name, unique id) of keys that match more than one row: no event may write those.
         self.ambiguous: set[tuple[str, str]] = set()
-        self._relationships: dict[str, Any] = {}
         super().__init__(*args, job=None, **kwargs)
 
     def _load_objects(self, diffsync_model: Any) -> None:
@@ -93,10 +91,7 @@ class PartialNautobotAdapter(NautobotAdapter):
             return super()._handle_custom_relationship_to_many_relationship(
                 database_object, diffsync_model, parameter_name, annotation
             )
-        relationship = self._relationships.get(annotation.key)
-        if relationship is None:
-            relationship = self._relationships[annotation.key] = Relationship.objects.get(key=annotation.key)
-        found = peers(relationship, annotation.end, database_object)
+        found = peers(relationship_of(self, annotation), annotation.end, database_object)
         return in_order([as_value(peer, annotation.peer_fields) for peer in found])
 
 

@@ -3,8 +3,9 @@
 Users define custom fields and relationships in Nautobot's UI, so no model's code can name them.
 When a registry is built (a worker's start, a Nautobot process's first event), each model gets an
 attribute per custom field of its Nautobot model, `cf_<key>`, and per relationship it is on,
-`rel_<key>`, written and loaded through contrib's own annotations. A definition added later is
-seen after a restart. docs/models.md spells the values.
+`rel_<key>`. Custom fields go through contrib's own annotation; relationships through
+streamsync/sync/relationships.py. A definition added later is seen after a restart.
+docs/models.md spells the values.
 """
 
 from __future__ import annotations

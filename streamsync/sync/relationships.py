@@ -15,6 +15,7 @@ from typing import Any
 
 from diffsync.exceptions import ObjectCrudException
 from nautobot_ssot.contrib.types import CustomAnnotation
+from nautobot_ssot.utils.orm import orm_attribute_lookup
 
 # Where `_handle_single_field` collects relationship values until the object is saved (bulk writes
 # refuse objects with anything in it and leave them to the per-object path).
@@ -53,20 +54,15 @@ def in_order(value: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
 
 
 def as_value(peer: Any, fields: tuple[str, ...]) -> dict[str, Any]:
-    """A peer as events name it: its identifier fields, through foreign keys (`location__name`)."""
-    value = {}
-    for field in fields:
-        current = peer
-        for part in field.split("__"):
-            current = getattr(current, part, None) if current is not None else None
-        value[field] = current
-    return value
+    """A peer as events name it: its identifier fields, looked up as contrib loads `__` attributes."""
+    return {field: orm_attribute_lookup(peer, field) for field in fields}
 
 
-def _relationship(key: str) -> Any:
+def relationship_of(adapter: Any, annotation: RelationshipAnnotation) -> Any:
+    """The annotation's relationship, through the adapter's ORM cache: one query per batch, not per object."""
     from nautobot.extras.models import Relationship
 
-    return Relationship.objects.select_related("source_type", "destination_type").get(key=key)
+    return adapter.get_from_orm_cache({"key": annotation.key}, Relationship)
 
 
 def _peer_model(relationship: Any, end: str) -> Any:
@@ -83,7 +79,7 @@ class RelationshipWrites:
         if not isinstance(annotation, RelationshipAnnotation):
             super()._handle_single_field(field, obj, value, relationship_fields, adapter)  # type: ignore[misc]
             return
-        relationship = _relationship(annotation.key)
+        relationship = relationship_of(adapter, annotation)
         model = _peer_model(relationship, annotation.end)
         found = []
         for parameters in value or []:
