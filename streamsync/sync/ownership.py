@@ -54,7 +54,7 @@ def record(source: str, outcomes: Sequence[tuple[type[DiffSyncModel], Op, Object
 
 
 def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) -> int:
-    """Mark (model, key, pk) objects as owned by `source` in one statement; returns how many rows."""
+    """Mark (model, key, pk) objects as owned by `source` in one statement; returns how many objects."""
     from streamsync.models.bookkeeping import KEY_LENGTH, OwnedObject
 
     rows: dict[tuple[int, uuid.UUID], OwnedObject] = {}
@@ -65,16 +65,45 @@ def claim(source: str, objects: Iterable[tuple[type[DiffSyncModel], str, Any]]) 
         rows[(content_type, object_id)] = OwnedObject(
             source=source, content_type_id=content_type, object_id=object_id, key=key[:KEY_LENGTH]
         )
-    if rows:
+    changed = _changed(source, rows)
+    if changed:
         # One row per object per statement: PostgreSQL refuses ON CONFLICT touching a row twice.
         OwnedObject.objects.bulk_create(
-            list(rows.values()),
+            list(changed.values()),
             batch_size=1000,
             update_conflicts=True,
             unique_fields=["source", "content_type", "object_id"],
             update_fields=["key"],
         )
     return len(rows)
+
+
+def _changed(source: str, rows: dict[tuple[int, uuid.UUID], Any]) -> dict[tuple[int, uuid.UUID], Any]:
+    """The rows not already recorded as they are: an upsert rewrites every row it touches, a read does not.
+
+    A batch that finds its objects in sync (a replay, a resync) claims what it already owns; reading
+    the claims first leaves those rows unwritten. A row another worker inserts meanwhile is still
+    met by the upsert's ON CONFLICT.
+    """
+    from django.db.models import Q
+
+    from streamsync.models.bookkeeping import OwnedObject
+
+    if not rows:
+        return rows
+    by_type: dict[int, list[uuid.UUID]] = {}
+    for content_type, object_id in rows:
+        by_type.setdefault(content_type, []).append(object_id)
+    match = Q()
+    for content_type, object_ids in by_type.items():
+        match |= Q(content_type_id=content_type, object_id__in=object_ids)
+    recorded = OwnedObject.objects.filter(match, source=source).values_list("content_type_id", "object_id", "key")
+    same = {
+        (content_type, object_id)
+        for content_type, object_id, key in recorded
+        if rows[(content_type, object_id)].key == key
+    }
+    return {where: row for where, row in rows.items() if where not in same}
 
 
 def release(source: str, objects: Sequence[tuple[type[DiffSyncModel], Any]], keys: Sequence[str] = ()) -> None:
