@@ -1,6 +1,6 @@
 """End-to-end latency and burst throughput as a user sees them: produce → row visible in PostgreSQL.
 
-    python -m bench.latency_bench [--events 200] [--rate 5] [--burst 5000] [--workers 1]
+    python -m bench.latency_bench [--events 200] [--rate 5] [--burst 5000] [--workers 1 [3 ...]]
 
 A real `streamsync worker` process (default settings: batch size 100, batch timeout 1 s) runs on a
 fresh clone of the migrated template (`streamsync_latency_bench`, dropped at the end) and the
@@ -14,7 +14,9 @@ watcher polls PostgreSQL (plain SQL, every 5 ms) and notes when each VLAN become
 The baseline of the same run is the broker itself: the same producer and arrivals read back by a
 plain consumer (produce → consumed), and the worker's own apply time per batch (its
 `streamsync_apply_duration_seconds`). Latency is what a user waits; latency minus apply is what the
-pipeline adds. With `--workers 3` the burst goes to 6 partitions and 3 workers in one group.
+pipeline adds. With `--workers 1 3` the burst runs once per count, on 6 partitions, each count's
+workers joined and warm (every partition applied once) before it starts, and the throughput of
+each count is reported over the first's, from the same run.
 This is a benchmark, not a test: the table goes to stdout, progress to stderr.
 """
 
@@ -239,12 +241,16 @@ def measure(args: argparse.Namespace, bootstrap: str, env: dict[str, str], logs:
     dsn = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "password": db["PASSWORD"], "dbname": db["NAME"]}
     prefix = env["STREAMSYNC_TOPIC_PREFIX"]
     topic = events_topic(SOURCE, prefix)
-    partitions = 6 if args.workers > 1 else 3
+    counts: list[int] = args.workers
+    partitions = 6 if max(counts) > 1 else 3
     asyncio.run(ensure_topics(bootstrap, [TopicSpec(topic, partitions), TopicSpec(f"{prefix}.floor", 1)]))
     rng = random.Random(args.seed)
     rows: list[Row] = []
 
-    workers = [Worker(env, logs / f"worker{i}.log", _free_port()) for i in range(args.workers)]
+    def start(count: int) -> list[Worker]:
+        return [Worker(env, logs / f"worker{count}-{i}.log", _free_port()) for i in range(count)]
+
+    workers = start(counts[0])
     try:
         with Watcher(dsn) as watcher:
             # Warm-up: the worker is up, has its partitions and has applied once.
@@ -272,27 +278,76 @@ def measure(args: argparse.Namespace, bootstrap: str, env: dict[str, str], logs:
                 latencies = [(watcher.seen[k] - t) * 1000 for k, t in zip(keys, sent, strict=True)]
                 rows.append(Row(f"worker, {kind} (produce → visible)", latencies, apply_ms=apply_ms))
 
-            per_group = 4000
-            groups = _groups(f"{prefix}-burst", -(-args.burst // per_group))
-            for group in groups:
-                watcher.watch(group)
-            keys = [(groups[i // per_group], i % per_group + 1) for i in range(args.burst)]
-            events = [_event(vid, group) for group, vid in keys]
-            progress(f"burst: {args.burst} creates through {args.workers} worker(s) on {partitions} partitions")
-            started = asyncio.run(_produce_burst(bootstrap, topic, events))
-            watcher.wait(keys, 3600, workers[0])
-            seconds = max(watcher.seen[k] for k in keys) - started
-            rows.append(
-                Row(
-                    f"burst of {args.burst:,} creates, {args.workers} worker(s)",
-                    [(watcher.seen[k] - started) * 1000 for k in keys],
-                    per_s=args.burst / seconds,
+            for count in counts:
+                if len(workers) != count:
+                    for worker in workers:
+                        worker.stop()
+                    workers = start(count)
+                _settle_group(bootstrap, env["STREAMSYNC_GROUP_ID"], count, topic, partitions, watcher, workers)
+                per_group = 4000
+                groups = _groups(f"{prefix}-burst{count}", -(-args.burst // per_group))
+                for group in groups:
+                    watcher.watch(group)
+                keys = [(groups[i // per_group], i % per_group + 1) for i in range(args.burst)]
+                events = [_event(vid, group) for group, vid in keys]
+                progress(f"burst: {args.burst} creates through {count} worker(s) on {partitions} partitions")
+                started = asyncio.run(_produce_burst(bootstrap, topic, events))
+                watcher.wait(keys, 3600, workers[0])
+                seconds = max(watcher.seen[k] for k in keys) - started
+                rows.append(
+                    Row(
+                        f"burst of {args.burst:,} creates, {count} worker(s)",
+                        [(watcher.seen[k] - started) * 1000 for k in keys],
+                        per_s=args.burst / seconds,
+                    )
                 )
-            )
     finally:
         for worker in workers:
             worker.stop()
     return rows
+
+
+def _settle_group(
+    bootstrap: str, group_id: str, count: int, topic: str, partitions: int, watcher: Watcher, workers: list[Worker]
+) -> None:
+    """Wait until `count` workers are members of the group and each partition's owner has applied an event.
+
+    Then no rebalance is pending when the burst starts: what it measures is applying, not joining.
+    """
+    from streamsync.contract.partitioning import partition_for
+    from streamsync.ops.offsets import active_members
+
+    progress(f"waiting for {count} worker(s) to join the group")
+    deadline = time.monotonic() + 300
+    while len(asyncio.run(active_members(bootstrap, group_id))) != count:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} workers did not join {group_id} within 300 s")
+        for worker in workers:
+            worker.check()
+        time.sleep(1)
+    (group,) = _groups(f"warm{count}-{uuid.uuid4().hex[:6]}", 1)
+    watcher.watch(group)
+    chosen: dict[int, Any] = {}
+    vid = 0
+    while len(chosen) < partitions:  # one event on each partition, by the producer's own partitioner
+        vid += 1
+        event = _event(vid, group)
+        chosen.setdefault(partition_for(event.canonical_key.encode(), partitions), event)
+    asyncio.run(_produce_burst(bootstrap, topic, list(chosen.values())))
+    watcher.wait([(group, event.key["vid"]) for event in chosen.values()], 300, workers[0])
+
+
+def ratios(rows: Sequence[Row]) -> list[str]:
+    """Burst throughput of each worker count over the first count's, all from this run."""
+    bursts = [row for row in rows if row.label.startswith("burst") and row.per_s]
+    if len(bursts) < 2:
+        return []
+    base = bursts[0]
+    return [
+        f"burst throughput, {row.label.split(', ')[1]} / {base.label.split(', ')[1]}: "
+        f"{row.per_s:.1f}/s / {base.per_s:.1f}/s = {row.per_s / base.per_s:.2f}x"  # type: ignore[operator]
+        for row in bursts[1:]
+    ]
 
 
 def table(rows: Sequence[Row]) -> list[str]:
@@ -330,7 +385,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200, help="events per light-load phase")
     parser.add_argument("--rate", type=float, default=5.0, help="mean arrivals per second at light load")
     parser.add_argument("--burst", type=int, default=5000, help="creates published at once")
-    parser.add_argument("--workers", type=int, default=1, help="workers in the group (6 partitions when more than 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="workers in the group for the burst, one burst per count (e.g. 1 3); 6 partitions when any is above 1",
+    )
     parser.add_argument("--seed", type=int, default=12)
     parser.add_argument("--logs", type=Path, help="keep the workers' output in this directory (default: discarded)")
     args = parser.parse_args(argv)
@@ -377,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("\n".join(table(rows)))
     print()
-    print("\n".join(line for line in verdicts(rows) if line))
+    print("\n".join(line for line in [*verdicts(rows), *ratios(rows)] if line))
     return 0
 
 
