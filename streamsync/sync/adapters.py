@@ -8,8 +8,9 @@ Nautobot lacks is created, one both have is updated, one named by a delete is de
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import reduce
 from typing import Any, ClassVar
 
@@ -21,10 +22,20 @@ from nautobot_ssot.contrib import NautobotAdapter
 from nautobot_ssot.utils.orm import load_typed_dict
 from nautobot_ssot.utils.typing import get_inner_type
 
-from streamsync.sync.relationships import RelationshipAnnotation, as_value, in_order, peers, relationship_of
+from streamsync.sync.relationships import (
+    RelationshipAnnotation,
+    as_value,
+    in_order,
+    peers,
+    peers_of,
+    relationship_attributes,
+    relationship_of,
+)
 
 # Where the load puts an object's prefetched to-many rows: a plain list, see to_many.
 PREFETCHED = "_streamsync_prefetched_"
+# Where it puts an object's peers of a relationship attribute, read for all loaded objects at once.
+PEERS = "_streamsync_peers_"
 
 
 class PartialNautobotAdapter(NautobotAdapter):
@@ -54,7 +65,7 @@ class PartialNautobotAdapter(NautobotAdapter):
             if not keys:
                 return
             rows = queryset.filter(matching(keys))
-        for database_object in rows:
+        for database_object in self._with_peers(diffsync_model, rows):
             try:
                 self._load_single_object(database_object, diffsync_model, parameter_names)
             except ObjectAlreadyExists as error:
@@ -63,6 +74,20 @@ class PartialNautobotAdapter(NautobotAdapter):
                 existing = error.existing_object
                 if isinstance(existing, DiffSyncModel):
                     self.ambiguous.add((diffsync_model.get_type(), existing.get_unique_id()))
+
+    def _with_peers(self, diffsync_model: Any, rows: Iterable[Any]) -> Iterator[Any]:
+        """The rows, each with its relationship attributes' peers read for a chunk of rows at once."""
+        attributes = relationship_attributes(diffsync_model)
+        if not attributes:
+            yield from rows
+            return
+        iterator = iter(rows)
+        while chunk := list(itertools.islice(iterator, self.chunk_size)):
+            for name, annotation in attributes:
+                found = peers_of(relationship_of(self, annotation), annotation.end, chunk, annotation.peer_fields)
+                for database_object in chunk:
+                    setattr(database_object, PEERS + name, found.get(database_object.pk, []))
+            yield from chunk
 
     def load_one(self, diffsync_model: Any, ids: dict[str, Any]) -> Any:
         """Load one object by identifiers after the batch's load (it may have appeared since); None if absent."""
@@ -91,7 +116,9 @@ class PartialNautobotAdapter(NautobotAdapter):
             return super()._handle_custom_relationship_to_many_relationship(
                 database_object, diffsync_model, parameter_name, annotation
             )
-        found = peers(relationship_of(self, annotation), annotation.end, database_object)
+        found = getattr(database_object, PEERS + parameter_name, None)
+        if found is None:  # an object loaded on its own
+            found = peers(relationship_of(self, annotation), annotation.end, database_object)
         return in_order([as_value(peer, annotation.peer_fields) for peer in found])
 
 

@@ -247,6 +247,78 @@ def test_the_models_command_lists_custom_fields_and_relationships(defined: str, 
     assert {f"rel_{u}_one", f"rel_{u}_many", f"rel_{u}_mm"} <= vlan
 
 
+def test_relationship_attributes_load_with_the_same_queries_for_few_objects_and_for_many(defined: str) -> None:
+    """A batch's load reads every relationship's peers for all its objects at once, as each alone reads them."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from nautobot.extras.models import Relationship, RelationshipAssociation, Status
+    from nautobot.ipam.models import VLAN, VLANGroup
+    from nautobot.tenancy.models import Tenant
+
+    from streamsync.models.ipam import VLANModel
+    from streamsync.models.tenancy import TenantModel
+    from streamsync.sync.adapters import adapter_classes
+    from streamsync.sync.customdata import extended
+
+    u = defined
+    group = VLANGroup.objects.create(name=f"{u}-g")
+    active = Status.objects.get(name="Active")
+    vlans = [VLAN.objects.create(vid=vid, name=f"v{vid}", vlan_group=group, status=active) for vid in range(1, 41)]
+    tenants = [Tenant.objects.create(name=f"{u}-{n:02}") for n in range(30)]
+    relationship = {r.key: r for r in Relationship.objects.filter(key__startswith=u)}
+
+    def link(key: str, source: Any, destination: Any) -> None:
+        RelationshipAssociation.objects.create(
+            relationship=relationship[f"{u}_{key}"],
+            source_type=relationship[f"{u}_{key}"].source_type,
+            source_id=source.pk,
+            destination_type=relationship[f"{u}_{key}"].destination_type,
+            destination_id=destination.pk,
+        )
+
+    for n, tenant in enumerate(tenants):  # every kind and end, some objects with none
+        if n % 3:
+            link("one", tenant, vlans[n])
+        link("mm", tenant, vlans[(n + 1) % 40])
+        link("mm", tenant, vlans[(n + 7) % 40])
+        if n % 2 == 0 and n + 1 < len(tenants):
+            link("twin", tenant, tenants[n + 1])
+        if n % 5 == 0:
+            link("peers", tenant, tenants[(n + 3) % 30])
+            link("peers", tenants[(n + 4) % 30], tenant)
+            link("parent", tenant, tenants[(n + 2) % 30])
+    models = extended([TenantModel, VLANModel])
+    nautobot_cls, _ = adapter_classes(models)
+
+    def load(names: list[str]) -> tuple[dict[str, dict[str, Any]], int]:
+        keys = {"tenant": [{"name": name} for name in names]}
+        adapter = nautobot_cls(keys=keys)
+        with CaptureQueriesContext(connection) as captured:
+            adapter.load()
+        loaded = {obj.name: obj.get_attrs() for obj in adapter.get_all("tenant")}
+        return loaded, len(captured.captured_queries)
+
+    names = [tenant.name for tenant in tenants]
+    load(names[:10])  # warms Django's content type cache
+    together, queries = load(names)
+    alone = {}
+    for name in names:
+        alone.update(load([name])[0])
+    assert together == alone
+    # Ten objects already have peers on every relationship: thirty cost no more queries than they.
+    assert load(names[:10])[1] == queries
+    rel = {key: value for key, value in together[f"{u}-00"].items() if key.startswith("rel_")}
+    assert rel == {
+        f"rel_{u}_one": [],
+        f"rel_{u}_many": [],
+        f"rel_{u}_mm": [{"vid": 2, "vlan_group__name": f"{u}-g"}, {"vid": 8, "vlan_group__name": f"{u}-g"}],
+        f"rel_{u}_twin": [{"name": f"{u}-01"}],
+        f"rel_{u}_peers": [{"name": f"{u}-03"}, {"name": f"{u}-04"}],
+        f"rel_{u}_parent_destinations": [{"name": f"{u}-02"}],
+        f"rel_{u}_parent_sources": [],
+    }, rel
+
+
 def _attrs(event: dict[str, Any]) -> str:
     return json.dumps(event["attrs"], sort_keys=True)
 
