@@ -496,23 +496,9 @@ def ratios(res: Results) -> list[str]:
 
 
 def _path_ratios(res: Results) -> list[str]:
-    """The bulk path against the per-object path and the validated_save loop; the no-op rate."""
-    out = []
-    for (bulk, size), row in sorted(res.paths.items()):
-        other = res.paths.get((False, size))
-        if not bulk or other is None:
-            continue
-        ratio = row.per_s / other.per_s
-        out.append(
-            f"  creates, bulk path / per-object path, batch={size} (target >= {BULK_TARGET:g}x): {row.per_s:.1f}/s / "
-            f"{other.per_s:.1f}/s = {ratio:.2f}x   {_verdict(ratio, BULK_TARGET)}"
-        )
-        if res.loop is not None:
-            out.append(
-                f"  creates, bulk path batch={size} / validated_save loop: {row.per_s:.1f}/s / {res.loop.per_s:.1f}/s"
-                f" = {row.per_s / res.loop.per_s:.2f}x"
-            )
-    out += _update_ratios(res)
+    """The bulk path against the per-object path and the validated_save loop, creates and updates; the no-op rate."""
+    out = _bulk_ratios("creates", res.paths, res.loop, BULK_TARGET)
+    out += _bulk_ratios("updates", res.update_paths, res.update_loop, BULK_UPDATE_TARGET)
     if res.no_op is not None:
         rate = res.no_op.per_s
         out.append(
@@ -522,23 +508,22 @@ def _path_ratios(res: Results) -> list[str]:
     return out
 
 
-def _update_ratios(res: Results) -> list[str]:
-    """Plain-field updates: the bulk path against the per-object path and the validated_save loop of updates."""
+def _bulk_ratios(what: str, paths: dict[tuple[bool, int], Row], loop: Row | None, target: float) -> list[str]:
+    """One kind of change: the bulk path over the per-object path at each batch size, and both over the loop."""
     out = []
-    for (bulk, size), row in sorted(res.update_paths.items()):
-        other = res.update_paths.get((False, size))
+    for (bulk, size), row in sorted(paths.items()):
+        other = paths.get((False, size))
         if not bulk or other is None:
             continue
         ratio = row.per_s / other.per_s
         out.append(
-            f"  updates, bulk path / per-object path, batch={size} (target >= {BULK_UPDATE_TARGET:g}x): "
-            f"{row.per_s:.1f}/s / {other.per_s:.1f}/s = {ratio:.2f}x   {_verdict(ratio, BULK_UPDATE_TARGET)}"
+            f"  {what}, bulk path / per-object path, batch={size} (target >= {target:g}x): "
+            f"{row.per_s:.1f}/s / {other.per_s:.1f}/s = {ratio:.2f}x   {_verdict(ratio, target)}"
         )
-        if res.update_loop is not None:
-            loop = res.update_loop.per_s
+        if loop is not None:
             out.append(
-                f"  updates, bulk path batch={size} / validated_save loop: {row.per_s:.1f}/s / {loop:.1f}/s"
-                f" = {row.per_s / loop:.2f}x; per-object path / loop = {other.per_s / loop:.2f}x"
+                f"  {what}, bulk path batch={size} / validated_save loop: {row.per_s:.1f}/s / {loop.per_s:.1f}/s"
+                f" = {row.per_s / loop.per_s:.2f}x; per-object path / loop = {other.per_s / loop.per_s:.2f}x"
             )
     return out
 
