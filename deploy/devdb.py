@@ -7,6 +7,7 @@ version), then clone it with `CREATE DATABASE ... TEMPLATE`, which takes about a
     python -m deploy.devdb template        # build the template if this code base has none
     python -m deploy.devdb create NAME     # (re)create NAME as a fresh migrated database
     python -m deploy.devdb drop NAME
+    python -m deploy.devdb generated SEED  # a template holding Nautobot's generated test data for SEED
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import click
 
 TEMPLATE_PREFIX = "streamsync_tpl_"
+GENERATED_PREFIX = "streamsync_gen_"
 KEEP_OTHER_TEMPLATES = 3
 
 
@@ -167,12 +169,58 @@ def _drop_connections_and_rename(cur: Any, build: str, name: str) -> None:
     cur.execute(f'ALTER DATABASE "{name}" WITH IS_TEMPLATE true')
 
 
-def create_database(name: str) -> None:
-    """Replace database `name` with a fresh clone of the migrated template."""
-    template = ensure_template()
+def create_database(name: str, template: str | None = None) -> None:
+    """Replace database `name` with a fresh clone of the migrated template (or of `template`)."""
+    template = template or ensure_template()
     with _admin() as cur:
         _drop(cur, name)
         cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+
+
+def ensure_generated(seed: str) -> str:
+    """A template database with Nautobot's `generate_test_data --seed SEED` in it; its name.
+
+    Generating takes minutes (factory-boy, a test dependency): it runs once per migrated template
+    and seed, and later runs clone the result in a second.
+    """
+    base = ensure_template()
+    name = GENERATED_PREFIX + hashlib.sha256(f"{base}\n{seed}".encode()).hexdigest()[:16]
+    with _admin() as cur:
+        if _exists(cur, name):
+            return name
+        cur.execute("SELECT pg_advisory_lock(hashtext(%s))", (GENERATED_PREFIX,))
+        if _exists(cur, name):
+            return name
+        build = name + "_build"
+        _drop(cur, build)
+        cur.execute(f'CREATE DATABASE "{build}" TEMPLATE "{base}"')
+        started = time.monotonic()
+        click.echo(f"generating Nautobot's test data (seed {seed!r}) into {name} (minutes, once)", err=True)
+        env = {**os.environ, "NAUTOBOT_DB_NAME": build}
+        # Nautobot's migrations leave content types of models it has since removed (dcim.site, ...);
+        # its factories call model_class() on every content type and fail on those.
+        steps = [
+            ["nautobot-server", "remove_stale_contenttypes", "--include-stale-apps", "--no-input"],
+            ["nautobot-server", "generate_test_data", "--seed", seed, "--no-input"],
+        ]
+        for step in steps:
+            result = subprocess.run(step, env=env, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                break
+        if result.returncode != 0:
+            _drop(cur, build)
+            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+            raise click.ClickException(f"{' '.join(result.args[:2])} failed with exit code {result.returncode}")
+        _drop_connections_and_rename(cur, build, name)
+        cur.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s ORDER BY oid DESC OFFSET %s",
+            (GENERATED_PREFIX + "%", name, KEEP_OTHER_TEMPLATES),
+        )
+        for (old,) in cur.fetchall():
+            cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
+            _drop(cur, old)
+        click.echo(f"generated data {name} ready in {time.monotonic() - started:.0f}s", err=True)
+    return name
 
 
 def drop_database(name: str) -> None:
@@ -199,6 +247,13 @@ def create_cmd(name: str) -> None:
     """(Re)create NAME as a fresh, migrated Nautobot database."""
     create_database(name)
     click.echo(name)
+
+
+@cli.command("generated")
+@click.argument("seed")
+def generated_cmd(seed: str) -> None:
+    """Build the template of generated test data for SEED if missing, print its name."""
+    click.echo(ensure_generated(seed))
 
 
 @cli.command("drop")

@@ -33,6 +33,9 @@ DATABASES["default"].update(
 )
 
 CACHES["default"]["LOCATION"] = parse_redis_connection(redis_database=1)
+# One Redis serves every database of the stack (tests run several side by side): cached rows of one
+# database must never be read by a process working on another.
+CACHES["default"]["KEY_PREFIX"] = DATABASES["default"]["NAME"]
 CELERY_BROKER_URL = os.getenv("NAUTOBOT_CELERY_BROKER_URL", parse_redis_connection(redis_database=0))
 
 PLUGINS = ["nautobot_ssot", "streamsync"]
