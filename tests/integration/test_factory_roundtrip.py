@@ -26,7 +26,9 @@ import pytest
 
 from tests.integration.conftest import ROOT, Stream, WorkerProcess, write_nautobot_config
 
-pytestmark = pytest.mark.integration
+# Not in the default run (pyproject.toml deselects it): the worker does not apply the shuffled stream
+# within the budget yet (docs/models.md, "The generated-data round trip"). `python -m pytest -m roundtrip`.
+pytestmark = [pytest.mark.integration, pytest.mark.roundtrip]
 
 SEED = "streamsync-14"
 SHUFFLE_SEED = 14
@@ -40,7 +42,7 @@ REFERENCE = ["users.user", "extras.status", "extras.role", "extras.tag"]
 # second while ~1,000 parked keys are carried and tried again by every batch: over 30 minutes for
 # the whole stream), so the test is an expected failure that prints how far it got; strict, so the
 # marker must go once the engine makes it pass.
-CONVERGE_TIMEOUT = 240.0
+CONVERGE_TIMEOUT = float(os.getenv("STREAMSYNC_ROUNDTRIP_TIMEOUT", "240"))
 # What the fresh database has of its own: the permission `streamsync setup-user` grants the worker.
 OWN = {json.dumps({"name": "streamsync: streamsync"})}
 # Shuffled, a child may come thousands of events before its parent: the default policy gives up on
@@ -186,11 +188,6 @@ def _report(exported: dict[str, Any], applied: dict[str, Any]) -> tuple[list[str
     return rows, different
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the worker does not apply the 7,794 shuffled events within the budget yet: parked keys are retried "
-    "once per batch and per back-off round, one dependency level at a time",
-)
 def test_generated_test_data_round_trips_through_a_worker(
     stream: Stream, start_worker: Any, tmp_path: Path, databases: tuple[str, str]
 ) -> None:
