@@ -112,19 +112,20 @@ class _Changed:
         changed = cls(deleted={item.model for item in items})
         for item in items:
             if item.op is Op.UPSERT:
-                changed.upserted.add(item.model)
-                changed.written.append((item.model, {**item.attrs, **item.ids}))
-                changed.created.add(awaits.label(item.model) or "-")
+                changed._upsert(item.model, {**item.attrs, **item.ids}, created=True)
         return changed
 
     def note(self, change: Change, outcome: Outcome) -> None:
         if outcome in (Outcome.CREATED, Outcome.UPDATED):
-            self.upserted.add(change.model)
-            self.written.append((change.model, {**change.attrs, **change.ids}))
-            if outcome is Outcome.CREATED:
-                self.created.add(awaits.label(change.model) or "-")
+            self._upsert(change.model, {**change.attrs, **change.ids}, created=outcome is Outcome.CREATED)
         elif outcome is Outcome.DELETED:
             self.deleted.add(change.model)
+
+    def _upsert(self, model: type[DiffSyncModel], values: dict[str, Any], *, created: bool) -> None:
+        self.upserted.add(model)
+        self.written.append((model, values))
+        if created and (name := awaits.label(model)):
+            self.created.add(name)
 
     def add(self, other: _Changed) -> None:
         self.upserted |= other.upserted
