@@ -104,23 +104,10 @@ def ensure_template() -> str:
         else:
             cur.execute(f'CREATE DATABASE "{build}"')
             click.echo(f"migrating a new Nautobot template database {name} (a few minutes, once per version)", err=True)
-        env = {**os.environ, "NAUTOBOT_DB_NAME": build}
-        result = subprocess.run(
-            ["nautobot-server", "migrate", "--no-input"], env=env, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
-            raise click.ClickException(f"nautobot-server migrate failed with exit code {result.returncode}")
+        _server(cur, build, ["migrate", "--no-input"])
         _drop_connections_and_rename(cur, build, name)
         cur.execute(f'COMMENT ON DATABASE "{name}" IS %s', (_comment(),))
-        # Keep a few others (checkouts of other branches may want them); drop the oldest beyond.
-        cur.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s ORDER BY oid DESC OFFSET %s",
-            (TEMPLATE_PREFIX + "%", name, KEEP_OTHER_TEMPLATES),
-        )
-        for (old,) in cur.fetchall():
-            cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
-            _drop(cur, old)
+        _prune(cur, TEMPLATE_PREFIX, name)
         click.echo(f"template {name} ready in {time.monotonic() - started:.0f}s", err=True)
     return name
 
@@ -163,6 +150,30 @@ def _reusable_template(cur: Any) -> str | None:
     return None
 
 
+def _server(cur: Any, database: str, command: list[str]) -> None:
+    """Run a `nautobot-server` command on `database`; on failure drop it and fail with the command's output."""
+    env = {**os.environ, "NAUTOBOT_DB_NAME": database}
+    result = subprocess.run(["nautobot-server", *command], env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        _drop(cur, database)
+        sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+        raise click.ClickException(f"nautobot-server {command[0]} failed with exit code {result.returncode}")
+
+
+def _prune(cur: Any, prefix: str, keep: str) -> None:
+    """Drop the oldest templates named `prefix...` beyond KEEP_OTHER_TEMPLATES besides `keep`.
+
+    A few are kept: checkouts of other branches may want them.
+    """
+    cur.execute(
+        "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s ORDER BY oid DESC OFFSET %s",
+        (prefix + "%", keep, KEEP_OTHER_TEMPLATES),
+    )
+    for (old,) in cur.fetchall():
+        cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
+        _drop(cur, old)
+
+
 def _drop_connections_and_rename(cur: Any, build: str, name: str) -> None:
     cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (build,))
     cur.execute(f'ALTER DATABASE "{build}" RENAME TO "{name}"')
@@ -196,29 +207,12 @@ def ensure_generated(seed: str) -> str:
         cur.execute(f'CREATE DATABASE "{build}" TEMPLATE "{base}"')
         started = time.monotonic()
         click.echo(f"generating Nautobot's test data (seed {seed!r}) into {name} (minutes, once)", err=True)
-        env = {**os.environ, "NAUTOBOT_DB_NAME": build}
         # Nautobot's migrations leave content types of models it has since removed (dcim.site, ...);
         # its factories call model_class() on every content type and fail on those.
-        steps = [
-            ["nautobot-server", "remove_stale_contenttypes", "--include-stale-apps", "--no-input"],
-            ["nautobot-server", "generate_test_data", "--seed", seed, "--no-input"],
-        ]
-        for step in steps:
-            result = subprocess.run(step, env=env, capture_output=True, text=True, check=False)
-            if result.returncode != 0:
-                break
-        if result.returncode != 0:
-            _drop(cur, build)
-            sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
-            raise click.ClickException(f"{' '.join(result.args[:2])} failed with exit code {result.returncode}")
+        _server(cur, build, ["remove_stale_contenttypes", "--include-stale-apps", "--no-input"])
+        _server(cur, build, ["generate_test_data", "--seed", seed, "--no-input"])
         _drop_connections_and_rename(cur, build, name)
-        cur.execute(
-            "SELECT datname FROM pg_database WHERE datname LIKE %s AND datname <> %s ORDER BY oid DESC OFFSET %s",
-            (GENERATED_PREFIX + "%", name, KEEP_OTHER_TEMPLATES),
-        )
-        for (old,) in cur.fetchall():
-            cur.execute(f'ALTER DATABASE "{old}" WITH IS_TEMPLATE false')
-            _drop(cur, old)
+        _prune(cur, GENERATED_PREFIX, name)
         click.echo(f"generated data {name} ready in {time.monotonic() - started:.0f}s", err=True)
     return name
 

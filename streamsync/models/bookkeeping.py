@@ -4,6 +4,7 @@ Django imports this module while it populates its app registry (StreamsyncConfig
 it imports nothing but Django.
 """
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.utils import timezone
 
@@ -31,6 +32,12 @@ class ParkedEvent(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(db_index=True)
     last_reason = models.TextField(blank=True)
+    awaits = models.JSONField(
+        null=True,
+        blank=True,
+        encoder=DjangoJSONEncoder,
+        help_text="objects the key's create waits for, [[model label, [[field, value], ...]], ...]; null: not known",
+    )
     parked_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

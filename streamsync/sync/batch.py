@@ -11,6 +11,7 @@ from typing import Any
 from diffsync import DiffSyncModel
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key
+from streamsync.sync.awaits import Awaited
 from streamsync.sync.registry import ModelRegistry, RejectedEvent
 from streamsync.sync.steps import Item
 
@@ -44,6 +45,8 @@ class Parked:
 
     events: list[Event]
     reason: str
+    # The objects the key's create waits for, as recorded with its rows (streamsync/sync/awaits.py).
+    awaits: frozenset[Awaited] | None = None
 
 
 @dataclass
@@ -78,6 +81,8 @@ class ObjectResult:
     events: list[Event] = field(default_factory=list)
     # The Nautobot object's primary key, when the outcome concerns one that exists or existed.
     pk: Any = None
+    # A failed create that waits: the objects its events name that Nautobot lacks (awaits.py).
+    awaits: frozenset[Awaited] | None = None
 
 
 @dataclass
@@ -89,6 +94,8 @@ class BatchResult:
     objects: list[ObjectResult] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # What the batch created or updated, as parked rows name what they wait for (awaits.lookups_of).
+    wrote: list[Any] = field(default_factory=list)
 
     def add_time(self, name: str, seconds: float) -> None:
         """Add to one of the batch's timings (a batch applied in rounds adds each round's)."""

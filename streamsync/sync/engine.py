@@ -42,8 +42,9 @@ from diffsync.exceptions import ObjectAlreadyExists, ObjectNotDeleted
 from pydantic import ValidationError
 
 from streamsync.contract.envelope import Event, Op, RejectCode, canonical_key, describe
-from streamsync.sync import bulk, bulkupdate, diff, loaded, outboxrows, ownership
+from streamsync.sync import awaits, bulk, bulkupdate, diff, loaded, outboxrows, ownership
 from streamsync.sync.adapters import PartialNautobotAdapter, adapter_classes
+from streamsync.sync.awaits import Awaited
 from streamsync.sync.batch import (
     BatchResult,
     Change,
@@ -94,23 +95,51 @@ class ChangeLog:
 
 @dataclass
 class _Changed:
-    """Models whose objects some steps created or updated, and deleted: which waiting keys may go on."""
+    """What some steps wrote, and so which waiting keys may go on.
+
+    Models whose objects they created or updated, and deleted; the objects they upserted (model and
+    values), and the labels of the models they created objects of (streamsync/sync/awaits.py).
+    """
 
     upserted: set[type[DiffSyncModel]] = field(default_factory=set)
     deleted: set[type[DiffSyncModel]] = field(default_factory=set)
+    written: list[tuple[type[DiffSyncModel], dict[str, Any]]] = field(default_factory=list)
+    created: set[str] = field(default_factory=set)
 
-    def note(self, model: type[DiffSyncModel], outcome: Outcome) -> None:
+    @classmethod
+    def maybe(cls, items: Sequence[Item | Change]) -> _Changed:
+        """What events or changes may write before they are applied: their upserts may create, any may delete."""
+        changed = cls(deleted={item.model for item in items})
+        for item in items:
+            if item.op is Op.UPSERT:
+                changed._upsert(item.model, {**item.attrs, **item.ids}, created=True)
+        return changed
+
+    def note(self, change: Change, outcome: Outcome) -> None:
         if outcome in (Outcome.CREATED, Outcome.UPDATED):
-            self.upserted.add(model)
+            self._upsert(change.model, {**change.attrs, **change.ids}, created=outcome is Outcome.CREATED)
         elif outcome is Outcome.DELETED:
-            self.deleted.add(model)
+            self.deleted.add(change.model)
+
+    def _upsert(self, model: type[DiffSyncModel], values: dict[str, Any], *, created: bool) -> None:
+        self.upserted.add(model)
+        self.written.append((model, values))
+        if created and (name := awaits.label(model)):
+            self.created.add(name)
 
     def add(self, other: _Changed) -> None:
         self.upserted |= other.upserted
         self.deleted |= other.deleted
+        self.written += other.written
+        self.created |= other.created
 
     def __bool__(self) -> bool:
         return bool(self.upserted or self.deleted)
+
+
+def _wrote(waits: frozenset[Awaited], changed: _Changed) -> bool:
+    """Whether `changed` may have written one of the objects a failed create waits for."""
+    return any(awaits.written(awaited, changed.written, changed.created) for awaited in waits)
 
 
 @dataclass
@@ -118,12 +147,14 @@ class _Waiting:
     """A key's events held back behind a failure that may pass later, in order, and that failure's reason.
 
     `blockers`: for a delete, the keys of the registered objects that protect the object; None when
-    not known (too many, or parked by an earlier batch).
+    not known (too many, or parked by an earlier batch). `awaits`: for a create, the objects its
+    events name that Nautobot lacked when it failed (streamsync/sync/awaits.py); None when none.
     """
 
     reason: str
     items: list[Item]
     blockers: frozenset[str] | None = None
+    awaits: frozenset[Awaited] | None = None
 
     @property
     def head(self) -> Item:
@@ -188,18 +219,18 @@ class SyncEngine:
             # Parked events first: they came in before the batch's.
             items, result.rejected = check([*earlier, *events], self.registry, source)
             if items:
-                reasons = {event.canonical_key: queue.reason for queue in parked for event in queue.events}
-                self._apply_items(items, len(earlier), source, user, result, reasons)
+                queues = {event.canonical_key: queue for queue in parked for event in queue.events}
+                self._apply_items(items, len(earlier), source, user, result, queues)
         result.timings["total"] = time.perf_counter() - started
         return result
 
     def _apply_items(
-        self, items: list[Item], earlier: int, source: str, user: Any, result: BatchResult, parked: dict[str, str]
+        self, items: list[Item], earlier: int, source: str, user: Any, result: BatchResult, parked: dict[str, Parked]
     ) -> None:
         """Apply checked events step by step (`_Run`) in one change context, adding to `result`.
 
-        The first `earlier` events checked were parked by earlier batches; `parked` says why each of
-        their keys waits.
+        The first `earlier` events checked were parked by earlier batches; `parked` has each of their
+        keys' queue, which says why it waits and for what.
         Runs in `apply`'s transaction: the change log commits with the data it describes.
         """
         from nautobot.extras.context_managers import web_request_context
@@ -210,8 +241,9 @@ class SyncEngine:
         # The outbox rows the context's exit publishes: one INSERT once it has (outboxrows).
         with outboxrows.collect(), context, loaded.scope():
             run.seed([item for item in items if item.index < earlier], parked)
-            run.apply([item for item in items if item.index >= earlier])
+            changed = run.apply([item for item in items if item.index >= earlier])
             applied = run.finish()
+            result.wrote = awaits.lookups_of(self.registry, changed.written, changed.created)
             started = time.perf_counter()
             if source:  # what the source created, updated or asserted is its own (docs/resync.md)
                 ownership.record(source, [(c.model, c.op, o) for c, o in applied])
@@ -376,12 +408,13 @@ class _Run:
             changed.add(done)
         return changed
 
-    def seed(self, items: list[Item], reasons: dict[str, str]) -> None:
-        """Keys parked by earlier batches wait from the start: `items` in order, `reasons[key]` why."""
+    def seed(self, items: list[Item], parked: dict[str, Parked]) -> None:
+        """Keys parked by earlier batches wait from the start: `items` in order, `parked[key]` why and for what."""
         self.items.update((id(item.event), item) for item in items)
         for item in items:
             if item.key not in self.waiting:
-                self.waiting[item.key] = _Waiting(reasons[item.key], [])
+                queue = parked[item.key]
+                self.waiting[item.key] = _Waiting(queue.reason, [], awaits=queue.awaits)
             self.waiting[item.key].items.append(item)
         self.seeded = {key: (waiting, len(waiting.items)) for key, waiting in self.waiting.items()}
 
@@ -396,7 +429,9 @@ class _Run:
                 continue
             head = waiting.head
             events = [item.event for item in waiting.items]
-            failed = ObjectResult(key, head.model.get_type(), Outcome.FAILED, waiting.reason, True, events)
+            failed = ObjectResult(
+                key, head.model.get_type(), Outcome.FAILED, waiting.reason, True, events, awaits=waiting.awaits
+            )
             self.applied.append((Change(head.model, head.ids, head.op, events=events), failed))
         self.waiting = {}
         return self.applied
@@ -416,18 +451,19 @@ class _Run:
     def _releases(self, waiting: _Waiting, changed: _Changed) -> bool:
         """Whether `changed` may let a waiting key go on.
 
-        An upsert waits for an object it refers to; a delete for objects referring to it to go.
+        An upsert waits for an object it refers to (a create, for the ones it names that were missing,
+        when it knows them); a delete for objects referring to it to go.
         """
         head = waiting.head
+        if head.op is Op.UPSERT and waiting.awaits:  # a create: when what it names and Nautobot lacked is written
+            return _wrote(waiting.awaits, changed)
         if head.op is Op.UPSERT:
             return bool(self.registry.ancestors(head.model) & changed.upserted)
         return bool(self._protectors_of(head.model) & (changed.upserted | changed.deleted))
 
     def _joining(self, changes: list[Change]) -> list[str]:
         """Waiting keys whose events fold, and that this step's changes may let go on: they join the step."""
-        upserted = {change.model for change in changes if change.op is Op.UPSERT}
-        # What the step may change, before it does: its upserts' models, and every model it touches.
-        touched = _Changed(upserted, {change.model for change in changes})
+        touched = _Changed.maybe(changes)  # what the step may change, before it does
         return [key for key, waiting in self.waiting.items() if waiting.folds and self._releases(waiting, touched)]
 
     def _ends_step(self) -> Callable[[Item], bool]:
@@ -463,14 +499,14 @@ class _Run:
             return lambda item: []
 
         def frees(item: Item) -> list[Item]:
-            touched = _Changed({item.model} if item.op is Op.UPSERT else set(), {item.model})
+            touched = _Changed.maybe([item])
             freed: list[Item] = []
             rest = waiting
             while going := [w for w in rest if self._releases(w, touched)]:
                 rest = [w for w in rest if all(w is not g for g in going)]
                 for w in going:
                     freed += w.items
-                    touched.add(_Changed({i.model for i in w.items if i.op is Op.UPSERT}, {w.head.model}))
+                    touched.add(_Changed.maybe(w.items))
             return freed
 
         return frees
@@ -517,7 +553,10 @@ class _Run:
         """Load one round's keys, then apply each change, again while failures that may pass later make progress.
 
         A later pass catches what ordering by model cannot: a location whose parent location is in
-        the same round, a delete protected by a child that this round also deletes.
+        the same round, a delete protected by a child that this round also deletes. A failure is
+        tried again after a pass that wrote something; a failed create only after one that wrote
+        an object it waits for (streamsync/sync/awaits.py), as a failed create costs a savepoint
+        and a round of lookups.
         """
         from django.db import DataError
 
@@ -551,37 +590,48 @@ class _Run:
             return (rank[change.model] if change.op is Op.UPSERT else -rank[change.model]), first
 
         todo = sorted(changes, key=order)
+        held: list[tuple[_Failure, frozenset[Awaited] | None]] = []  # failed, with what they wait for
         first_pass = True
         while todo:
             retry: list[_Failure] = []
-            progress = False
+            wrote = _Changed()
             for model, run in itertools.groupby(todo, key=lambda change: change.model):
                 one_by_one = list(run)
                 if first_pass:  # a model's plain creates together, in its place among the models
                     one_by_one, created = self._bulk_creates(model, one_by_one, nautobot, order)
                     one_by_one, updated = self._bulk_updates(model, one_by_one, nautobot, order)
-                    progress = progress or bool(created or updated)
                     for change, outcome in [*created, *updated]:
                         self._done(change, outcome)
-                        changed.note(model, outcome.outcome)
+                        wrote.note(change, outcome.outcome)
+                        changed.note(change, outcome.outcome)
                 for change in one_by_one:
                     outcomes, failure = self._apply_change(change, nautobot)
                     for outcome in outcomes:
                         self._done(change, outcome)
-                        changed.note(change.model, outcome.outcome)
-                    progress = progress or bool(outcomes)
+                        wrote.note(change, outcome.outcome)
+                        changed.note(change, outcome.outcome)
                     if failure is not None:
                         retry.append(failure)
             first_pass = False
-            if not progress:
-                for failure in retry:  # no progress: they wait
-                    items = [self.items[id(event)] for event in failure.change.events]
-                    self.waiting[failure.change.key] = _Waiting(failure.reason, items, failure.blockers)
-                break
-            todo = [failure.change for failure in retry]
+            held += [(failure, self._missing(failure.change, nautobot)) for failure in retry]
+            # Tried again in this round if this pass wrote something: a create only if it wrote what it waits for.
+            again = {id(f) for f, waits in held if wrote and (waits is None or _wrote(waits, wrote))}
+            todo = sorted((f.change for f, _ in held if id(f) in again), key=order)
+            held = [(f, waits) for f, waits in held if id(f) not in again]
+        for failure, waits in held:  # no progress for them: they wait
+            items = [self.items[id(event)] for event in failure.change.events]
+            self.waiting[failure.change.key] = _Waiting(failure.reason, items, failure.blockers, waits)
         self.result.add_time("load", load_done - started)
         self.result.add_time("save", clock() - load_done - (self.result.timings.get("diff", 0.0) - diffing))
         return changed
+
+    def _missing(self, change: Change, nautobot: PartialNautobotAdapter) -> frozenset[Awaited] | None:
+        """For a create that failed, the objects its events name that Nautobot lacks (None: none, or not a create)."""
+        if change.op is not Op.UPSERT:
+            return None
+        if nautobot.get_or_none(change.model.get_type(), change.model.create_unique_id(**change.ids)) is not None:
+            return None  # an update: the objects its attributes named before are there
+        return awaits.missing(self.registry, change.model, {**change.attrs, **change.ids}) or None
 
     def _bulk_creates(
         self,

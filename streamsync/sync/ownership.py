@@ -85,19 +85,13 @@ def _changed(source: str, rows: dict[tuple[int, uuid.UUID], Any]) -> dict[tuple[
     the claims first leaves those rows unwritten. A row another worker inserts meanwhile is still
     met by the upsert's ON CONFLICT.
     """
-    from django.db.models import Q
-
     from streamsync.models.bookkeeping import OwnedObject
 
     if not rows:
         return rows
-    by_type: dict[int, list[uuid.UUID]] = {}
-    for content_type, object_id in rows:
-        by_type.setdefault(content_type, []).append(object_id)
-    match = Q()
-    for content_type, object_ids in by_type.items():
-        match |= Q(content_type_id=content_type, object_id__in=object_ids)
-    recorded = OwnedObject.objects.filter(match, source=source).values_list("content_type_id", "object_id", "key")
+    recorded = OwnedObject.objects.filter(_objects(rows), source=source).values_list(
+        "content_type_id", "object_id", "key"
+    )
     same = {
         (content_type, object_id)
         for content_type, object_id, key in recorded
@@ -112,14 +106,23 @@ def release(source: str, objects: Sequence[tuple[type[DiffSyncModel], Any]], key
 
     from streamsync.models.bookkeeping import OwnedObject
 
-    by_type: dict[int, list[Any]] = {}
-    for model, pk in objects:
-        by_type.setdefault(content_type_id(model), []).append(pk)
-    match = Q(key__in=list(keys))  # (source, key) and (source, content type, object) are both indexed
-    for content_type, pks in by_type.items():
-        match |= Q(content_type_id=content_type, object_id__in=pks)
+    # (source, key) and (source, content type, object) are both indexed
+    match = Q(key__in=list(keys)) | _objects((content_type_id(model), pk) for model, pk in objects)
     if objects or keys:
         OwnedObject.objects.filter(match, source=source).delete()
+
+
+def _objects(objects: Iterable[tuple[int, Any]]) -> Any:
+    """A filter on OwnedObject matching these (content type id, object id) pairs: one `IN` per content type."""
+    from django.db.models import Q
+
+    by_type: dict[int, list[Any]] = {}
+    for content_type, object_id in objects:
+        by_type.setdefault(content_type, []).append(object_id)
+    match = Q()
+    for content_type, object_ids in by_type.items():
+        match |= Q(content_type_id=content_type, object_id__in=object_ids)
+    return match
 
 
 def owned_ids(source: str, model: type[DiffSyncModel]) -> set[uuid.UUID]:

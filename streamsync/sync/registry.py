@@ -82,6 +82,16 @@ class ModelRegistry:
                 named.append((parent, {field: values[name] for name, field in pairs}))
         return named
 
+    def shapes(self, model: type[DiffSyncModel]) -> set[tuple[str, ...]]:
+        """The sets of fields (sorted) registered models look up objects of `model`'s Nautobot model by."""
+        orm = getattr(model, "_model", None)
+        return {
+            tuple(sorted(field for _, field in pairs))
+            for lookups in self._lookups.values()
+            for parent, pairs in lookups
+            if getattr(parent, "_model", None) is orm
+        }
+
     def __contains__(self, name: object) -> bool:
         return name in self._models
 

@@ -29,14 +29,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from streamsync.contract.deadletter import APPLY_FAILED, DEPENDENCY_MISSING, UNEXPECTED_ERROR, DeadLetter
 from streamsync.contract.envelope import EnvelopeError, Event, decode
 from streamsync.contract.records import Origin, OutRecord
-from streamsync.sync import lastapplied
+from streamsync.sync import awaits, lastapplied
 from streamsync.sync.batch import BatchResult, ObjectResult, Outcome, Parked
 from streamsync.sync.engine import SyncEngine
 from streamsync.sync.faults import is_transient, trace
@@ -104,12 +104,15 @@ def apply_source(
     seeded = {queue[0][0].key for queue in taken}
     behind = [e for e in events if e.canonical_key in schedule and e.canonical_key not in seeded]
     waits = {id(e) for e in behind}
-    parked = [Parked([event for _, event in queue], queue[0][0].last_reason) for queue in taken]
+    parked = [
+        Parked([event for _, event in queue], queue[0][0].last_reason, awaits.from_json(queue[0][0].awaits))
+        for queue in taken
+    ]
     result = engine.apply([e for e in events if id(e) not in waits], source=source, parked=parked)
 
-    def _behind(event: Event, at: datetime) -> ParkedEvent:
+    def _behind(event: Event, at: datetime, waits_for: list[Any] | None = None) -> ParkedEvent:
         """A row for an event queued behind its key's parked events, due with them."""
-        return _row(source, event, origins[id(event)], 0, at, "queued behind an earlier event")
+        return _row(source, event, origins[id(event)], 0, at, "queued behind an earlier event", waits_for)
 
     rows = [_behind(e, schedule[e.canonical_key]) for e in behind]
 
@@ -128,12 +131,15 @@ def apply_source(
             earlier = [row_of[id(e)] for e in failure.events if id(e) in row_of]
             kept.update(row.id for row in earlier)
             new = [e for e in failure.events if id(e) not in row_of]
+            waits_for = awaits.to_json(failure.awaits)
             if earlier:  # behind the key's parked events, on their schedule
                 at = min(row.next_attempt_at for row in earlier)
-                rows += [_behind(e, at) for e in new]
+                rows += [_behind(e, at, waits_for) for e in new]
+                if earlier[0].awaits != waits_for:  # tried again, it now waits for something else
+                    ParkedEvent.objects.filter(id__in=[row.id for row in earlier]).update(awaits=waits_for)
             else:
                 retry_at = _now() + policy.delay(1)
-                rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason) for e in new]
+                rows += [_row(source, e, origins[id(e)], 1, retry_at, failure.reason, waits_for) for e in new]
             continue
         code = DEPENDENCY_MISSING if failure.retryable else APPLY_FAILED
         letters += [(origins[id(e)], _letter(e, code, failure.reason)) for e in failure.events]
@@ -142,12 +148,42 @@ def apply_source(
     gone = [row.id for key, row in row_of.items() if key in reported and row.id not in kept]
     ParkedEvent.objects.filter(id__in=gone).delete()
     ParkedEvent.objects.bulk_create(rows)
+    wake(source, result.wrote)
     in_log_order = [event for queue in taken for _, event in queue] + events
     _remember(source, result, [(event, origins[id(event)]) for event in in_log_order])
     rejected = {id(r.event) for r in result.rejected}
     state = merge_state(source, engine.registry, [e for e in events if id(e) not in rejected])
     records = [OutRecord(state_topic, *record.kafka()) for record in state]
     return Applied(result, letters, records, parked=len(rows), retried=len(gone))
+
+
+def wake(source: str, lookups: Sequence[Any]) -> int:
+    """Make due now the parked keys of `source` whose create waits for an object `lookups` name (`BatchResult.wrote`).
+
+    A batch tries the parked keys it carries as soon as it writes what they wait for; keys of other
+    partitions, or past what a batch carries, are the retry timer's: due now, they need not wait out
+    their back-off. Rows another transaction holds (a retry of the key under way) are left to it.
+    Returns how many rows were made due.
+    """
+    from django.db.models import Q
+
+    from streamsync.models.bookkeeping import ParkedEvent
+
+    now = _now()
+    woken = 0
+    for start in range(0, len(lookups), WAKE_CHUNK):
+        match = Q()
+        for entry in lookups[start : start + WAKE_CHUNK]:
+            match |= Q(awaits__contains=[entry])
+        waiting = ParkedEvent.objects.filter(match, source=source, next_attempt_at__gt=now)
+        ids = waiting.select_for_update(skip_locked=True).values("id")
+        woken += ParkedEvent.objects.filter(id__in=ids).update(next_attempt_at=now)
+    return woken
+
+
+# Lookups matched per statement by `wake`; due keys locked and read per statement by `take_due`.
+WAKE_CHUNK = 200
+TAKE_CHUNK = 200
 
 
 def take_parked(
@@ -209,7 +245,15 @@ def _remember(source: str, result: BatchResult, batch: Sequence[tuple[Event, Ori
     result.add_time("last_applied", time.perf_counter() - started)
 
 
-def _row(source: str, event: Event, origin: Origin, attempts: int, retry_at: datetime, reason: str) -> ParkedEvent:
+def _row(
+    source: str,
+    event: Event,
+    origin: Origin,
+    attempts: int,
+    retry_at: datetime,
+    reason: str,
+    waits_for: list[Any] | None = None,
+) -> ParkedEvent:
     from streamsync.models.bookkeeping import ParkedEvent
 
     return ParkedEvent(
@@ -223,6 +267,7 @@ def _row(source: str, event: Event, origin: Origin, attempts: int, retry_at: dat
         attempts=attempts,
         next_attempt_at=retry_at,
         last_reason=reason,
+        awaits=waits_for,
     )
 
 
@@ -257,32 +302,41 @@ def take_due(source: str, now: datetime, limit: int) -> list[list[ParkedEvent]]:
     a commit visible before it releases the transaction's locks): never half a queue, never one a
     worker is still applying. A key found not due any more (another worker retried it since the
     look for due keys) is left alone. The lock is on the key, not on its rows, so a row parked
-    behind the queue while it is held cannot be taken on its own by another worker either.
+    behind the queue while it is held cannot be taken on its own by another worker either. Keys
+    are locked, then read, TAKE_CHUNK at a time (a statement each, not two per key).
     """
-    from django.db.models import Min
+    from django.db.models import Count, Min
 
     from streamsync.models.bookkeeping import ParkedEvent
 
     due = (
         ParkedEvent.objects.filter(source=source)
         .values("key")
-        .annotate(due=Min("next_attempt_at"), first=Min("id"))
+        .annotate(due=Min("next_attempt_at"), first=Min("id"), rows=Count("id"))
         .filter(due__lte=now)
         .order_by("due", "first")
     )
     queues: list[list[ParkedEvent]] = []
     taken = 0
-    for candidate in due.iterator(chunk_size=200):
-        if taken >= limit:
+    candidates = due.iterator(chunk_size=TAKE_CHUNK)
+    while taken < limit:
+        # Keys whose rows (as counted before the locks) fill what is left, locked and read together.
+        wanted: list[str] = []
+        for candidate in candidates:
+            wanted.append(candidate["key"])
+            taken += candidate["rows"]
+            if taken >= limit or len(wanted) == TAKE_CHUNK:
+                break
+        if not wanted:
             break
-        key = candidate["key"]
-        if not try_locks(source, [key]):
-            continue  # another worker is retrying it
-        queue = list(ParkedEvent.objects.filter(source=source, key=key).order_by("id"))
-        if not queue or min(row.next_attempt_at for row in queue) > now:
-            continue
-        queues.append(queue)
-        taken += len(queue)
+        locked = try_locks(source, wanted)  # a key another worker is retrying is skipped
+        read: dict[str, list[ParkedEvent]] = {key: [] for key in locked}
+        for row in ParkedEvent.objects.filter(source=source, key__in=locked).order_by("id"):
+            read[row.key].append(row)
+        for key in wanted:
+            queue = read.get(key)
+            if queue and min(row.next_attempt_at for row in queue) <= now:
+                queues.append(queue)
     return queues
 
 
@@ -332,11 +386,16 @@ def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
         queues = take_due(how.source, now, how.limit)
         if not queues:
             return Retried()
+        taken = len(queues)
+        queues = _postpone_missing(how, queues, now)
+        if not queues:
+            return Retried(keys=taken)
         read = [[_read(row) for row in queue] for queue in queues]
         results, errors = _apply(engine, how.source, [[e for e in q if isinstance(e, Event)] for q in read])
         rows = [(row, e) for q, es in zip(queues, read, strict=True) for row, e in zip(q, es, strict=True)]
         for result in results:
             _remember(how.source, result, [(e, _origin(row)) for row, e in rows if isinstance(e, Event)])
+            wake(how.source, result.wrote)
         outcome_of = {id(e): o for result in results for o in result.objects for e in o.events}
         rejected = {id(r.event): (str(r.code), r.reason) for result in results for r in result.rejected}
         letters: list[tuple[Origin, DeadLetter]] = []
@@ -357,13 +416,41 @@ def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
                     letters.append((origin, letter))
             if wait:
                 # The key's rows still waiting, those parked behind it since it was read included: one schedule.
+                first = next(e for e, f in zip(events, failures, strict=True) if f is not None and f.retryable)
+                waits_for = outcome_of[id(first)].awaits if id(first) in outcome_of else None
                 ParkedEvent.objects.filter(source=how.source, key=queue[0].key).exclude(id__in=settled).update(
-                    attempts=attempts, next_attempt_at=now + how.policy.delay(attempts), last_reason=waiting[0].reason
+                    attempts=attempts,
+                    next_attempt_at=now + how.policy.delay(attempts),
+                    last_reason=waiting[0].reason,
+                    awaits=awaits.to_json(waits_for),
                 )
             gone += settled
         ParkedEvent.objects.filter(id__in=gone).delete()
         wire.publish([letter.record(how.dlq_topic, origin, how.max_bytes) for origin, letter in letters])
-    return Retried(results, letters, keys=len(queues))
+    return Retried(results, letters, keys=taken)
+
+
+def _postpone_missing(how: Retrying, queues: list[list[ParkedEvent]], now: datetime) -> list[list[ParkedEvent]]:
+    """The queues to apply: those whose create waits for an object still missing are put off, the attempt counted.
+
+    Trying such a key is a create that fails again (about 10 ms; a few queries to tell). Its last
+    attempt is made for real, so that a key dead-lettered for waiting too long is so by its own failure.
+    """
+    from streamsync.models.bookkeeping import ParkedEvent
+
+    due: list[list[ParkedEvent]] = []
+    later: list[ParkedEvent] = []
+    for queue in queues:
+        attempts = max(row.attempts for row in queue) + 1
+        waits_for = awaits.from_json(queue[0].awaits)
+        if waits_for and attempts < how.policy.max_attempts and awaits.still_missing(waits_for):
+            for row in queue:
+                row.attempts, row.next_attempt_at = attempts, now + how.policy.delay(attempts)
+            later += queue
+        else:
+            due.append(queue)
+    ParkedEvent.objects.bulk_update(later, ["attempts", "next_attempt_at"], batch_size=500)
+    return due
 
 
 @dataclass(frozen=True)

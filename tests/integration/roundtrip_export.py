@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -73,8 +75,21 @@ def choose() -> tuple[list[str], dict[str, dict[str, Any]]]:
     return chosen, skipped
 
 
+def to_many(model: Any) -> list[str]:
+    """The model's to-many attributes (tags, content types, ...): lists Nautobot keeps without an order."""
+    names = []
+    for name in model._attributes:
+        field = model.model_fields.get(name)
+        annotation = field.annotation if field is not None else None
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        kinds = typing.get_args(annotation) if union else (annotation,)
+        if any(typing.get_origin(kind) is list for kind in kinds):
+            names.append(name)
+    return names
+
+
 def export(names: list[str]) -> dict[str, Any]:
-    """Per model type: every object as {"key", "attrs"}, and the keys that name more than one object."""
+    """Per model type: every object as {"key", "attrs"}, keys naming more than one object, to-many attributes."""
     from pydantic_core import to_jsonable_python
 
     from streamsync.settings import _registry
@@ -83,6 +98,7 @@ def export(names: list[str]) -> dict[str, Any]:
     registry = _registry(names)
     objects: dict[str, list[dict[str, Any]]] = {}
     ambiguous: dict[str, list[str]] = {}
+    many: dict[str, list[str]] = {}
     for model in registry:
         nautobot_cls, _ = adapter_classes([model])
         adapter = nautobot_cls(keys=None)
@@ -93,7 +109,8 @@ def export(names: list[str]) -> dict[str, Any]:
             for obj in adapter.get_all(model)
         ]
         ambiguous[name] = sorted(unique_id for kind, unique_id in adapter.ambiguous if kind == name)
-    return {"objects": objects, "ambiguous": ambiguous}
+        many[name] = to_many(model)
+    return {"objects": objects, "ambiguous": ambiguous, "to_many": many}
 
 
 def main(out: str, names: list[str]) -> None:
