@@ -41,6 +41,7 @@ class ModelRegistry:
         self._descendants = _reachable(_reversed(refers))
         self._lookups = {model: _lookups(model, self._models.values()) for model in self._models.values()}
         self._unique = {model: _unique(model) for model in self._models.values()}
+        self._shapes = _shapes(self._models.values(), self._lookups)
         self._adapters: dict[tuple[type[DiffSyncModel], str, bool], TypeAdapter[Any]] = {}
 
     def in_order(self, models: Iterable[type[DiffSyncModel]]) -> list[type[DiffSyncModel]]:
@@ -82,15 +83,9 @@ class ModelRegistry:
                 named.append((parent, {field: values[name] for name, field in pairs}))
         return named
 
-    def shapes(self, model: type[DiffSyncModel]) -> set[tuple[str, ...]]:
+    def shapes(self, model: type[DiffSyncModel]) -> frozenset[tuple[str, ...]]:
         """The sets of fields (sorted) registered models look up objects of `model`'s Nautobot model by."""
-        orm = getattr(model, "_model", None)
-        return {
-            tuple(sorted(field for _, field in pairs))
-            for lookups in self._lookups.values()
-            for parent, pairs in lookups
-            if getattr(parent, "_model", None) is orm
-        }
+        return self._shapes.get(model, frozenset())
 
     def __contains__(self, name: object) -> bool:
         return name in self._models
@@ -346,6 +341,18 @@ def _lookups(
             continue
         lookups += [(parent, names) for parent in models if getattr(parent, "_model", None) is related]
     return lookups
+
+
+def _shapes(
+    models: Iterable[type[DiffSyncModel]],
+    lookups: dict[type[DiffSyncModel], list[tuple[type[DiffSyncModel], list[tuple[str, str]]]]],
+) -> dict[type[DiffSyncModel], frozenset[tuple[str, ...]]]:
+    """`ModelRegistry.shapes()` of every model: the field sets its Nautobot model is looked up by."""
+    by_orm: dict[Any, set[tuple[str, ...]]] = {}
+    for found in lookups.values():
+        for parent, pairs in found:
+            by_orm.setdefault(getattr(parent, "_model", None), set()).add(tuple(sorted(f for _, f in pairs)))
+    return {model: frozenset(by_orm.get(getattr(model, "_model", None), ())) for model in models}
 
 
 def _unique(model: type[DiffSyncModel]) -> list[tuple[str, ...]]:

@@ -80,3 +80,13 @@ def test_fold_merges_upserts_and_lets_a_delete_win() -> None:
     assert by_vid[200].op is Op.DELETE
     assert (by_vid[300].op, by_vid[300].attrs, by_vid[300].recreated) == (Op.UPSERT, {"name": "new"}, True)
     assert len(by_vid[100].events) == 2
+
+
+def test_shapes_are_the_field_sets_other_models_look_an_object_up_by() -> None:
+    """What a waiting create's lookup of its parent looks like, so that a write of the parent can be matched to it."""
+    from streamsync.models.dcim import DeviceModel, InterfaceModel, LocationModel
+
+    registry = ModelRegistry([LocationModel, DeviceModel, InterfaceModel])
+    assert registry.shapes(DeviceModel) == {("name",)}  # an interface's `device__name`
+    assert registry.shapes(InterfaceModel) == set()  # nothing registered names an interface
+    assert ("name",) in registry.shapes(LocationModel)  # a device's `location__name`, a location's `parent__name`
