@@ -58,8 +58,6 @@ def missing(registry: ModelRegistry, model: type[DiffSyncModel], values: dict[st
     A reference left empty (every looked-up value None) names nothing; a lookup the database cannot
     run (a value out of a column's range) is left out, as its object cannot be told missing.
     """
-    from django.db import DatabaseError, transaction
-
     found: set[Awaited] = set()
     for parent, lookup in registry.named(model, values):
         orm = getattr(parent, "_model", None)
@@ -68,14 +66,7 @@ def missing(registry: ModelRegistry, model: type[DiffSyncModel], values: dict[st
         if any(isinstance(value, list | dict) for value in lookup.values()):
             continue
         awaited = (str(orm._meta.label_lower), tuple(sorted(lookup.items())))
-        if awaited in found:
-            continue
-        try:
-            with transaction.atomic():
-                exists = orm.objects.filter(**lookup).exists()
-        except (DatabaseError, ValueError, TypeError):
-            continue
-        if not exists:
+        if awaited not in found and _exists(orm, lookup) is False:
             found.add(awaited)
     return frozenset(found)
 
@@ -83,17 +74,32 @@ def missing(registry: ModelRegistry, model: type[DiffSyncModel], values: dict[st
 def still_missing(awaits: Iterable[Awaited]) -> bool:
     """Whether one of the awaited objects is still not in Nautobot (for the retry timer; a query each)."""
     from django.apps import apps
-    from django.db import DatabaseError, transaction
 
     for name, lookup in awaits:
         try:
             orm = apps.get_model(name)
-            with transaction.atomic():
-                if not orm.objects.filter(**dict(lookup)).exists():
-                    return True
-        except (LookupError, DatabaseError, ValueError, TypeError):
+        except LookupError:
             return False  # cannot tell: try the key
+        found = _exists(orm, dict(lookup))
+        if found is None:
+            return False  # cannot tell: try the key
+        if not found:
+            return True
     return False
+
+
+def _exists(orm: Any, lookup: dict[str, Any]) -> bool | None:
+    """Whether Nautobot has the object `lookup` finds; None when the database cannot run the lookup.
+
+    In a savepoint: a value out of a column's range fails the query, not the caller's transaction.
+    """
+    from django.db import DatabaseError, transaction
+
+    try:
+        with transaction.atomic():
+            return bool(orm.objects.filter(**lookup).exists())
+    except (DatabaseError, ValueError, TypeError):
+        return None
 
 
 def written(awaited: Awaited, upserts: Iterable[tuple[type[DiffSyncModel], dict[str, Any]]], created: set[str]) -> bool:
