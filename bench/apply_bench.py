@@ -40,6 +40,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from bench.common import progress, scratch_database
+
 if TYPE_CHECKING:
     from bench.workload import Run, Workload
 
@@ -122,11 +124,6 @@ QUICK = Plan(  # a smoke run: every path once, in under 2 minutes; the batch of 
     bulk_batches=1,
     no_op_runs=2,
 )
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (the table alone goes to stdout)."""
-    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -608,14 +605,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("NAUTOBOT_CONFIG", str(ROOT / "deploy" / "nautobot_config.py"))
     # The template database, when missing, is built with `nautobot-server` from this environment.
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    os.environ["NAUTOBOT_DB_NAME"] = DB_NAME  # before Nautobot's settings are read
     started, clock, load = datetime.now(UTC), time.monotonic(), os.getloadavg()
 
-    from deploy import devdb
-
-    progress(f"cloning the migrated template into {DB_NAME}")
-    devdb.create_database(DB_NAME)
-    try:
+    with scratch_database(DB_NAME):
         from streamsync.cli.nautobot_setup import setup
         from streamsync.monitor.logging import configure
 
@@ -630,12 +622,6 @@ def main(argv: list[str] | None = None) -> int:
         from bench.workload import Workload
 
         results = measure(plan, Workload())
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        devdb.drop_database(DB_NAME)
-        progress(f"dropped {DB_NAME}")
     print(report(results, argv, started, time.monotonic() - clock, load))
     return 0
 

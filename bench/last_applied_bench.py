@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
+
+from bench.common import scratch_database
 
 DB_NAME = "streamsync_bench_lastapplied"
 AGENT, TOPIC = "streamsync.sync.bench", "streamsync.bench.events"
@@ -55,12 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the table before measuring")
     args = parser.parse_args(argv)
-    os.environ["NAUTOBOT_DB_NAME"] = DB_NAME  # before Nautobot's settings are read
 
-    from deploy import devdb
-
-    devdb.create_database(DB_NAME)
-    try:
+    with scratch_database(DB_NAME):
         from django.db import connection, transaction
 
         from streamsync.contract.records import Origin
@@ -101,11 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         for name, times in rows:
             p95 = sorted(times)[int(len(times) * 0.95) - 1]
             print(f"| {name} | {statistics.median(times) * 1000:.2f} | {p95 * 1000:.2f} |")
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        devdb.drop_database(DB_NAME)
     return 0
 
 

@@ -41,16 +41,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import progress, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "streamsync_latency_bench"
 SOURCE = "ipam"
 POLL_SECONDS = 0.005
 TARGET_P50_MS, TARGET_P99_MS = 100.0, 300.0
-
-
-def progress(message: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 def _event(vid: int, group: str) -> Any:
@@ -398,14 +395,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("NAUTOBOT_CONFIG", str(ROOT / "deploy" / "nautobot_config.py"))
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    os.environ["NAUTOBOT_DB_NAME"] = DB_NAME
     started, clock, load = datetime.now(UTC), time.monotonic(), os.getloadavg()
 
-    from deploy import devdb
-
-    progress(f"cloning the migrated template into {DB_NAME}")
-    devdb.create_database(DB_NAME)
-    try:
+    with scratch_database(DB_NAME):
         from streamsync.cli.nautobot_setup import setup
 
         setup()
@@ -427,12 +419,6 @@ def main(argv: list[str] | None = None) -> int:
         else:
             with tempfile.TemporaryDirectory(prefix="latency-bench-") as logs:
                 rows = measure(args, bootstrap, env, Path(logs))
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        devdb.drop_database(DB_NAME)
-        progress(f"dropped {DB_NAME}")
     print(f"streamsync latency benchmark, {started:%Y-%m-%d %H:%M} UTC: python -m bench.latency_bench {' '.join(argv)}")
     print(f"{os.cpu_count()} CPU(s); load average at start {load[0]:.2f}; wall {time.monotonic() - clock:.0f} s")
     print()

@@ -29,13 +29,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.common import progress, scratch_database
+
 ROOT = Path(__file__).resolve().parent.parent
 DB_NAME = "streamsync_resync_bench"
-
-
-def progress(message: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
 
 class ResyncWork:
@@ -245,14 +242,9 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("NAUTOBOT_CONFIG", str(ROOT / "deploy" / "nautobot_config.py"))
     os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    os.environ["NAUTOBOT_DB_NAME"] = DB_NAME  # before Nautobot's settings are read
     load = os.getloadavg()
 
-    from deploy import devdb
-
-    progress(f"cloning the migrated template into {DB_NAME}")
-    devdb.create_database(DB_NAME)
-    try:
+    with scratch_database(DB_NAME):
         from streamsync.cli.nautobot_setup import setup
         from streamsync.monitor.logging import configure
 
@@ -262,12 +254,6 @@ def main(argv: list[str] | None = None) -> int:
 
         cache.clear()  # Redis may hold cached rows of another database
         rows = measure(args.n, args.updates, args.creates, args.runs, bootstrap)
-    finally:
-        from django.db import connections
-
-        connections.close_all()
-        devdb.drop_database(DB_NAME)
-        progress(f"dropped {DB_NAME}")
     print(report(rows, args, load))
     return 0
 

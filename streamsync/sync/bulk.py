@@ -44,6 +44,17 @@ CANDIDATES = frozenset(
         "ipam.namespace",
         "dcim.manufacturer",
         "dcim.platform",
+        # Assignments (explicit many-to-many through models): Nautobot logs a change to both objects
+        # they join, serialised whole; in bulk each joined object is serialised once per chunk.
+        "ipam.prefixlocationassignment",
+        "ipam.vlanlocationassignment",
+        "cloud.cloudnetworkprefixassignment",
+        "cloud.cloudservicenetworkassignment",
+        "vpn.vpnprofilephase1policyassignment",
+        "vpn.vpnprofilephase2policyassignment",
+        "extras.jobqueueassignment",
+        "wireless.controllermanageddevicegroupradioprofileassignment",
+        "wireless.controllermanageddevicegroupwirelessnetworkassignment",
     }
 )
 
@@ -272,14 +283,18 @@ TagNames = Callable[[Any], "list[str] | None"]  # an object's tag names, or None
 
 @contextmanager
 def change_logged(instances: Sequence[Any], tags: TagNames, using: str) -> Iterator[Any]:
-    """One savepoint around a chunk's writes, their change log deferred and its ObjectChanges inserted at the end.
+    """One savepoint around a chunk's writes, their change log deferred and its ObjectChanges written at the end.
 
     Nautobot's deferred change logging (the mode its bulk edit uses) records what the chunk's
     signals log, and the rows are built from it as Nautobot's flush builds them (`object_changes`),
-    the chunk's own objects serialised together. The change context then remembers them as it
-    remembers single saves, so a later save of one of them in the context updates its row instead
-    of adding another. Raises whatever fails; the savepoint is then rolled back and the change
-    context is as it was. Yields the change context.
+    the objects of one model serialised together: the chunk's own and the objects an assignment
+    joins, which Nautobot logs as changed once per assignment and which are serialised here once
+    per chunk, as the last assignment left them. An object the context had logged before the chunk
+    has its row updated as a single save updates it (`relog`) instead of getting a second one.
+    The change context then remembers the chunk's objects as it remembers single saves, so a later
+    save of one of them in the context updates its row instead of adding another. Raises whatever
+    fails; the savepoint is then rolled back and the change context is as it was. Yields the change
+    context.
     """
     from django.db import transaction
     from nautobot.extras.models import ObjectChange
@@ -294,10 +309,13 @@ def change_logged(instances: Sequence[Any], tags: TagNames, using: str) -> Itera
         with transaction.atomic(using=using):
             yield context
             recorded, context.deferred_object_changes = context.deferred_object_changes, {}
-            ObjectChange.objects.bulk_create(object_changes(context, recorded, instances, tags))
+            new = {key: entries for key, entries in recorded.items() if key not in kept}
+            ObjectChange.objects.bulk_create(object_changes(context, new, instances, tags))
+            relog(context, [entries[-1] for key, entries in recorded.items() if key in kept])
     finally:
         context.deferred_object_changes, context.defer_object_changes = kept, deferring
-    kept.update(recorded)
+    for key, entries in recorded.items():  # as a single save: what the context logged already stays
+        kept.setdefault(key, entries)
 
 
 def object_changes(
@@ -306,22 +324,18 @@ def object_changes(
     """The ObjectChanges of the change-log records `recorded` in deferred mode, as Nautobot's flush builds them.
 
     Nautobot's `ChangeContext.create_object_changes` serialises each object on its own (a REST
-    serializer built per object); the chunk's `instances` are serialised together here, with the
-    very serializers and the same results. Anything else recorded is built as Nautobot builds it.
+    serializer built per object); here the objects of one model are serialised together
+    (`logged_data`), with the very serializers and the same results. The chunk's own `instances`
+    have their tag names from `tags`. Anything else recorded is built as Nautobot builds it.
     """
     from nautobot.extras.constants import CHANGELOG_MAX_CHANGE_CONTEXT_DETAIL, CHANGELOG_MAX_OBJECT_REPR
     from nautobot.extras.models import ObjectChange
-    from nautobot.extras.models.change_logging import ChangeLoggedModel
 
     ours = {id(instance) for instance in instances}
-    plain = [
-        entry["instance"]
-        for entries in recorded.values()
-        for entry in entries
-        if id(entry["instance"]) in ours
-        and type(entry["instance"]).to_objectchange is ChangeLoggedModel.to_objectchange
-    ]
-    data = serialized(plain, tags)
+    data = logged_data(
+        [entry["instance"] for entries in recorded.values() for entry in entries],
+        lambda instance: tags(instance) if id(instance) in ours else None,
+    )
     changes = []
     for entries in recorded.values():
         for entry in entries:
@@ -351,6 +365,70 @@ def object_changes(
                 change.changed_object_type = entry.get("changed_object_type")
             changes.append(change)
     return changes
+
+
+def relog(context: Any, entries: Sequence[dict[str, Any]]) -> None:
+    """Update the ObjectChange rows the context wrote before for these objects, as a single save updates them.
+
+    Nautobot's change logging, for an object it has logged already in the context: its latest row
+    of the context (same object, user and request) gets the object's data now, and a delete
+    becomes an update; without such a row, nothing. One query reads the rows, one writes them.
+    """
+    from django.contrib.contenttypes.models import ContentType
+    from django.db.models import Q
+    from nautobot.extras.choices import ObjectChangeActionChoices
+    from nautobot.extras.models import ObjectChange
+
+    entries = [entry for entry in entries if entry["instance"].pk is not None]
+    if not entries:
+        return
+    wanted = Q()
+    for entry in entries:
+        wanted |= Q(
+            changed_object_type=ContentType.objects.get_for_model(entry["instance"]),
+            changed_object_id=entry["instance"].pk,
+            user=entry["user"],
+        )
+    latest: dict[tuple[Any, Any, Any], Any] = {}
+    for row in ObjectChange.objects.filter(wanted, request_id=context.change_id).order_by("time"):
+        latest[(row.changed_object_type_id, row.changed_object_id, row.user_id)] = row
+    data = logged_data([entry["instance"] for entry in entries], lambda _: None)
+    rows = []
+    for entry in entries:
+        instance = entry["instance"]
+        key = (ContentType.objects.get_for_model(instance).pk, instance.pk, getattr(entry["user"], "pk", None))
+        row = latest.get(key)
+        if row is None:
+            continue
+        if id(instance) in data:
+            row.object_data, row.object_data_v2 = data[id(instance)]
+        else:
+            change = instance.to_objectchange(ObjectChangeActionChoices.ACTION_UPDATE)
+            if change is None:
+                continue
+            row.object_data, row.object_data_v2 = change.object_data, change.object_data_v2
+        if row.action == ObjectChangeActionChoices.ACTION_DELETE:
+            row.action = ObjectChangeActionChoices.ACTION_UPDATE
+        rows.append(row)
+    ObjectChange.objects.bulk_update(rows, ["action", "object_data", "object_data_v2"])
+
+
+def logged_data(instances: Sequence[Any], tags: TagNames) -> dict[int, tuple[dict[str, Any], Any]]:
+    """What `serialized` gives, by id(instance), for the objects Nautobot logs with its default `to_objectchange`.
+
+    The objects of each model are serialised in one pass; the others (a model of its own change
+    record) are left to their `to_objectchange`.
+    """
+    from nautobot.extras.models.change_logging import ChangeLoggedModel
+
+    by_model: dict[type, list[Any]] = defaultdict(list)
+    for instance in instances:
+        if type(instance).to_objectchange is ChangeLoggedModel.to_objectchange:
+            by_model[type(instance)].append(instance)
+    out: dict[int, tuple[dict[str, Any], Any]] = {}
+    for group in by_model.values():
+        out.update(serialized(group, tags))
+    return out
 
 
 def serialized(instances: Sequence[Any], tags: TagNames) -> dict[int, tuple[dict[str, Any], Any]]:

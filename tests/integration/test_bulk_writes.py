@@ -37,6 +37,13 @@ pytestmark = pytest.mark.integration
 
 SOURCE = "bulk"
 MODELS = ("tenant", "role", "manufacturer", "platform", "namespace", "locationtype", "vlangroup", "vlan")
+# Models whose rows are compared besides MODELS': the assignment tests' (label: lookup ending in the test's suffix).
+JOINED = {
+    "dcim.location": "name__endswith",
+    "ipam.prefix": "namespace__name__endswith",
+    "ipam.prefixlocationassignment": "location__name__endswith",
+    "ipam.vlanlocationassignment": "location__name__endswith",
+}
 EXAMPLES = int(os.environ.get("STREAMSYNC_BULK_EXAMPLES", "4"))
 
 
@@ -124,6 +131,7 @@ def _written(
     The change log and the outbox as multisets: across objects their order follows the order of the
     writes, which the bulk path changes (one object has one ObjectChange per batch either way).
     """
+    from django.apps import apps
     from django.forms.models import model_to_dict
     from nautobot.extras.models import ObjectChange
 
@@ -139,6 +147,12 @@ def _written(
             data = {field: _plain(value) for field, value in model_to_dict(obj).items()}
             data["_pk"] = str(obj.pk)
             rows[f"{name} {obj} {data.get('vlan_group')}"] = data
+    for label, lookup in JOINED.items():
+        for obj in apps.get_model(label).objects.filter(**{lookup: u}):
+            data = {field: _plain(value) for field, value in model_to_dict(obj).items()}
+            data["_pk"] = str(obj.pk)
+            rows[f"{label} {obj}"] = data
+            names.setdefault(str(obj.pk), f"<{label} {obj}>")  # assignments have no change log of their own
     requests: dict[str, str] = {}
     logged = []
     for change in changes:
@@ -188,6 +202,10 @@ def _written(
         "rejected": rejected,
     }
     written = _normal(parts, names)
+    for data in written["rows"].values():  # to-many values: sorted as the names they stand for
+        for field, value in data.items():
+            if isinstance(value, list):
+                data[field] = sorted(value)
     for part in ("log", "events", "outbox"):
         written[part].sort(key=repr)
     return written
@@ -463,6 +481,99 @@ def test_updates_mixed_with_creates_and_deletes_write_the_same(broker: Any) -> N
     assert actions.count("update") == 8 + 3 + 6 + 4 and actions.count("delete") == 4, actions
 
 
+def _assignment_models() -> list[Any]:
+    from django.apps import apps
+
+    from streamsync.models.derived import derived_model
+
+    built_in = [
+        builtin_model(name) for name in ("location", "locationtype", "namespace", "prefix", "vlangroup", "vlan")
+    ]
+    return built_in + [derived_model(apps.get_model(label)) for label in JOINED if label.endswith("assignment")]
+
+
+def _joined_world(u: str) -> None:
+    """Locations a to c of a type that takes prefixes and VLANs, prefixes 10.<n>.0.0/24 for n in 1 to 8 in the
+    namespace ns-<u>, VLANs 1 to 3 of gx-<u>; prefix 1 and VLAN 1 are at location a already. No change log."""
+    from django.contrib.contenttypes.models import ContentType
+    from nautobot.dcim.models import Location, LocationType
+    from nautobot.extras.models import Status
+    from nautobot.ipam.models import VLAN, Namespace, Prefix
+
+    kind = LocationType.objects.create(name=f"lt-{u}")
+    kind.content_types.add(ContentType.objects.get_for_model(Prefix), ContentType.objects.get_for_model(VLAN))
+    active = Status.objects.get(name="Active")
+    places = [Location.objects.create(name=f"l{n}-{u}", location_type=kind, status=active) for n in "abc"]
+    namespace = Namespace.objects.create(name=f"ns-{u}")
+    prefixes = [Prefix.objects.create(prefix=f"10.{n}.0.0/24", namespace=namespace, status=active) for n in range(1, 9)]
+    prefixes[0].locations.add(places[0])
+    VLAN.objects.get(vid=1, vlan_group__name=f"gx-{u}").locations.add(places[0])
+
+
+def _joins(u: str, prefix: int, location: str) -> Event:
+    key = {"prefix__namespace__name": f"ns-{u}", "prefix__network": f"10.{prefix}.0.0", "prefix__prefix_length": 24}
+    return _event("prefixlocationassignment", {**key, "location__name": f"l{location}-{u}"})
+
+
+def _places_vlan(u: str, vid: int, location: str) -> Event:
+    return _event(
+        "vlanlocationassignment", {"vid": vid, "vlan_group__name": f"gx-{u}", "location__name": f"l{location}-{u}"}
+    )
+
+
+def test_assignments_write_the_same_in_bulk_as_one_by_one(broker: Any) -> None:
+    """Assignments join two objects, and Nautobot logs a change to both (serialised whole) for each one.
+
+    In bulk each joined object is logged once per chunk, as the last assignment leaves it: the same
+    ObjectChange rows and events as one by one. Also when the batch has logged the object already
+    (location a updated, location d and prefix 9 created before the assignments: their rows are
+    updated, not doubled), for an assignment that exists (unchanged), one naming a prefix that does
+    not exist (it fails alone), and in a second batch beside a delete."""
+    u = _world()
+    _joined_world(u)
+    active = {"status__name": "Active"}
+    location = {"location_type__name": f"lt-{u}", **active}
+    first = [
+        _event("location", {"name": f"la-{u}", "parent__name": None}, description="updated", **location),
+        _event("location", {"name": f"ld-{u}", "parent__name": None}, **location),
+        _event(
+            "prefix", {"network": "10.9.0.0", "prefix_length": 24, "namespace__name": f"ns-{u}"}, status__name="Active"
+        ),
+    ]
+    first += [_joins(u, n, place) for n in range(1, 10) for place in "abd" if (n + ord(place)) % 3]
+    first += [_joins(u, 1, "a"), _joins(u, 99, "a")]  # exists already; names no prefix
+    first += [_places_vlan(u, vid, place) for vid in (1, 2, 3) for place in "ac"]
+    second = [_joins(u, n, "c") for n in range(1, 9)] + [_places_vlan(u, 3, "b")]
+    second += [Event(source=SOURCE, model="prefixlocationassignment", op=Op.DELETE, key=_joins(u, 1, "a").key)]
+    written = _same(broker, u, [first, second], _assignment_models())
+    outcomes = [{key.split("|", 1)[0]: outcome for key, _, outcome, *_ in batch} for batch in written["outcomes"]]
+    logged = sorted((request, action, kind) for request, action, _, _, _, _, kind, *_ in written["log"])
+    assert logged.count(("request 0", "update", "location")) == 2, logged  # a (updated, then joined) and b
+    assert logged.count(("request 0", "create", "location")) == 1, logged  # d: created, then joined
+    assert sum(1 for _, o in outcomes[0].items() if o == Outcome.CREATED) >= 18, outcomes
+
+
+def test_assignments_are_inserted_together_and_each_joined_object_logged_once(broker: Any) -> None:
+    """The bulk path is the one taken for assignments: one INSERT of them, one of ObjectChanges, and
+    each joined object's change row written once for the chunk (3 locations, 8 prefixes)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from nautobot.extras.models import ObjectChange
+
+    u = _world()
+    _joined_world(u)
+    engine = engines(_assignment_models())["bulk"]
+    events = [_joins(u, n, place) for n in range(1, 9) for place in "bc"]
+    before = ObjectChange.objects.count()
+    with CaptureQueriesContext(connection) as captured:
+        result = engine.apply(events, source=SOURCE)
+    assert [o.outcome for o in result.objects] == [Outcome.CREATED] * 16
+    inserts = [q["sql"].split()[2] for q in captured.captured_queries if q["sql"].startswith("INSERT")]
+    assert inserts.count('"ipam_prefixlocationassignment"') == 1, inserts
+    assert inserts.count('"extras_objectchange"') == 1, inserts
+    assert ObjectChange.objects.count() - before == 2 + 8  # locations b and c, prefixes 1 to 8
+
+
 CODE = "streamsync_bulk_code"  # a custom field on manufacturers, synced by _vendor_model()
 
 
@@ -574,7 +685,15 @@ def test_the_models_written_in_bulk_are_exactly_those_whose_receivers_are_known(
 
     reasons = {label: bulk.unsafe_because(apps.get_model(label)) for label in sorted(bulk.CANDIDATES)}
     assert reasons == dict.fromkeys(sorted(bulk.CANDIDATES)), reasons
-    for label in ("dcim.location", "dcim.locationtype", "ipam.prefix", "ipam.ipaddress", "dcim.device"):
+    for label in (
+        "dcim.location",
+        "dcim.locationtype",
+        "ipam.prefix",
+        "ipam.ipaddress",
+        "dcim.device",
+        "ipam.vrfprefixassignment",  # Nautobot's IPAM receiver re-parents on save
+        "dcim.deviceclusterassignment",  # its save() is its own
+    ):
         assert bulk.unsafe_because(apps.get_model(label)) is not None
 
 
