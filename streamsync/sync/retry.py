@@ -401,10 +401,10 @@ def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
         letters: list[tuple[Origin, DeadLetter]] = []
         gone: list[int] = []
         for queue, events, error in zip(queues, read, errors, strict=True):
-            attempts = max(row.attempts for row in queue) + 1
+            attempts, next_at = _next_attempt(how, queue, now)
             failures = [_failure(event, error, outcome_of, rejected) for event in events]
             waiting = [f for f in failures if f is not None and f.retryable]
-            wait = bool(waiting) and attempts < how.policy.max_attempts
+            wait = bool(waiting) and next_at is not None
             settled: list[int] = []
             for row, failure in zip(queue, failures, strict=True):
                 if wait and failure is not None and failure.retryable:
@@ -420,7 +420,7 @@ def retry_due(engine: SyncEngine, how: Retrying, wire: Wire) -> Retried:
                 waits_for = outcome_of[id(first)].awaits if id(first) in outcome_of else None
                 ParkedEvent.objects.filter(source=how.source, key=queue[0].key).exclude(id__in=settled).update(
                     attempts=attempts,
-                    next_attempt_at=now + how.policy.delay(attempts),
+                    next_attempt_at=next_at,
                     last_reason=waiting[0].reason,
                     awaits=awaits.to_json(waits_for),
                 )
@@ -441,16 +441,22 @@ def _postpone_missing(how: Retrying, queues: list[list[ParkedEvent]], now: datet
     due: list[list[ParkedEvent]] = []
     later: list[ParkedEvent] = []
     for queue in queues:
-        attempts = max(row.attempts for row in queue) + 1
+        attempts, next_at = _next_attempt(how, queue, now)
         waits_for = awaits.from_json(queue[0].awaits)
-        if waits_for and attempts < how.policy.max_attempts and awaits.still_missing(waits_for):
+        if waits_for and next_at is not None and awaits.still_missing(waits_for):
             for row in queue:
-                row.attempts, row.next_attempt_at = attempts, now + how.policy.delay(attempts)
+                row.attempts, row.next_attempt_at = attempts, next_at
             later += queue
         else:
             due.append(queue)
     ParkedEvent.objects.bulk_update(later, ["attempts", "next_attempt_at"], batch_size=500)
     return due
+
+
+def _next_attempt(how: Retrying, queue: Sequence[ParkedEvent], now: datetime) -> tuple[int, datetime | None]:
+    """The attempt a look at a key's queue counts, and when the one after it is due (None: this one is its last)."""
+    attempts = max(row.attempts for row in queue) + 1
+    return attempts, now + how.policy.delay(attempts) if attempts < how.policy.max_attempts else None
 
 
 @dataclass(frozen=True)
