@@ -52,12 +52,20 @@ def label(model: type[DiffSyncModel]) -> str | None:
     return None if orm is None else str(orm._meta.label_lower)
 
 
-def missing(registry: ModelRegistry, model: type[DiffSyncModel], values: dict[str, Any]) -> frozenset[Awaited]:
+def missing(
+    registry: ModelRegistry,
+    model: type[DiffSyncModel],
+    values: dict[str, Any],
+    known: dict[Awaited, bool | None] | None = None,
+) -> frozenset[Awaited]:
     """The objects `values` (an object of `model` to create) name that Nautobot does not have; a query each.
 
     A reference left empty (every looked-up value None) names nothing; a lookup the database cannot
     run (a value out of a column's range) is left out, as its object cannot be told missing.
+    `known` holds what earlier calls found, by object, and is added to: pass one dict to the calls
+    made while nothing is written (the failures of one pass, which often name the same parents).
     """
+    known = {} if known is None else known
     found: set[Awaited] = set()
     for parent, lookup in registry.named(model, values):
         orm = getattr(parent, "_model", None)
@@ -66,7 +74,9 @@ def missing(registry: ModelRegistry, model: type[DiffSyncModel], values: dict[st
         if any(isinstance(value, list | dict) for value in lookup.values()):
             continue
         awaited = (str(orm._meta.label_lower), tuple(sorted(lookup.items())))
-        if awaited not in found and _exists(orm, lookup) is False:
+        if awaited not in known:
+            known[awaited] = _exists(orm, lookup)
+        if known[awaited] is False:
             found.add(awaited)
     return frozenset(found)
 

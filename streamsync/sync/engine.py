@@ -613,7 +613,8 @@ class _Run:
                     if failure is not None:
                         retry.append(failure)
             first_pass = False
-            held += [(failure, self._missing(failure.change, nautobot)) for failure in retry]
+            known: dict[Awaited, bool | None] = {}  # nothing is written while the pass's failures are looked at
+            held += [(failure, self._missing(failure.change, nautobot, known)) for failure in retry]
             # Tried again in this round if this pass wrote something: a create only if it wrote what it waits for.
             again = {id(f) for f, waits in held if wrote and (waits is None or _wrote(waits, wrote))}
             todo = sorted((f.change for f, _ in held if id(f) in again), key=order)
@@ -625,13 +626,18 @@ class _Run:
         self.result.add_time("save", clock() - load_done - (self.result.timings.get("diff", 0.0) - diffing))
         return changed
 
-    def _missing(self, change: Change, nautobot: PartialNautobotAdapter) -> frozenset[Awaited] | None:
-        """For a create that failed, the objects its events name that Nautobot lacks (None: none, or not a create)."""
+    def _missing(
+        self, change: Change, nautobot: PartialNautobotAdapter, known: dict[Awaited, bool | None]
+    ) -> frozenset[Awaited] | None:
+        """For a create that failed, the objects its events name that Nautobot lacks (None: none, or not a create).
+
+        `known`: what earlier looks of the same pass found, by awaited object (awaits.missing).
+        """
         if change.op is not Op.UPSERT:
             return None
         if nautobot.get_or_none(change.model.get_type(), change.model.create_unique_id(**change.ids)) is not None:
             return None  # an update: the objects its attributes named before are there
-        return awaits.missing(self.registry, change.model, {**change.attrs, **change.ids}) or None
+        return awaits.missing(self.registry, change.model, {**change.attrs, **change.ids}, known) or None
 
     def _bulk_creates(
         self,

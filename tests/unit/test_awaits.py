@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from streamsync.models.dcim import DeviceModel, InterfaceModel, LocationModel
 from streamsync.sync import awaits
 from streamsync.sync.registry import ModelRegistry
@@ -42,3 +46,20 @@ def test_a_write_is_offered_in_every_shape_other_models_look_it_up_by() -> None:
     assert ["dcim.device", [["name", "sw1"]]] in lookups
     assert ["dcim.interface"] in lookups  # its components, by label alone
     assert awaits.lookups_of(registry, [(InterfaceModel, {"name": "eth0", "device__name": "sw1"})], set()) == []
+
+
+def test_what_an_earlier_look_found_is_not_asked_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failures of one pass often name the same parent: with one `known` dict it is looked up once."""
+    asked: list[dict[str, Any]] = []
+
+    def exists(orm: Any, lookup: dict[str, Any]) -> bool:
+        asked.append(lookup)
+        return False
+
+    monkeypatch.setattr(awaits, "_exists", exists)
+    registry = ModelRegistry([LocationModel, DeviceModel, InterfaceModel])
+    known: dict[awaits.Awaited, bool | None] = {}
+    for name in ("eth0", "eth1", "eth2"):
+        assert awaits.missing(registry, InterfaceModel, {"name": name, "device__name": "sw1"}, known) == {SW1}
+    assert asked == [{"name": "sw1"}]
+    assert known == {SW1: False}
