@@ -379,25 +379,28 @@ def relog(context: Any, entries: Sequence[dict[str, Any]]) -> None:
     from nautobot.extras.choices import ObjectChangeActionChoices
     from nautobot.extras.models import ObjectChange
 
-    entries = [entry for entry in entries if entry["instance"].pk is not None]
-    if not entries:
+    # (content type, object, user) of each entry: what Nautobot's lookup of the row filters on
+    keyed = {
+        (
+            ContentType.objects.get_for_model(entry["instance"]).pk,
+            entry["instance"].pk,
+            getattr(entry["user"], "pk", None),
+        ): entry
+        for entry in entries
+        if entry["instance"].pk is not None
+    }
+    if not keyed:
         return
     wanted = Q()
-    for entry in entries:
-        wanted |= Q(
-            changed_object_type=ContentType.objects.get_for_model(entry["instance"]),
-            changed_object_id=entry["instance"].pk,
-            user=entry["user"],
-        )
+    for content_type, pk, user in keyed:
+        wanted |= Q(changed_object_type_id=content_type, changed_object_id=pk, user_id=user)
     latest: dict[tuple[Any, Any, Any], Any] = {}
     for row in ObjectChange.objects.filter(wanted, request_id=context.change_id).order_by("time"):
         latest[(row.changed_object_type_id, row.changed_object_id, row.user_id)] = row
-    data = logged_data([entry["instance"] for entry in entries], lambda _: None)
+    data = logged_data([entry["instance"] for entry in keyed.values()], lambda _: None)
     rows = []
-    for entry in entries:
-        instance = entry["instance"]
-        key = (ContentType.objects.get_for_model(instance).pk, instance.pk, getattr(entry["user"], "pk", None))
-        row = latest.get(key)
+    for key, entry in keyed.items():
+        instance, row = entry["instance"], latest.get(key)
         if row is None:
             continue
         if id(instance) in data:
