@@ -123,6 +123,13 @@ def _plain(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | str | dict) else str(value)
 
 
+def _row(obj: Any) -> dict[str, Any]:
+    """Every column of `obj` (to-many fields as lists of primary keys), and its primary key."""
+    from django.forms.models import model_to_dict
+
+    return {**{field: _plain(value) for field, value in model_to_dict(obj).items()}, "_pk": str(obj.pk)}
+
+
 def _written(
     topic: str, u: str, results: Sequence[BatchResult], before: dict[str, Any], published: Sequence[tuple[str, Any]]
 ) -> dict[str, Any]:
@@ -132,7 +139,6 @@ def _written(
     writes, which the bulk path changes (one object has one ObjectChange per batch either way).
     """
     from django.apps import apps
-    from django.forms.models import model_to_dict
     from nautobot.extras.models import ObjectChange
 
     from streamsync.models.bookkeeping import OutboxEvent
@@ -144,14 +150,11 @@ def _written(
         django_model = builtin_model(name)._model  # type: ignore[attr-defined]
         mine = {"vlan_group__name__endswith": u} if name == "vlan" else {"name__endswith": u}
         for obj in django_model.objects.filter(**mine):
-            data = {field: _plain(value) for field, value in model_to_dict(obj).items()}
-            data["_pk"] = str(obj.pk)
+            data = _row(obj)
             rows[f"{name} {obj} {data.get('vlan_group')}"] = data
     for label, lookup in JOINED.items():
         for obj in apps.get_model(label).objects.filter(**{lookup: u}):
-            data = {field: _plain(value) for field, value in model_to_dict(obj).items()}
-            data["_pk"] = str(obj.pk)
-            rows[f"{label} {obj}"] = data
+            rows[f"{label} {obj}"] = _row(obj)
             names.setdefault(str(obj.pk), f"<{label} {obj}>")  # assignments have no change log of their own
     requests: dict[str, str] = {}
     logged = []
