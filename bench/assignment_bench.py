@@ -80,7 +80,6 @@ def _run(engine: Any, events: list[Any]) -> float:
 
     from streamsync.sync.batch import Outcome
 
-    started = 0.0
     try:
         with transaction.atomic():
             before = ObjectChange.objects.count()
